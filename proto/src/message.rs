@@ -1,0 +1,178 @@
+//! Requests, replies and refusals. Each variant is a sentence a reader understands.
+//!
+//! A login is `Begin`, then any number of `Prompt`/`Info`/`Error` replies from the daemon, each
+//! `Prompt` answered by an `Answer`, until one `Outcome`. An `otpctl` command is one `Command`
+//! answered by one `Done` or `Refused`. The daemon decides everything; clients only relay.
+
+use crate::Secret;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Start a second-factor login for a user whose first factor has passed.
+    Begin(Login),
+    /// The user's reply to the latest `Reply::Prompt`.
+    Answer(Secret),
+    /// A management command from `otpctl`; `None` users mean "the caller".
+    Command(Command),
+}
+
+/// Who is logging in, as the PAM stack sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub user: String,
+    /// PAM_SERVICE: sshd, login, sudo, su...
+    pub service: String,
+    /// PAM_RHOST, for the audit log.
+    pub rhost: Option<String>,
+    /// PAM_TTY, for the audit log.
+    pub tty: Option<String>,
+    /// The PAM line says `nullok`: a user with nothing enrolled is let through (PAM_IGNORE).
+    pub nullok: bool,
+}
+
+/// A management command. Non-root callers may only name themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a new pending TOTP secret; it counts at login only after `Verify`.
+    EnrollTotp { user: Option<String> },
+    /// Confirm a pending enrollment with a code, or check a code against the active one.
+    Verify { user: Option<String>, code: Secret },
+    /// What is enrolled, lockout state.
+    Status { user: Option<String> },
+    /// Remove the user's TOTP enrollment.
+    Disable { user: Option<String> },
+    /// Admin: lift a lockout.
+    Unlock { user: String },
+    /// Admin: forget everything about a user (enrollments, lockout, replay state).
+    Reset { user: String },
+    /// Admin: every user the store knows.
+    Users,
+}
+
+/// What the daemon sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Ask the user something; `echo` false for codes.
+    Prompt { text: String, echo: bool },
+    /// Tell the user something (PAM_TEXT_INFO).
+    Info { text: String },
+    /// Warn the user (PAM_ERROR_MSG).
+    Error { text: String },
+    /// The login is decided; the connection ends.
+    Outcome(Outcome),
+    /// A command succeeded.
+    Done(CommandReply),
+    /// A request was refused; the connection ends.
+    Refused(Refusal),
+}
+
+/// How a login ends. The module maps each to a PAM return code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Allow,
+    /// Not enrolled and `nullok` (or policy) says this module has no opinion.
+    Ignore,
+    Deny(DenyReason),
+}
+
+/// Why a login was denied. For logs and the module's return code; the user-facing text has
+/// already been sent as an `Error` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DenyReason {
+    WrongCode,
+    /// A code whose time step was already used.
+    Replayed,
+    Locked,
+    NotEnrolled,
+    /// The user gave up (empty answer, Ctrl-D).
+    Cancelled,
+    /// The caller may not authenticate this user (SO_PEERCRED).
+    Forbidden,
+    /// The daemon could not decide (store error); fail closed.
+    Internal,
+}
+
+/// The reply to a successful command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// A new pending TOTP enrollment: show it to the user once.
+    TotpEnrollment(TotpEnrollment),
+    /// `Verify` accepted the code; `activated` when it confirmed a pending enrollment.
+    Verified {
+        activated: bool,
+    },
+    Status(UserStatus),
+    Users(Vec<UserStatus>),
+    /// Done, nothing to report.
+    Ok,
+}
+
+/// Everything an authenticator app needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpEnrollment {
+    pub user: String,
+    /// Base32, unpadded.
+    pub secret: Secret,
+    /// `otpauth://totp/...`, carries the secret too.
+    pub uri: Secret,
+    pub issuer: String,
+    pub account: String,
+    pub algorithm: String,
+    pub digits: u8,
+    pub period: u64,
+}
+
+/// One user's state, as `otpctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatus {
+    pub user: String,
+    pub totp: MethodState,
+    /// Seconds until a lockout ends; `None` when not locked.
+    pub locked_for_secs: Option<u64>,
+    /// Failures counted in the current lockout window.
+    pub recent_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MethodState {
+    None,
+    /// Enrolled but not yet confirmed with a code: does not count at login.
+    Pending,
+    Active,
+}
+
+/// Why a request was refused. `Display` is the sentence `otpctl` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("permission denied: you may only manage your own enrollment")]
+    Forbidden,
+    #[error("no such user: {0}")]
+    UnknownUser(String),
+    #[error("nothing is enrolled for {0}")]
+    NotEnrolled(String),
+    #[error("no enrollment is waiting for confirmation")]
+    NoPendingEnrollment,
+    #[error("wrong code")]
+    WrongCode,
+    #[error("too many failed attempts; try again later")]
+    Locked,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("protocol version {got} is not supported (daemon speaks {supported})")]
+    VersionMismatch { got: u16, supported: u16 },
+    #[error("internal error in otpd; see its log")]
+    Internal,
+}
+
+impl fmt::Display for MethodState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MethodState::None => "none",
+            MethodState::Pending => "pending",
+            MethodState::Active => "active",
+        })
+    }
+}
