@@ -1,0 +1,14 @@
+//! `otpd`: the privileged daemon that owns every secret and all policy for pam_otp.
+//!
+//! Layers, top to bottom: `server` (accept loop, peers, limits) and `connection` (framing) →
+//! `session` (a login conversation or an otpctl command) → `policy` (TOTP rules, lockout,
+//! per-user bookkeeping) → `store` (durable records). `config` and `logging` serve them all.
+
+pub mod config;
+pub mod connection;
+pub mod logging;
+pub mod peer;
+pub mod policy;
+pub mod server;
+pub mod session;
+pub mod store;

@@ -1,0 +1,116 @@
+//! `otpd`: run the daemon in the foreground, or check a configuration file.
+
+use clap::{Parser, Subcommand};
+use otpd::config::{Config, ConfigError, DEFAULT_PATH};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(version, about = "One-time-password daemon for pam_otp and otpctl")]
+struct Cli {
+    /// Configuration file [default: /etc/otpd/otpd.toml; built-in defaults if it is absent]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log debug lines too.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground (the default).
+    Run,
+    /// Check the configuration file and explain every error with its file, line and key.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::CheckConfig => check_config(cli.config),
+        Cmd::Run => {
+            otpd::logging::init(level);
+            run(cli.config)
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<(Config, String), ConfigError> {
+    match path {
+        Some(p) => Config::load(&p).map(|c| (c, p.display().to_string())),
+        None => {
+            let p = PathBuf::from(DEFAULT_PATH);
+            let source = if p.exists() {
+                DEFAULT_PATH.to_owned()
+            } else {
+                "built-in defaults".to_owned()
+            };
+            Config::load_or_default(&p).map(|c| (c, source))
+        }
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    match load(path) {
+        Ok((cfg, source)) => {
+            println!(
+                "{source}: ok (socket {}, state_dir {})",
+                cfg.socket.display(),
+                cfg.state_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let (cfg, source) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    log::info!("configuration: {source}");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(otpd::server::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (systemd) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Who is on the other end of a connection (SO_PEERCRED), and what they may do.
+//!
+//! Root may authenticate anyone and manage anyone. Members of `admin_group` may manage anyone.
+//! Everybody else may authenticate (a screen locker runs as the user) and manage only themselves.
+
+use nix::unistd::{Gid, Group, Uid, User};
+use otp_proto::Refusal;
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    /// The passwd name of `uid`; `None` for a uid without an entry, which may act for nobody.
+    pub name: Option<String>,
+    /// Root, or a member of `admin_group`.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Resolve a peer uid through NSS. Blocking: call from the blocking pool.
+    pub fn identify(uid: u32, admin_group: Option<&str>) -> Caller {
+        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+        let admin = uid == 0
+            || match (admin_group, &user) {
+                (Some(group), Some(user)) => in_group(group, &user.name, user.gid),
+                _ => false,
+            };
+        Caller {
+            uid,
+            name: user.map(|u| u.name),
+            admin,
+        }
+    }
+
+    /// May this caller run a login for `user`? Root, or the user itself.
+    pub fn may_authenticate(&self, user: &str) -> bool {
+        self.uid == 0 || self.is(user)
+    }
+
+    /// The user a management command is about: the named one (admins, or oneself), or the caller.
+    pub fn target(&self, user: Option<String>) -> Result<String, Refusal> {
+        match user {
+            Some(u) if self.admin || self.is(&u) => Ok(u),
+            Some(_) => Err(Refusal::Forbidden),
+            None => self.name.clone().ok_or(Refusal::Forbidden),
+        }
+    }
+
+    /// Admin-only commands.
+    pub fn require_admin(&self) -> Result<(), Refusal> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden)
+        }
+    }
+
+    fn is(&self, user: &str) -> bool {
+        self.name.as_deref() == Some(user)
+    }
+}
+
+fn in_group(group: &str, user: &str, primary: Gid) -> bool {
+    match Group::from_name(group) {
+        Ok(Some(g)) => g.gid == primary || g.mem.iter().any(|m| m == user),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(uid: u32, name: &str, admin: bool) -> Caller {
+        Caller {
+            uid,
+            name: Some(name.into()),
+            admin,
+        }
+    }
+
+    #[test]
+    fn a_user_may_authenticate_and_manage_only_itself() {
+        let alice = caller(1000, "alice", false);
+        assert!(alice.may_authenticate("alice"));
+        assert!(!alice.may_authenticate("bob"));
+        assert_eq!(alice.target(None).unwrap(), "alice");
+        assert_eq!(alice.target(Some("alice".into())).unwrap(), "alice");
+        assert_eq!(alice.target(Some("bob".into())), Err(Refusal::Forbidden));
+        assert_eq!(alice.require_admin(), Err(Refusal::Forbidden));
+    }
+
+    #[test]
+    fn root_may_do_anything() {
+        let root = Caller::identify(0, None);
+        assert!(root.admin);
+        assert!(root.may_authenticate("bob"));
+        assert_eq!(root.target(Some("bob".into())).unwrap(), "bob");
+    }
+
+    #[test]
+    fn an_admin_manages_others_but_cannot_log_in_as_them() {
+        let admin = caller(1001, "carol", true);
+        assert!(!admin.may_authenticate("bob"));
+        assert_eq!(admin.target(Some("bob".into())).unwrap(), "bob");
+        assert!(admin.require_admin().is_ok());
+    }
+
+    #[test]
+    fn a_uid_without_a_name_acts_for_nobody() {
+        let ghost = Caller {
+            uid: 4_000_000_000,
+            name: None,
+            admin: false,
+        };
+        assert!(!ghost.may_authenticate("ghost"));
+        assert_eq!(ghost.target(None), Err(Refusal::Forbidden));
+    }
+}

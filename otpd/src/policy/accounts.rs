@@ -1,0 +1,395 @@
+//! Per-user bookkeeping: one user's record is read, changed and written back under that user's
+//! own lock, so two logins of the same user cannot both spend one code, while logins of
+//! different users never wait for each other. Store I/O runs on the blocking pool.
+
+use super::lockout::Lockout;
+use super::totp::{self, Check};
+use crate::config::Config;
+use crate::store::{Store, StoreError, TotpKey, UserRecord};
+use otp_proto::{MethodState, Secret, UserStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Which enrollment a code may match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Login: only a confirmed enrollment counts.
+    Active,
+    /// `otpctl verify`: confirms a pending enrollment, or checks the active one.
+    PendingOrActive,
+}
+
+/// The verdict on one typed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// The code confirmed a pending enrollment, which is now active.
+    Activated,
+    Wrong,
+    Replayed,
+    /// Locked out: the code was not even looked at.
+    Locked(Duration),
+    NotEnrolled,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    cfg: Config,
+    lockout: Mutex<Lockout>,
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, cfg: Config) -> Accounts {
+        Accounts {
+            lockout: Mutex::new(Lockout::new(cfg.lockout.clone())),
+            store,
+            cfg,
+            user_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Does the user have a confirmed second factor?
+    pub async fn has_active(&self, user: &str) -> Result<bool, StoreError> {
+        let record = self.load(user).await?;
+        Ok(record.is_some_and(|r| r.totp.is_some()))
+    }
+
+    /// Judge a code; a fresh match is recorded as used before this returns.
+    pub async fn verify(
+        &self,
+        user: &str,
+        code: &Secret,
+        target: Target,
+    ) -> Result<Verdict, StoreError> {
+        if let Some(left) = self.lockout().locked_for(user, Instant::now()) {
+            return Ok(Verdict::Locked(left));
+        }
+        let skew = self.cfg.totp.skew;
+        let verdict = self
+            .update(user, |record| {
+                let now = unix_now();
+                let record = record.get_or_insert_with(UserRecord::default);
+                if target == Target::PendingOrActive {
+                    if let Some(pending) = &record.pending_totp {
+                        if let Check::Fresh(step) = totp::check(pending, code.expose(), now, skew) {
+                            let mut key = pending.clone();
+                            key.last_step = Some(step);
+                            record.totp = Some(key);
+                            record.pending_totp = None;
+                            return (Verdict::Activated, true);
+                        }
+                    }
+                }
+                let Some(key) = record.totp.as_mut() else {
+                    let pending = record.pending_totp.is_some();
+                    return (
+                        if pending {
+                            Verdict::Wrong
+                        } else {
+                            Verdict::NotEnrolled
+                        },
+                        false,
+                    );
+                };
+                match totp::check(key, code.expose(), now, skew) {
+                    Check::Fresh(step) => {
+                        key.last_step = Some(step);
+                        (Verdict::Accepted, true)
+                    }
+                    Check::Used => (Verdict::Replayed, false),
+                    Check::Wrong => (Verdict::Wrong, false),
+                }
+            })
+            .await?;
+        let mut lockout = self.lockout();
+        match verdict {
+            Verdict::Accepted | Verdict::Activated => lockout.succeed(user),
+            Verdict::Wrong | Verdict::Replayed => {
+                if lockout.fail(user, Instant::now()) {
+                    log::warn!("user={user}: locked out after too many failed codes");
+                }
+            }
+            Verdict::Locked(_) | Verdict::NotEnrolled => {}
+        }
+        Ok(verdict)
+    }
+
+    /// Store a new pending TOTP key (replacing any earlier pending one) and return it.
+    pub async fn enroll_totp(&self, user: &str) -> Result<TotpKey, EnrollError> {
+        let key = totp::new_key(&self.cfg.totp, unix_now()).map_err(|_| EnrollError::Random)?;
+        let pending = key.clone();
+        self.update(user, move |record| {
+            record.get_or_insert_with(UserRecord::default).pending_totp = Some(pending);
+            ((), true)
+        })
+        .await?;
+        Ok(key)
+    }
+
+    /// Remove every enrollment; true if there was one.
+    pub async fn disable(&self, user: &str) -> Result<bool, StoreError> {
+        self.update(user, |record| {
+            let had = record.as_ref().is_some_and(|r| !r.is_empty());
+            *record = None;
+            (had, had)
+        })
+        .await
+    }
+
+    /// Forget the user entirely: enrollments, replay state, lockout.
+    pub async fn reset(&self, user: &str) -> Result<(), StoreError> {
+        self.disable(user).await?;
+        self.unlock(user);
+        Ok(())
+    }
+
+    pub fn unlock(&self, user: &str) {
+        self.lockout().unlock(user);
+    }
+
+    pub async fn status(&self, user: &str) -> Result<UserStatus, StoreError> {
+        let record = self.load(user).await?.unwrap_or_default();
+        let now = Instant::now();
+        let mut lockout = self.lockout();
+        Ok(UserStatus {
+            user: user.to_owned(),
+            totp: match (&record.totp, &record.pending_totp) {
+                (Some(_), _) => MethodState::Active,
+                (None, Some(_)) => MethodState::Pending,
+                (None, None) => MethodState::None,
+            },
+            locked_for_secs: lockout.locked_for(user, now).map(|d| d.as_secs().max(1)),
+            recent_failures: lockout.recent_failures(user, now),
+        })
+    }
+
+    pub async fn users(&self) -> Result<Vec<String>, StoreError> {
+        let store = self.store.clone();
+        blocking(move || store.users()).await
+    }
+
+    pub fn issuer(&self) -> String {
+        self.cfg.totp.issuer.clone().unwrap_or_else(hostname)
+    }
+
+    async fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let (store, user) = (self.store.clone(), user.to_owned());
+        blocking(move || store.load(&user)).await
+    }
+
+    /// Read-modify-write under the user's lock. `change` returns its result and whether the
+    /// record changed; a changed `None` deletes the record.
+    async fn update<T>(
+        &self,
+        user: &str,
+        change: impl FnOnce(&mut Option<UserRecord>) -> (T, bool),
+    ) -> Result<T, StoreError> {
+        let lock = self.user_lock(user);
+        let result = async {
+            let _guard = lock.lock().await;
+            let mut record = self.load(user).await?;
+            let (result, changed) = change(&mut record);
+            if changed {
+                let (store, name) = (self.store.clone(), user.to_owned());
+                blocking(move || match record {
+                    Some(r) => store.save(&name, &r),
+                    None => store.remove(&name),
+                })
+                .await?;
+            }
+            Ok(result)
+        }
+        .await;
+        self.release_user_lock(user, lock);
+        result
+    }
+
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    fn release_user_lock(&self, user: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.user_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and this caller hold it: nobody else is waiting.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(user);
+        }
+    }
+
+    fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {
+        self.lockout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("the OS random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileStore;
+
+    fn accounts(dir: &std::path::Path) -> Accounts {
+        let mut cfg = Config::default();
+        cfg.lockout.max_failures = 3;
+        Accounts::new(Arc::new(FileStore::open(dir).unwrap()), cfg)
+    }
+
+    fn code(key: &TotpKey, offset: i64) -> Secret {
+        let t = (unix_now() as i64 + offset) as u64;
+        Secret::new(totp::code_at(key, t).unwrap())
+    }
+
+    async fn enrolled(a: &Accounts) -> TotpKey {
+        let key = a.enroll_totp("alice").await.unwrap();
+        let v = a
+            .verify("alice", &code(&key, -30), Target::PendingOrActive)
+            .await;
+        assert_eq!(v.unwrap(), Verdict::Activated);
+        key
+    }
+
+    #[tokio::test]
+    async fn a_pending_enrollment_does_not_count_at_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = a.enroll_totp("alice").await.unwrap();
+        assert!(!a.has_active("alice").await.unwrap());
+        let v = a
+            .verify("alice", &code(&key, 0), Target::Active)
+            .await
+            .unwrap();
+        assert_eq!(v, Verdict::Wrong);
+        assert_eq!(a.status("alice").await.unwrap().totp, MethodState::Pending);
+    }
+
+    #[tokio::test]
+    async fn a_code_is_spent_once_and_the_confirming_code_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = enrolled(&a).await;
+        let used = code(&key, -30);
+        assert_eq!(
+            a.verify("alice", &used, Target::Active).await.unwrap(),
+            Verdict::Replayed
+        );
+        let now = code(&key, 0);
+        assert_eq!(
+            a.verify("alice", &now, Target::Active).await.unwrap(),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            a.verify("alice", &now, Target::Active).await.unwrap(),
+            Verdict::Replayed
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_protection_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = enrolled(&accounts(dir.path())).await;
+        let c = code(&key, 0);
+        assert_eq!(
+            accounts(dir.path())
+                .verify("alice", &c, Target::Active)
+                .await
+                .unwrap(),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            accounts(dir.path())
+                .verify("alice", &c, Target::Active)
+                .await
+                .unwrap(),
+            Verdict::Replayed
+        );
+    }
+
+    #[tokio::test]
+    async fn two_concurrent_logins_cannot_spend_one_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(accounts(dir.path()));
+        let key = enrolled(&a).await;
+        let c = code(&key, 0);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, c) = (a.clone(), c.clone());
+                tokio::spawn(async move { a.verify("alice", &c, Target::Active).await.unwrap() })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            if t.await.unwrap() == Verdict::Accepted {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn lockout_refuses_a_right_code_until_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = enrolled(&a).await;
+        for _ in 0..3 {
+            let v = a
+                .verify("alice", &Secret::new("000000"), Target::Active)
+                .await;
+            assert!(matches!(v.unwrap(), Verdict::Wrong | Verdict::Accepted));
+        }
+        let right = code(&key, 0);
+        assert!(matches!(
+            a.verify("alice", &right, Target::Active).await.unwrap(),
+            Verdict::Locked(_)
+        ));
+        assert!(a.status("alice").await.unwrap().locked_for_secs.is_some());
+        a.unlock("alice");
+        assert_eq!(
+            a.verify("alice", &right, Target::Active).await.unwrap(),
+            Verdict::Accepted
+        );
+    }
+
+    #[tokio::test]
+    async fn disable_forgets_the_enrollment() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        enrolled(&a).await;
+        assert!(a.disable("alice").await.unwrap());
+        assert!(!a.disable("alice").await.unwrap());
+        assert_eq!(a.status("alice").await.unwrap().totp, MethodState::None);
+        assert!(a.users().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! The accept loop: binds the socket, identifies each peer (SO_PEERCRED), hands the connection
+//! to a session, bounds how many run at once, and shuts down cleanly.
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::peer::Caller;
+use crate::policy::accounts::Accounts;
+use crate::session;
+use crate::store::{FileStore, StoreError};
+use otp_proto::frame::FrameError;
+use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a new connection has to send its first request.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for logins in progress.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("state directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("socket {path}: {message}")]
+    Socket { path: String, message: String },
+}
+
+struct Shared {
+    accounts: Accounts,
+    cfg: Config,
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let store = Arc::new(FileStore::open(&cfg.state_dir)?);
+    let listener = bind(&cfg.socket)?;
+    log::info!("listening on {}", cfg.socket.display());
+    let shared = Arc::new(Shared {
+        accounts: Accounts::new(store, cfg.clone()),
+        cfg,
+    });
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        serve(stream, &shared).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => log::warn!("accept: {e}"),
+            },
+        }
+    }
+    log::info!("shutting down");
+    let _ = std::fs::remove_file(&shared.cfg.socket);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, limit.acquire_many(MAX_CONNECTIONS as u32)).await;
+    Ok(())
+}
+
+async fn serve(stream: UnixStream, shared: &Shared) {
+    let Ok(cred) = stream.peer_cred() else {
+        log::warn!("connection without peer credentials dropped");
+        return;
+    };
+    let uid = cred.uid();
+    let group = shared.cfg.admin_group.clone();
+    let Ok(caller) =
+        tokio::task::spawn_blocking(move || Caller::identify(uid, group.as_deref())).await
+    else {
+        return;
+    };
+    let mut conn = Connection::new(stream);
+    let result = match conn.read(FIRST_REQUEST_TIMEOUT).await {
+        Ok(Request::Begin(login)) => {
+            session::login::run(
+                &mut conn,
+                &caller,
+                &shared.accounts,
+                shared.cfg.answer_timeout,
+                login,
+            )
+            .await
+        }
+        Ok(Request::Command(command)) => {
+            let reply = session::command::run(&caller, &shared.accounts, command).await;
+            conn.write(&reply).await
+        }
+        Ok(Request::Answer(_)) => Err(FrameError::Malformed("an answer before any prompt".into())),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        refuse(&mut conn, uid, e).await;
+    }
+}
+
+/// Tell the peer what was wrong with its frames when that is useful, then drop it.
+async fn refuse(conn: &mut Connection, uid: u32, e: FrameError) {
+    let refusal = match &e {
+        FrameError::Version(got) => Refusal::VersionMismatch {
+            got: *got,
+            supported: PROTOCOL_VERSION,
+        },
+        FrameError::Malformed(m) => Refusal::BadRequest(m.clone()),
+        FrameError::TooLarge(_) | FrameError::TooShort(_) => Refusal::BadRequest(e.to_string()),
+        FrameError::Closed | FrameError::TimedOut | FrameError::Io(_) => {
+            log::debug!("uid={uid}: connection ended: {e}");
+            return;
+        }
+    };
+    log::warn!("uid={uid}: bad request: {e}");
+    let _ = conn.write(&Reply::Refused(refusal)).await;
+}
+
+/// Bind the socket, refusing to steal it from a running daemon, and open it to every local user:
+/// SO_PEERCRED, not file modes, decides what each may do.
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    let err = |message: String| ServerError::Socket {
+        path: path.display().to_string(),
+        message,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err("exists and is not a socket".into()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err("another otpd is already listening there".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| err(format!("cannot remove stale socket: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(listener)
+}

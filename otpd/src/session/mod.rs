@@ -1,0 +1,5 @@
+//! What happens on one connection after its first request: a login conversation (`login`) or
+//! one management command (`command`).
+
+pub mod command;
+pub mod login;

@@ -1,0 +1,254 @@
+//! The embedded store: one JSON file per user under `state_dir/users`, all 0600 in 0700
+//! directories. Writes go to a temp file, are fsynced, renamed over the old file, and the
+//! directory is fsynced, so a kill -9 at any moment leaves the old record or the new one.
+
+use super::{Store, StoreError, UserRecord};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub struct FileStore {
+    users_dir: PathBuf,
+}
+
+impl FileStore {
+    /// Open (creating if needed) the store under `state_dir`, and tighten its modes.
+    pub fn open(state_dir: &Path) -> Result<FileStore, StoreError> {
+        let users_dir = state_dir.join("users");
+        for dir in [state_dir, users_dir.as_path()] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io(dir, e))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
+        }
+        Ok(FileStore { users_dir })
+    }
+
+    fn path(&self, user: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.users_dir.join(format!("{}.json", encode_name(user)?)))
+    }
+}
+
+impl Store for FileStore {
+    fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let path = self.path(user)?;
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => zeroize::Zeroizing::new(t),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            })
+    }
+
+    fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
+        let path = self.path(user)?;
+        let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(record).map_err(|e| {
+            StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?);
+        write_atomically(&path, &json)
+    }
+
+    fn remove(&self, user: &str) -> Result<(), StoreError> {
+        let path = self.path(user)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.users_dir),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    fn users(&self) -> Result<Vec<String>, StoreError> {
+        let mut users = Vec::new();
+        for entry in fs::read_dir(&self.users_dir).map_err(|e| io(&self.users_dir, e))? {
+            let entry = entry.map_err(|e| io(&self.users_dir, e))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if let Some(user) = decode_name(stem) {
+                users.push(user);
+            }
+        }
+        users.sort();
+        Ok(users)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(path, e));
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// File names keep letters, digits, `_`, `-`, `@` and inner dots; every other byte becomes `%XX`,
+/// so no user name can climb out of the directory or collide with another.
+fn encode_name(user: &str) -> Result<String, StoreError> {
+    if user.is_empty() || user.len() > 256 {
+        return Err(StoreError::BadName(user.to_owned()));
+    }
+    let mut out = String::with_capacity(user.len());
+    for (i, b) in user.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b"_-@".contains(&b) || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+fn decode_name(stem: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(stem.len());
+    let mut rest = stem.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algorithm;
+    use crate::store::TotpKey;
+    use otp_proto::Secret;
+
+    fn record(secret: &str) -> UserRecord {
+        UserRecord {
+            totp: Some(TotpKey {
+                secret: Secret::new(secret),
+                algorithm: Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+                last_step: Some(7),
+                created: 1,
+            }),
+            pending_totp: None,
+        }
+    }
+
+    #[test]
+    fn a_saved_record_loads_back_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("state")).unwrap();
+        store.save("alice", &record("JBSWY3DPEHPK3PXP")).unwrap();
+        let back = store.load("alice").unwrap().unwrap();
+        let key = back.totp.unwrap();
+        assert_eq!(key.secret.expose(), "JBSWY3DPEHPK3PXP");
+        assert_eq!(key.last_step, Some(7));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/users")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/users/alice.json")), 0o600);
+    }
+
+    #[test]
+    fn an_unknown_user_has_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.load("bob").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_hostile_name_stays_inside_the_store_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        for name in [
+            "../../etc/passwd",
+            ".hidden",
+            "DOMAIN\\user",
+            "user@example.com",
+            "a/b",
+        ] {
+            store.save(name, &record("A")).unwrap();
+        }
+        let users = store.users().unwrap();
+        assert_eq!(users.len(), 5);
+        assert!(users.contains(&"../../etc/passwd".to_owned()));
+        for entry in fs::read_dir(dir.path().join("users")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains('/') && !name.starts_with('.'), "{name}");
+        }
+        assert!(store.save("", &record("A")).is_err());
+    }
+
+    #[test]
+    fn a_torn_write_leaves_the_old_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.save("alice", &record("OLDSECRET")).unwrap();
+        // A crash between writing the temp file and the rename leaves a stray temp file.
+        fs::write(dir.path().join("users/alice.json.tmp999"), b"{ half").unwrap();
+        let key = store.load("alice").unwrap().unwrap().totp.unwrap();
+        assert_eq!(key.secret.expose(), "OLDSECRET");
+        assert_eq!(store.users().unwrap(), vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_an_empty_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join("users/alice.json"), b"not json").unwrap();
+        assert!(matches!(
+            store.load("alice"),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn removing_forgets_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.save("alice", &record("A")).unwrap();
+        store.remove("alice").unwrap();
+        store.remove("alice").unwrap();
+        assert!(store.load("alice").unwrap().is_none());
+    }
+}

@@ -1,0 +1,69 @@
+//! Where enrollments live. Policy talks to the `Store` trait only, so a shared backend for fleets
+//! (PostgreSQL) can be added without touching it.
+
+pub mod files;
+
+use crate::config::Algorithm;
+use otp_proto::Secret;
+use serde::{Deserialize, Serialize};
+
+pub use files::FileStore;
+
+/// Everything the daemon keeps about one user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRecord {
+    /// The confirmed authenticator app; the only TOTP that counts at login.
+    #[serde(default)]
+    pub totp: Option<TotpKey>,
+    /// A new secret shown to the user but not yet confirmed with a code.
+    #[serde(default)]
+    pub pending_totp: Option<TotpKey>,
+}
+
+/// One TOTP secret and the parameters the authenticator app was given with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpKey {
+    /// Base32, unpadded.
+    pub secret: Secret,
+    pub algorithm: Algorithm,
+    pub digits: u8,
+    pub period: u64,
+    /// The last time step accepted; that step and every earlier one are used up (RFC 6238 §5.2).
+    #[serde(default)]
+    pub last_step: Option<u64>,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl UserRecord {
+    pub fn is_empty(&self) -> bool {
+        self.totp.is_none() && self.pending_totp.is_none()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: unreadable record: {message}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("user name {0:?} cannot be stored")]
+    BadName(String),
+}
+
+/// A durable map from user name to record. Implementations must make `save` atomic and durable:
+/// after it returns, a crash leaves the new record; during it, the old one.
+pub trait Store: Send + Sync + 'static {
+    fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError>;
+    fn remove(&self, user: &str) -> Result<(), StoreError>;
+    fn users(&self) -> Result<Vec<String>, StoreError>;
+}
