@@ -157,6 +157,8 @@ pub enum Refusal {
     NoPendingEnrollment,
     #[error("wrong code")]
     WrongCode,
+    #[error("that code was already used; wait for the next one")]
+    CodeUsed,
     #[error("too many failed attempts; try again later")]
     Locked,
     #[error("bad request: {0}")]

@@ -54,7 +54,8 @@ async fn execute(
                     Ok(CommandReply::Verified { activated: true })
                 }
                 Verdict::Accepted => Ok(CommandReply::Verified { activated: false }),
-                Verdict::Wrong | Verdict::Replayed => Err(Refusal::WrongCode),
+                Verdict::Wrong => Err(Refusal::WrongCode),
+                Verdict::Replayed => Err(Refusal::CodeUsed),
                 Verdict::Locked(_) => Err(Refusal::Locked),
                 Verdict::NotEnrolled => Err(Refusal::NotEnrolled(user)),
             }

@@ -1,1 +1,206 @@
-fn main() {}
+//! `otpctl`: enroll, verify and manage second factors through `otpd`.
+//!
+//! Exit codes: 0 ok, 1 refused or wrong code, 2 usage or configuration error, 3 daemon
+//! unreachable. `--json` prints one JSON object per command for scripts.
+
+mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use otp_proto::client::Connection;
+use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret};
+use output::Output;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Manage one-time-password second factors (talks to otpd)"
+)]
+struct Cli {
+    /// otpd's configuration, read for its socket path [default: /etc/otpd/otpd.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Connect to this socket instead of the configured one.
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Act on this user (root or the admin group; anyone may name themselves).
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
+    /// Print one JSON object, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Set up a second factor.
+    Enroll {
+        #[arg(value_enum)]
+        method: Method,
+    },
+    /// Confirm a pending enrollment with a code, or check that a code works.
+    Verify {
+        /// The code; asked for (hidden) when omitted.
+        code: Option<String>,
+    },
+    /// Show what is enrolled and whether the user is locked out.
+    Status,
+    /// Remove the second factor.
+    Disable,
+    /// Admin: lift a lockout (needs --user).
+    Unlock,
+    /// Admin: forget everything about a user (needs --user).
+    Reset,
+    /// Admin: list every enrolled user.
+    Users,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Method {
+    /// An authenticator app (RFC 6238 TOTP).
+    Totp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output { json: cli.json };
+    let socket = match socket_path(&cli) {
+        Ok(s) => s,
+        Err(e) => return out.fail(2, &e),
+    };
+    let request = match build(&cli) {
+        Ok(r) => r,
+        Err(e) => return out.fail(2, &e),
+    };
+    let reply = match call(&socket, &request) {
+        Ok(r) => r,
+        Err(e) => return out.fail(3, &e),
+    };
+    match (cli.command, reply) {
+        (Cmd::Enroll { .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
+            out.enrollment(&e);
+            if cli.json {
+                return ExitCode::SUCCESS;
+            }
+            confirm(&socket, &out, Some(e.user), e.digits)
+        }
+        (_, Reply::Done(done)) => {
+            out.done(&done);
+            ExitCode::SUCCESS
+        }
+        (_, Reply::Refused(refusal)) => out.refused(&refusal),
+        (_, other) => out.fail(3, &format!("unexpected reply from otpd: {other:?}")),
+    }
+}
+
+fn build(cli: &Cli) -> Result<Request, String> {
+    let user = cli.user.clone();
+    let admin_target = || {
+        user.clone()
+            .ok_or_else(|| "this command needs --user NAME".to_owned())
+    };
+    Ok(Request::Command(match &cli.command {
+        Cmd::Enroll {
+            method: Method::Totp,
+        } => Command::EnrollTotp { user },
+        Cmd::Verify { code } => Command::Verify {
+            user,
+            code: match code {
+                Some(c) => Secret::new(c.clone()),
+                None => ask_hidden("Code: ")?,
+            },
+        },
+        Cmd::Status => Command::Status { user },
+        Cmd::Disable => Command::Disable { user },
+        Cmd::Unlock => Command::Unlock {
+            user: admin_target()?,
+        },
+        Cmd::Reset => Command::Reset {
+            user: admin_target()?,
+        },
+        Cmd::Users => Command::Users,
+    }))
+}
+
+/// The end of an interactive enrollment: ask for the first code until one works or the
+/// person gives up; a pending enrollment stays pending for `otpctl verify` later.
+fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, digits: u8) -> ExitCode {
+    loop {
+        let prompt =
+            format!("Enter the {digits}-digit code from your app to confirm (empty to stop): ");
+        let code = match ask_visible(&prompt) {
+            Some(c) if !c.trim().is_empty() => c,
+            _ => {
+                eprintln!(
+                    "Not confirmed. The enrollment stays pending until `otpctl verify CODE`."
+                );
+                return ExitCode::from(1);
+            }
+        };
+        let request = Request::Command(Command::Verify {
+            user: user.clone(),
+            code: Secret::new(code.trim()),
+        });
+        match call(socket, &request) {
+            Ok(Reply::Done(done)) => {
+                out.done(&done);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Reply::Refused(Refusal::WrongCode)) => {
+                eprintln!("That code did not match; try the next one.")
+            }
+            Ok(Reply::Refused(r)) => return out.refused(&r),
+            Ok(other) => return out.fail(3, &format!("unexpected reply from otpd: {other:?}")),
+            Err(e) => return out.fail(3, &e),
+        }
+    }
+}
+
+fn call(socket: &PathBuf, request: &Request) -> Result<Reply, String> {
+    let unreachable =
+        |e: &dyn std::fmt::Display| format!("cannot reach otpd at {}: {e}", socket.display());
+    let mut conn = Connection::connect(socket, CONNECT_TIMEOUT).map_err(|e| unreachable(&e))?;
+    conn.call(request).map_err(|e| unreachable(&e))
+}
+
+/// `--socket`, else the socket named in `--config` (which must then be valid), else the one in
+/// the default config when it is readable (it is 0640 root), else the built-in default.
+fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
+    use otpd::config::{Config, DEFAULT_PATH};
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    if let Some(path) = &cli.config {
+        return Config::load(path)
+            .map(|c| c.socket)
+            .map_err(|e| e.to_string());
+    }
+    match Config::load(std::path::Path::new(DEFAULT_PATH)) {
+        Ok(c) => Ok(c.socket),
+        Err(otpd::config::ConfigError::Read { .. }) => Ok(PathBuf::from(otp_proto::DEFAULT_SOCKET)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn ask_hidden(prompt: &str) -> Result<Secret, String> {
+    rpassword::prompt_password(prompt)
+        .map(Secret::from)
+        .map_err(|e| format!("cannot read the code: {e}"))
+}
+
+fn ask_visible(prompt: &str) -> Option<String> {
+    use std::io::Write;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}

@@ -1,0 +1,134 @@
+//! How `otpctl` prints: for people (QR code in the terminal, sentences) or, with `--json`, one
+//! JSON object per command.
+
+use otp_proto::{CommandReply, MethodState, Refusal, TotpEnrollment, UserStatus};
+use qrcode::render::unicode::Dense1x2;
+use qrcode::QrCode;
+use serde_json::json;
+use std::process::ExitCode;
+
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn enrollment(&self, e: &TotpEnrollment) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "user": e.user, "secret": e.secret.expose(), "uri": e.uri.expose(),
+                    "issuer": e.issuer, "account": e.account, "algorithm": e.algorithm,
+                    "digits": e.digits, "period": e.period, "state": "pending",
+                })
+            );
+            return;
+        }
+        println!("Scan this QR code with your authenticator app:\n");
+        match qr(e.uri.expose()) {
+            Some(code) => println!("{code}"),
+            None => println!("(the URI is too long for a QR code; use the key below)"),
+        }
+        println!(
+            "Or type this key into the app: {}",
+            grouped(e.secret.expose())
+        );
+        println!(
+            "  account {}, issuer {}, {}, {} digits, every {} seconds",
+            e.account, e.issuer, e.algorithm, e.digits, e.period
+        );
+        println!("URI: {}\n", e.uri.expose());
+    }
+
+    pub fn done(&self, done: &CommandReply) {
+        if self.json {
+            println!("{}", done_json(done));
+            return;
+        }
+        match done {
+            CommandReply::Verified { activated: true } => {
+                println!("Confirmed: the authenticator app is now required at login.")
+            }
+            CommandReply::Verified { activated: false } => println!("The code is valid."),
+            CommandReply::Status(s) => println!("{}", status_line(s)),
+            CommandReply::Users(all) if all.is_empty() => println!("No users enrolled."),
+            CommandReply::Users(all) => all.iter().for_each(|s| println!("{}", status_line(s))),
+            CommandReply::TotpEnrollment(e) => self.enrollment(e),
+            CommandReply::Ok => println!("Done."),
+        }
+    }
+
+    pub fn refused(&self, refusal: &Refusal) -> ExitCode {
+        self.fail(1, &refusal.to_string())
+    }
+
+    /// Print an error the way the mode asks and return `code`.
+    pub fn fail(&self, code: u8, message: &str) -> ExitCode {
+        if self.json {
+            println!("{}", json!({ "ok": false, "error": message }));
+        } else {
+            eprintln!("otpctl: {message}");
+        }
+        ExitCode::from(code)
+    }
+}
+
+fn done_json(done: &CommandReply) -> serde_json::Value {
+    match done {
+        CommandReply::Verified { activated } => {
+            json!({ "ok": true, "verified": true, "activated": activated })
+        }
+        CommandReply::Status(s) => status_json(s),
+        CommandReply::Users(all) => {
+            json!({ "users": all.iter().map(status_json).collect::<Vec<_>>() })
+        }
+        CommandReply::TotpEnrollment(e) => json!({ "user": e.user, "uri": e.uri.expose() }),
+        CommandReply::Ok => json!({ "ok": true }),
+    }
+}
+
+fn status_json(s: &UserStatus) -> serde_json::Value {
+    json!({
+        "user": s.user,
+        "totp": s.totp.to_string(),
+        "locked_for_secs": s.locked_for_secs,
+        "recent_failures": s.recent_failures,
+    })
+}
+
+fn status_line(s: &UserStatus) -> String {
+    let totp = match s.totp {
+        MethodState::Active => "authenticator app active",
+        MethodState::Pending => "authenticator app pending confirmation",
+        MethodState::None => "nothing enrolled",
+    };
+    let lock = match s.locked_for_secs {
+        Some(secs) => format!("; locked out for {} more minute(s)", secs.div_ceil(60)),
+        None if s.recent_failures > 0 => format!("; {} recent failed code(s)", s.recent_failures),
+        None => String::new(),
+    };
+    format!("{}: {totp}{lock}", s.user)
+}
+
+/// Half-block characters, light modules drawn, as `qrencode -t UTF8` does: scans from a terminal
+/// with light text on a dark background, the common default.
+fn qr(uri: &str) -> Option<String> {
+    let code = QrCode::new(uri.as_bytes()).ok()?;
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// "ABCD EFGH ..." is easier to type than one run of 32 letters.
+fn grouped(secret: &str) -> String {
+    secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
