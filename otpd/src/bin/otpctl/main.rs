@@ -152,7 +152,7 @@ fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, digits: u8) -> 
                 out.done(&done);
                 return ExitCode::SUCCESS;
             }
-            Ok(Reply::Refused(Refusal::WrongCode)) => {
+            Ok(Reply::Refused(Refusal::WrongCode | Refusal::CodeUsed)) => {
                 eprintln!("That code did not match; try the next one.")
             }
             Ok(Reply::Refused(r)) => return out.refused(&r),
