@@ -4,6 +4,7 @@
 //! Values are checked while parsing, so each error carries the file, line and key it came from.
 
 use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +26,116 @@ pub struct Config {
     pub answer_timeout: Duration,
     pub totp: TotpConfig,
     pub lockout: LockoutConfig,
+    pub code: CodeConfig,
+    /// The email channel; absent means email codes are off.
+    pub email: Option<EmailConfig>,
+    /// A static directory of contact details, `[users.NAME]`. Users can also register their own
+    /// address with `otpctl enroll email`, which takes precedence once confirmed.
+    pub users: BTreeMap<String, UserEntry>,
+}
+
+/// `[code]`: codes the daemon sends (email, SMS), as opposed to codes an app computes.
+/// NIST SP 800-63B §5.1.3.2 bounds their life; `ttl` defaults to 5 minutes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeConfig {
+    #[serde(deserialize_with = "code_length")]
+    pub length: u8,
+    pub charset: Charset,
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Wrong answers one challenge survives.
+    #[serde(deserialize_with = "max_attempts")]
+    pub max_attempts: u32,
+    /// Cooldown between two sends to one user.
+    #[serde(deserialize_with = "duration")]
+    pub resend_after: Duration,
+    #[serde(deserialize_with = "max_sends")]
+    pub max_sends_per_hour: u32,
+    /// Accept every open challenge's code (each once), not only the newest.
+    pub concurrent_challenges: bool,
+}
+
+/// What sent codes are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Charset {
+    Numeric,
+    /// Upper-case letters and digits without look-alikes (no 0/O, 1/I/L).
+    Alphanumeric,
+}
+
+/// `[email]`: the SMTP server codes are mailed through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    /// Default: 25 with `tls = "none"`, 587 with starttls, 465 with tls.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// SMTP AUTH user; no username, no AUTH.
+    pub username: Option<String>,
+    /// A file holding the SMTP password (secrets never sit in this file).
+    pub password_file: Option<PathBuf>,
+    /// `From:`, e.g. `"Login codes <otp@example.com>"`.
+    pub from: String,
+    /// Templates: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    #[serde(default = "default_body")]
+    pub body: String,
+    /// Extra CA certificates (PEM) trusted for this server, beside the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bounds connecting and each SMTP exchange.
+    #[serde(default = "default_smtp_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// `[users.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+fn default_subject() -> String {
+    "Your login code for {{host}}".into()
+}
+
+fn default_body() -> String {
+    "Hello {{user}},\n\nyour login code for {{host}} is\n\n    {{code}}\n\n\
+     It is valid for {{validity}}. If you did not try to log in, tell your administrator.\n\n\
+     (request {{id}})\n"
+        .into()
+}
+
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        CodeConfig {
+            length: 6,
+            charset: Charset::Numeric,
+            ttl: Duration::from_secs(300),
+            max_attempts: 3,
+            resend_after: Duration::from_secs(30),
+            max_sends_per_hour: 5,
+            concurrent_challenges: false,
+        }
+    }
 }
 
 /// `[totp]`: what new enrollments get, and how much clock drift verification tolerates.
@@ -76,6 +187,9 @@ impl Default for Config {
             answer_timeout: Duration::from_secs(300),
             totp: TotpConfig::default(),
             lockout: LockoutConfig::default(),
+            code: CodeConfig::default(),
+            email: None,
+            users: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +355,18 @@ fn skew<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     in_range(d, 0, 10, "skew")
 }
 
+fn code_length<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    in_range(d, 4, 12, "length")
+}
+
+fn max_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 10, "max_attempts")
+}
+
+fn max_sends<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1000, "max_sends_per_hour")
+}
+
 fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 100, "max_failures")
 }
@@ -316,6 +442,47 @@ lock_for = "1h"
             .to_string();
         assert!(text.contains("lockout.window"), "{text}");
         assert!(text.contains("\"5m\""), "{text}");
+    }
+
+    #[test]
+    fn code_and_email_sections_are_read() {
+        let c = parse(
+            r#"
+[code]
+length = 8
+charset = "alphanumeric"
+ttl = "2m"
+max_attempts = 5
+resend_after = "10s"
+max_sends_per_hour = 9
+concurrent_challenges = true
+[email]
+host = "smtp.example.com"
+tls = "tls"
+username = "otp"
+password_file = "/etc/otpd/smtp.pass"
+from = "otp@example.com"
+ca_file = "/etc/otpd/ca.pem"
+timeout = "3s"
+[users.alice]
+email = "alice@example.com"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.code.length, 8);
+        assert_eq!(c.code.charset, Charset::Alphanumeric);
+        assert!(c.code.concurrent_challenges);
+        let email = c.email.unwrap();
+        assert_eq!(email.tls, TlsMode::Tls);
+        assert_eq!(email.timeout, Duration::from_secs(3));
+        assert!(email.subject.contains("{{host}}"));
+        assert_eq!(c.users["alice"].email.as_deref(), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn an_email_section_without_from_is_an_error() {
+        let text = parse("[email]\nhost = \"h\"\n").unwrap_err().to_string();
+        assert!(text.contains("from"), "{text}");
     }
 
     #[test]

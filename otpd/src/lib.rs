@@ -4,6 +4,7 @@
 //! `session` (a login conversation or an otpctl command) → `policy` (TOTP rules, lockout,
 //! per-user bookkeeping) → `store` (durable records). `config` and `logging` serve them all.
 
+pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod logging;
@@ -11,4 +12,5 @@ pub mod peer;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;

@@ -1,11 +1,12 @@
 //! The accept loop: binds the socket, identifies each peer (SO_PEERCRED), hands the connection
 //! to a session, bounds how many run at once, and shuts down cleanly.
 
+use crate::channel::email::EmailConfigError;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::peer::Caller;
-use crate::policy::accounts::Accounts;
 use crate::session;
+use crate::state::State;
 use crate::store::{FileStore, StoreError};
 use otp_proto::frame::FrameError;
 use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
@@ -28,24 +29,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ServerError {
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Email(#[from] EmailConfigError),
     #[error("socket {path}: {message}")]
     Socket { path: String, message: String },
-}
-
-struct Shared {
-    accounts: Accounts,
-    cfg: Config,
 }
 
 /// Serve until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let store = Arc::new(FileStore::open(&cfg.state_dir)?);
-    let listener = bind(&cfg.socket)?;
-    log::info!("listening on {}", cfg.socket.display());
-    let shared = Arc::new(Shared {
-        accounts: Accounts::new(store, cfg.clone()),
-        cfg,
-    });
+    let shared = Arc::new(State::new(cfg, store)?);
+    let listener = bind(&shared.cfg.socket)?;
+    log::info!("listening on {}", shared.cfg.socket.display());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -72,7 +67,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
-async fn serve(stream: UnixStream, shared: &Shared) {
+async fn serve(stream: UnixStream, shared: &State) {
     let Ok(cred) = stream.peer_cred() else {
         log::warn!("connection without peer credentials dropped");
         return;
@@ -86,18 +81,9 @@ async fn serve(stream: UnixStream, shared: &Shared) {
     };
     let mut conn = Connection::new(stream);
     let result = match conn.read(FIRST_REQUEST_TIMEOUT).await {
-        Ok(Request::Begin(login)) => {
-            session::login::run(
-                &mut conn,
-                &caller,
-                &shared.accounts,
-                shared.cfg.answer_timeout,
-                login,
-            )
-            .await
-        }
+        Ok(Request::Begin(login)) => session::login::run(&mut conn, &caller, shared, login).await,
         Ok(Request::Command(command)) => {
-            let reply = session::command::run(&caller, &shared.accounts, command).await;
+            let reply = session::command::run(&caller, shared, command).await;
             conn.write(&reply).await
         }
         Ok(Request::Answer(_)) => Err(FrameError::Malformed("an answer before any prompt".into())),

@@ -38,6 +38,15 @@ pub struct Login {
 pub enum Command {
     /// Create a new pending TOTP secret; it counts at login only after `Verify`.
     EnrollTotp { user: Option<String> },
+    /// Register an email address: a code is mailed there, and the address counts at login only
+    /// after that code is given to `Verify`.
+    EnrollEmail {
+        user: Option<String>,
+        address: String,
+    },
+    /// Send a login code now by the user's email method; it works at the next login within its
+    /// validity.
+    Send { user: Option<String> },
     /// Confirm a pending enrollment with a code, or check a code against the active one.
     Verify { user: Option<String>, code: Secret },
     /// What is enrolled, lockout state.
@@ -87,6 +96,12 @@ pub enum DenyReason {
     Replayed,
     Locked,
     NotEnrolled,
+    /// An emailed or texted code past its validity.
+    Expired,
+    /// Too many wrong codes for one challenge.
+    TooManyAttempts,
+    /// The code could not be delivered (SMTP or SMS provider failure).
+    SendFailed,
     /// The user gave up (empty answer, Ctrl-D).
     Cancelled,
     /// The caller may not authenticate this user (SO_PEERCRED).
@@ -100,6 +115,11 @@ pub enum DenyReason {
 pub enum CommandReply {
     /// A new pending TOTP enrollment: show it to the user once.
     TotpEnrollment(TotpEnrollment),
+    /// A code is on its way; `challenge` names it in logs.
+    CodeSent {
+        challenge: String,
+        destination: String,
+    },
     /// `Verify` accepted the code; `activated` when it confirmed a pending enrollment.
     Verified {
         activated: bool,
@@ -130,6 +150,9 @@ pub struct TotpEnrollment {
 pub struct UserStatus {
     pub user: String,
     pub totp: MethodState,
+    pub email: MethodState,
+    /// The active (or else pending) address, masked: `j***@e***.com`.
+    pub email_address: Option<String>,
     /// Seconds until a lockout ends; `None` when not locked.
     pub locked_for_secs: Option<u64>,
     /// Failures counted in the current lockout window.
@@ -161,6 +184,20 @@ pub enum Refusal {
     CodeUsed,
     #[error("too many failed attempts; try again later")]
     Locked,
+    #[error("that code has expired")]
+    CodeExpired,
+    #[error("could not send the code; see otpd's log")]
+    CouldNotSend,
+    #[error("a new code can be sent in {0} s")]
+    Cooldown(u64),
+    #[error("too many codes sent in the last hour; try again later")]
+    SendQuota,
+    #[error("{0} is not configured on this server")]
+    ChannelUnavailable(String),
+    #[error("no email address on file for {0}")]
+    NoAddress(String),
+    #[error("invalid address: {0}")]
+    BadAddress(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("protocol version {got} is not supported (daemon speaks {supported})")]

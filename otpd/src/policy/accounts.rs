@@ -11,6 +11,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// What a user can log in with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Methods {
+    pub totp: bool,
+    /// The address email codes go to.
+    pub email: Option<String>,
+}
+
+impl Methods {
+    pub fn is_empty(&self) -> bool {
+        !self.totp && self.email.is_none()
+    }
+}
+
 /// Which enrollment a code may match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -28,8 +42,6 @@ pub enum Verdict {
     Activated,
     Wrong,
     Replayed,
-    /// Locked out: the code was not even looked at.
-    Locked(Duration),
     NotEnrolled,
 }
 
@@ -50,70 +62,89 @@ impl Accounts {
         }
     }
 
-    /// Does the user have a confirmed second factor?
-    pub async fn has_active(&self, user: &str) -> Result<bool, StoreError> {
-        let record = self.load(user).await?;
-        Ok(record.is_some_and(|r| r.totp.is_some()))
+    /// The second factors that count at login for this user.
+    pub async fn methods(&self, user: &str) -> Result<Methods, StoreError> {
+        let record = self.load(user).await?.unwrap_or_default();
+        let directory = self.cfg.users.get(user).and_then(|u| u.email.clone());
+        Ok(Methods {
+            totp: record.totp.is_some(),
+            email: record.email.or(directory),
+        })
     }
 
-    /// Judge a code; a fresh match is recorded as used before this returns.
-    pub async fn verify(
+    /// Judge a TOTP code; a fresh match is recorded as used before this returns. Lockout is the
+    /// caller's business (`locked_for`, `fail`, `succeed`), since one answer may be tried
+    /// against several methods.
+    pub async fn verify_totp(
         &self,
         user: &str,
         code: &Secret,
         target: Target,
     ) -> Result<Verdict, StoreError> {
-        if let Some(left) = self.lockout().locked_for(user, Instant::now()) {
-            return Ok(Verdict::Locked(left));
-        }
         let skew = self.cfg.totp.skew;
-        let verdict = self
-            .update(user, |record| {
-                let now = unix_now();
-                let record = record.get_or_insert_with(UserRecord::default);
-                if target == Target::PendingOrActive {
-                    if let Some(pending) = &record.pending_totp {
-                        if let Check::Fresh(step) = totp::check(pending, code.expose(), now, skew) {
-                            let mut key = pending.clone();
-                            key.last_step = Some(step);
-                            record.totp = Some(key);
-                            record.pending_totp = None;
-                            return (Verdict::Activated, true);
-                        }
-                    }
-                }
-                let Some(key) = record.totp.as_mut() else {
-                    let pending = record.pending_totp.is_some();
-                    return (
-                        if pending {
-                            Verdict::Wrong
-                        } else {
-                            Verdict::NotEnrolled
-                        },
-                        false,
-                    );
-                };
-                match totp::check(key, code.expose(), now, skew) {
-                    Check::Fresh(step) => {
+        self.update(user, |record| {
+            let now = unix_now();
+            let Some(record) = record.as_mut() else {
+                return (Verdict::NotEnrolled, false);
+            };
+            if target == Target::PendingOrActive {
+                if let Some(pending) = &record.pending_totp {
+                    if let Check::Fresh(step) = totp::check(pending, code.expose(), now, skew) {
+                        let mut key = pending.clone();
                         key.last_step = Some(step);
-                        (Verdict::Accepted, true)
+                        record.totp = Some(key);
+                        record.pending_totp = None;
+                        return (Verdict::Activated, true);
                     }
-                    Check::Used => (Verdict::Replayed, false),
-                    Check::Wrong => (Verdict::Wrong, false),
-                }
-            })
-            .await?;
-        let mut lockout = self.lockout();
-        match verdict {
-            Verdict::Accepted | Verdict::Activated => lockout.succeed(user),
-            Verdict::Wrong | Verdict::Replayed => {
-                if lockout.fail(user, Instant::now()) {
-                    log::warn!("user={user}: locked out after too many failed codes");
                 }
             }
-            Verdict::Locked(_) | Verdict::NotEnrolled => {}
+            let Some(key) = record.totp.as_mut() else {
+                let pending = record.pending_totp.is_some();
+                return (
+                    if pending {
+                        Verdict::Wrong
+                    } else {
+                        Verdict::NotEnrolled
+                    },
+                    false,
+                );
+            };
+            match totp::check(key, code.expose(), now, skew) {
+                Check::Fresh(step) => {
+                    key.last_step = Some(step);
+                    (Verdict::Accepted, true)
+                }
+                Check::Used => (Verdict::Replayed, false),
+                Check::Wrong => (Verdict::Wrong, false),
+            }
+        })
+        .await
+    }
+
+    /// Time left on the user's lockout, if any.
+    pub fn locked_for(&self, user: &str) -> Option<Duration> {
+        self.lockout().locked_for(user, Instant::now())
+    }
+
+    /// Count a failed code toward lockout.
+    pub fn fail(&self, user: &str) {
+        if self.lockout().fail(user, Instant::now()) {
+            log::warn!("user={user}: locked out after too many failed codes");
         }
-        Ok(verdict)
+    }
+
+    pub fn succeed(&self, user: &str) {
+        self.lockout().succeed(user);
+    }
+
+    /// Make a confirmed address the user's email method.
+    pub async fn set_email(&self, user: &str, address: &str) -> Result<(), StoreError> {
+        let address = address.to_owned();
+        self.update(user, move |record| {
+            record.get_or_insert_with(UserRecord::default).email = Some(address);
+            ((), true)
+        })
+        .await
     }
 
     /// Store a new pending TOTP key (replacing any earlier pending one) and return it.
@@ -150,10 +181,17 @@ impl Accounts {
     }
 
     pub async fn status(&self, user: &str) -> Result<UserStatus, StoreError> {
+        let methods = self.methods(user).await?;
         let record = self.load(user).await?.unwrap_or_default();
         let now = Instant::now();
         let mut lockout = self.lockout();
         Ok(UserStatus {
+            email: if methods.email.is_some() {
+                MethodState::Active
+            } else {
+                MethodState::None
+            },
+            email_address: methods.email.as_deref().map(crate::channel::email::mask),
             user: user.to_owned(),
             totp: match (&record.totp, &record.pending_totp) {
                 (Some(_), _) => MethodState::Active,
@@ -275,7 +313,7 @@ mod tests {
     async fn enrolled(a: &Accounts) -> TotpKey {
         let key = a.enroll_totp("alice").await.unwrap();
         let v = a
-            .verify("alice", &code(&key, -30), Target::PendingOrActive)
+            .verify_totp("alice", &code(&key, -30), Target::PendingOrActive)
             .await;
         assert_eq!(v.unwrap(), Verdict::Activated);
         key
@@ -286,9 +324,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = accounts(dir.path());
         let key = a.enroll_totp("alice").await.unwrap();
-        assert!(!a.has_active("alice").await.unwrap());
+        assert!(!a.methods("alice").await.unwrap().totp);
         let v = a
-            .verify("alice", &code(&key, 0), Target::Active)
+            .verify_totp("alice", &code(&key, 0), Target::Active)
             .await
             .unwrap();
         assert_eq!(v, Verdict::Wrong);
@@ -302,16 +340,16 @@ mod tests {
         let key = enrolled(&a).await;
         let used = code(&key, -30);
         assert_eq!(
-            a.verify("alice", &used, Target::Active).await.unwrap(),
+            a.verify_totp("alice", &used, Target::Active).await.unwrap(),
             Verdict::Replayed
         );
         let now = code(&key, 0);
         assert_eq!(
-            a.verify("alice", &now, Target::Active).await.unwrap(),
+            a.verify_totp("alice", &now, Target::Active).await.unwrap(),
             Verdict::Accepted
         );
         assert_eq!(
-            a.verify("alice", &now, Target::Active).await.unwrap(),
+            a.verify_totp("alice", &now, Target::Active).await.unwrap(),
             Verdict::Replayed
         );
     }
@@ -323,14 +361,14 @@ mod tests {
         let c = code(&key, 0);
         assert_eq!(
             accounts(dir.path())
-                .verify("alice", &c, Target::Active)
+                .verify_totp("alice", &c, Target::Active)
                 .await
                 .unwrap(),
             Verdict::Accepted
         );
         assert_eq!(
             accounts(dir.path())
-                .verify("alice", &c, Target::Active)
+                .verify_totp("alice", &c, Target::Active)
                 .await
                 .unwrap(),
             Verdict::Replayed
@@ -346,7 +384,9 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (a, c) = (a.clone(), c.clone());
-                tokio::spawn(async move { a.verify("alice", &c, Target::Active).await.unwrap() })
+                tokio::spawn(
+                    async move { a.verify_totp("alice", &c, Target::Active).await.unwrap() },
+                )
             })
             .collect();
         let mut accepted = 0;
@@ -359,27 +399,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lockout_refuses_a_right_code_until_unlocked() {
+    async fn a_directory_address_is_a_method_and_a_confirmed_one_overrides_it() {
         let dir = tempfile::tempdir().unwrap();
-        let a = accounts(dir.path());
-        let key = enrolled(&a).await;
-        for _ in 0..3 {
-            let v = a
-                .verify("alice", &Secret::new("000000"), Target::Active)
-                .await;
-            assert!(matches!(v.unwrap(), Verdict::Wrong | Verdict::Accepted));
-        }
-        let right = code(&key, 0);
-        assert!(matches!(
-            a.verify("alice", &right, Target::Active).await.unwrap(),
-            Verdict::Locked(_)
-        ));
-        assert!(a.status("alice").await.unwrap().locked_for_secs.is_some());
-        a.unlock("alice");
-        assert_eq!(
-            a.verify("alice", &right, Target::Active).await.unwrap(),
-            Verdict::Accepted
+        let mut cfg = Config::default();
+        cfg.users.insert(
+            "alice".into(),
+            crate::config::UserEntry {
+                email: Some("alice@corp.example".into()),
+                phone: None,
+            },
         );
+        let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg);
+        let m = a.methods("alice").await.unwrap();
+        assert_eq!(m.email.as_deref(), Some("alice@corp.example"));
+        assert!(!m.totp);
+        a.set_email("alice", "alice@home.example").await.unwrap();
+        let m = a.methods("alice").await.unwrap();
+        assert_eq!(m.email.as_deref(), Some("alice@home.example"));
+        assert!(a.methods("bob").await.unwrap().is_empty());
     }
 
     #[tokio::test]

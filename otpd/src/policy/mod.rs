@@ -2,5 +2,6 @@
 //! per-user bookkeeping that ties them to the store (`accounts`).
 
 pub mod accounts;
+pub mod challenge;
 pub mod lockout;
 pub mod totp;

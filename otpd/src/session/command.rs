@@ -1,12 +1,17 @@
 //! `otpctl` commands: check who may run them, do them, log every change.
 
+use super::send::{email_code, SendError};
+use crate::channel::email::valid_address;
 use crate::peer::Caller;
-use crate::policy::accounts::{hostname, Accounts, EnrollError, Target, Verdict};
+use crate::policy::accounts::{hostname, EnrollError, Target, Verdict};
+use crate::policy::challenge::{Answer, Purpose};
 use crate::policy::totp;
-use otp_proto::{Command, CommandReply, Refusal, Reply, TotpEnrollment};
+use crate::state::State;
+use otp_proto::{Command, CommandReply, Refusal, Reply, Secret, TotpEnrollment};
+use std::time::Instant;
 
-pub async fn run(caller: &Caller, accounts: &Accounts, command: Command) -> Reply {
-    match execute(caller, accounts, command).await {
+pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
+    match execute(caller, state, command).await {
         Ok(done) => Reply::Done(done),
         Err(refusal) => Reply::Refused(refusal),
     }
@@ -14,52 +19,40 @@ pub async fn run(caller: &Caller, accounts: &Accounts, command: Command) -> Repl
 
 async fn execute(
     caller: &Caller,
-    accounts: &Accounts,
+    state: &State,
     command: Command,
 ) -> Result<CommandReply, Refusal> {
+    let accounts = &state.accounts;
     match command {
-        Command::EnrollTotp { user } => {
+        Command::EnrollTotp { user } => enroll_totp(caller, state, caller.target(user)?).await,
+        Command::EnrollEmail { user, address } => {
             let user = caller.target(user)?;
-            let key = accounts.enroll_totp(&user).await.map_err(|e| match e {
-                EnrollError::Random => internal(e),
-                EnrollError::Store(e) => internal(e),
-            })?;
+            if !valid_address(&address) {
+                return Err(Refusal::BadAddress(address));
+            }
+            let reply = send(
+                state,
+                &user,
+                &address,
+                Purpose::ConfirmEmail(address.clone()),
+            )
+            .await?;
             changed(
                 caller,
                 &user,
-                "new TOTP secret issued (pending confirmation)",
+                "email address registered (pending confirmation)",
             );
-            let issuer = accounts.issuer();
-            let account = format!("{user}@{}", hostname());
-            Ok(CommandReply::TotpEnrollment(TotpEnrollment {
-                uri: totp::uri(&key, &issuer, &account),
-                secret: key.secret,
-                user,
-                issuer,
-                account,
-                algorithm: key.algorithm.to_string(),
-                digits: key.digits,
-                period: key.period,
-            }))
+            Ok(reply)
         }
-        Command::Verify { user, code } => {
+        Command::Send { user } => {
             let user = caller.target(user)?;
-            let verdict = accounts
-                .verify(&user, &code, Target::PendingOrActive)
-                .await
-                .map_err(internal)?;
-            match verdict {
-                Verdict::Activated => {
-                    changed(caller, &user, "TOTP enrollment confirmed");
-                    Ok(CommandReply::Verified { activated: true })
-                }
-                Verdict::Accepted => Ok(CommandReply::Verified { activated: false }),
-                Verdict::Wrong => Err(Refusal::WrongCode),
-                Verdict::Replayed => Err(Refusal::CodeUsed),
-                Verdict::Locked(_) => Err(Refusal::Locked),
-                Verdict::NotEnrolled => Err(Refusal::NotEnrolled(user)),
-            }
+            let methods = accounts.methods(&user).await.map_err(internal)?;
+            let Some(address) = methods.email else {
+                return Err(Refusal::NoAddress(user));
+            };
+            send(state, &user, &address, Purpose::Login).await
         }
+        Command::Verify { user, code } => verify(caller, state, caller.target(user)?, code).await,
         Command::Status { user } => {
             let user = caller.target(user)?;
             Ok(CommandReply::Status(
@@ -71,7 +64,7 @@ async fn execute(
             if !accounts.disable(&user).await.map_err(internal)? {
                 return Err(Refusal::NotEnrolled(user));
             }
-            changed(caller, &user, "TOTP disabled");
+            changed(caller, &user, "second factors disabled");
             Ok(CommandReply::Ok)
         }
         Command::Unlock { user } => {
@@ -94,6 +87,117 @@ async fn execute(
             }
             Ok(CommandReply::Users(all))
         }
+    }
+}
+
+async fn enroll_totp(
+    caller: &Caller,
+    state: &State,
+    user: String,
+) -> Result<CommandReply, Refusal> {
+    let key = state
+        .accounts
+        .enroll_totp(&user)
+        .await
+        .map_err(|e| match e {
+            EnrollError::Random => internal(e),
+            EnrollError::Store(e) => internal(e),
+        })?;
+    changed(
+        caller,
+        &user,
+        "new TOTP secret issued (pending confirmation)",
+    );
+    let issuer = state.accounts.issuer();
+    let account = format!("{user}@{}", hostname());
+    Ok(CommandReply::TotpEnrollment(TotpEnrollment {
+        uri: totp::uri(&key, &issuer, &account),
+        secret: key.secret,
+        user,
+        issuer,
+        account,
+        algorithm: key.algorithm.to_string(),
+        digits: key.digits,
+        period: key.period,
+    }))
+}
+
+/// A code may confirm a pending TOTP, confirm a registered address, or prove a working factor
+/// (TOTP or a sent login code). One answer is one failure toward lockout, whatever it was tried
+/// against.
+async fn verify(
+    caller: &Caller,
+    state: &State,
+    user: String,
+    code: Secret,
+) -> Result<CommandReply, Refusal> {
+    let accounts = &state.accounts;
+    if accounts.locked_for(&user).is_some() {
+        return Err(Refusal::Locked);
+    }
+    let totp = accounts
+        .verify_totp(&user, &code, Target::PendingOrActive)
+        .await
+        .map_err(internal)?;
+    let result = match totp {
+        Verdict::Activated => {
+            changed(caller, &user, "TOTP enrollment confirmed");
+            Ok(CommandReply::Verified { activated: true })
+        }
+        Verdict::Accepted => Ok(CommandReply::Verified { activated: false }),
+        Verdict::Wrong | Verdict::Replayed | Verdict::NotEnrolled => {
+            match state
+                .challenges
+                .answer(&user, code.expose(), |_| true, Instant::now())
+            {
+                Answer::Accepted {
+                    purpose: Purpose::ConfirmEmail(address),
+                    ..
+                } => {
+                    accounts
+                        .set_email(&user, &address)
+                        .await
+                        .map_err(internal)?;
+                    changed(caller, &user, "email address confirmed");
+                    Ok(CommandReply::Verified { activated: true })
+                }
+                Answer::Accepted {
+                    purpose: Purpose::Login,
+                    ..
+                } => Ok(CommandReply::Verified { activated: false }),
+                Answer::Expired => Err(Refusal::CodeExpired),
+                Answer::Wrong { .. } => Err(Refusal::WrongCode),
+                Answer::NoChallenge => Err(match totp {
+                    Verdict::Replayed => Refusal::CodeUsed,
+                    Verdict::NotEnrolled => Refusal::NotEnrolled(user.clone()),
+                    _ => Refusal::WrongCode,
+                }),
+            }
+        }
+    };
+    match &result {
+        Ok(_) => accounts.succeed(&user),
+        Err(Refusal::WrongCode | Refusal::CodeUsed) => accounts.fail(&user),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn send(
+    state: &State,
+    user: &str,
+    address: &str,
+    purpose: Purpose,
+) -> Result<CommandReply, Refusal> {
+    match email_code(state, user, address, purpose).await {
+        Ok(sent) => Ok(CommandReply::CodeSent {
+            challenge: sent.id,
+            destination: sent.masked,
+        }),
+        Err(SendError::Cooldown(left)) => Err(Refusal::Cooldown(left.as_secs_f64().ceil() as u64)),
+        Err(SendError::Quota) => Err(Refusal::SendQuota),
+        Err(SendError::Unavailable) => Err(Refusal::ChannelUnavailable("email".into())),
+        Err(SendError::Failed) => Err(Refusal::CouldNotSend),
     }
 }
 

@@ -1,25 +1,53 @@
 //! A login: the daemon chooses every prompt and decides the outcome; `pam_otp` only relays.
 //! Every attempt ends in one audit line (service, user, rhost, tty, result), never the code.
+//!
+//! OpenSSH shows info messages only together with the next prompt (OpenSSH bug 2876), so
+//! whatever the user must read ("code sent to j***@e***.com") is part of the prompt text itself.
 
+use super::send::{email_code, SendError};
+use crate::channel::email::mask;
+use crate::channel::template::validity;
 use crate::connection::Connection;
 use crate::peer::Caller;
-use crate::policy::accounts::{Accounts, Target, Verdict};
+use crate::policy::accounts::{Methods, Target, Verdict};
+use crate::policy::challenge::{Answer, Purpose};
+use crate::state::State;
 use otp_proto::frame::FrameError;
-use otp_proto::{DenyReason, Login, Outcome, Reply, Request};
-use std::time::Duration;
+use otp_proto::{DenyReason, Login, Outcome, Reply, Request, Secret};
+use std::time::{Duration, Instant};
 
-/// The prompt names "code" so users (and tests) know what is asked.
+/// The TOTP prompt; it names "code" so users (and tests) know what is asked.
 pub const PROMPT: &str = "Verification code: ";
+
+/// Prompts one email login may show before it gives up (resends and retries together).
+const MAX_ROUNDS: usize = 10;
+
+/// How the conversation ended, and what the audit line says about it.
+type Decision = (Outcome, String);
+
+enum Method {
+    Totp,
+    Email(String),
+}
+
+struct Session<'a> {
+    conn: &'a mut Connection,
+    state: &'a State,
+    login: &'a Login,
+}
 
 pub async fn run(
     conn: &mut Connection,
     caller: &Caller,
-    accounts: &Accounts,
-    answer_timeout: Duration,
+    state: &State,
     login: Login,
 ) -> Result<(), FrameError> {
-    let result = decide(conn, caller, accounts, answer_timeout, &login).await;
-    let (outcome, note) = match result {
+    let mut session = Session {
+        conn,
+        state,
+        login: &login,
+    };
+    let (outcome, note) = match session.decide(caller).await {
         Ok(decision) => decision,
         Err(e) => {
             audit(&login, caller, &format!("aborted: {e}"));
@@ -27,106 +55,251 @@ pub async fn run(
         }
     };
     audit(&login, caller, &note);
-    conn.write(&Reply::Outcome(outcome)).await
+    session.conn.write(&Reply::Outcome(outcome)).await
 }
 
-/// The conversation; returns the outcome and what the audit line says about it.
-async fn decide(
-    conn: &mut Connection,
-    caller: &Caller,
-    accounts: &Accounts,
-    answer_timeout: Duration,
-    login: &Login,
-) -> Result<(Outcome, String), FrameError> {
-    let user = login.user.as_str();
-    if !caller.may_authenticate(user) {
-        conn.write(&error("Permission denied.")).await?;
-        let note = format!("denied: uid {} may not authenticate this user", caller.uid);
-        return Ok((Outcome::Deny(DenyReason::Forbidden), note));
+impl Session<'_> {
+    fn user(&self) -> &str {
+        &self.login.user
     }
-    match accounts.has_active(user).await {
-        Ok(true) => {}
-        Ok(false) if login.nullok => {
-            return Ok((Outcome::Ignore, "ignored: not enrolled (nullok)".into()));
+
+    async fn decide(&mut self, caller: &Caller) -> Result<Decision, FrameError> {
+        if !caller.may_authenticate(self.user()) {
+            let note = format!("denied: uid {} may not authenticate this user", caller.uid);
+            return self
+                .deny(DenyReason::Forbidden, "Permission denied.", note)
+                .await;
         }
-        Ok(false) => {
-            conn.write(&error(
-                "No second factor is set up for this account; ask your administrator.",
-            ))
-            .await?;
-            return Ok((deny(DenyReason::NotEnrolled), "denied: not enrolled".into()));
+        let methods = match self.state.accounts.methods(self.user()).await {
+            Ok(m) => m,
+            Err(e) => return self.internal(e).await,
+        };
+        if methods.is_empty() {
+            if self.login.nullok {
+                return Ok((Outcome::Ignore, "ignored: not enrolled (nullok)".into()));
+            }
+            let text = "No second factor is set up for this account; ask your administrator.";
+            return self
+                .deny(DenyReason::NotEnrolled, text, "denied: not enrolled".into())
+                .await;
         }
-        Err(e) => return internal(conn, e).await,
-    }
-    conn.write(&Reply::Prompt {
-        text: PROMPT.into(),
-        echo: false,
-    })
-    .await?;
-    let code = match conn.read(answer_timeout).await? {
-        Request::Answer(code) => code,
-        _ => return Err(FrameError::Malformed("expected an answer".into())),
-    };
-    if code.is_empty() {
-        return Ok((deny(DenyReason::Cancelled), "denied: empty answer".into()));
-    }
-    let verdict = match accounts.verify(user, &code, Target::Active).await {
-        Ok(v) => v,
-        Err(e) => return internal(conn, e).await,
-    };
-    let (outcome, message, note) = match verdict {
-        Verdict::Accepted | Verdict::Activated => (Outcome::Allow, None, "allowed"),
-        Verdict::Wrong => (
-            deny(DenyReason::WrongCode),
-            Some("Invalid code.".to_owned()),
-            "denied: wrong code",
-        ),
-        Verdict::Replayed => (
-            deny(DenyReason::Replayed),
-            Some("That code was already used; wait for the next one.".to_owned()),
-            "denied: code already used",
-        ),
-        Verdict::Locked(left) => (
-            deny(DenyReason::Locked),
-            Some(format!(
-                "Too many failed attempts; try again in {}.",
-                minutes(left)
+        match self.choose(methods).await? {
+            Some(Method::Totp) => self.totp().await,
+            Some(Method::Email(address)) => self.email(&address).await,
+            None => Ok((
+                deny(DenyReason::Cancelled),
+                "denied: no method chosen".into(),
             )),
-            "denied: locked out",
-        ),
-        Verdict::NotEnrolled => (deny(DenyReason::NotEnrolled), None, "denied: not enrolled"),
-    };
-    if let Some(text) = message {
-        conn.write(&Reply::Error { text }).await?;
+        }
     }
-    Ok((outcome, note.into()))
-}
 
-async fn internal(
-    conn: &mut Connection,
-    e: impl std::fmt::Display,
-) -> Result<(Outcome, String), FrameError> {
-    log::error!("store: {e}");
-    conn.write(&error("Internal error; see the system log."))
-        .await?;
-    Ok((deny(DenyReason::Internal), "denied: internal error".into()))
+    /// With one method, that one; with several, ask.
+    async fn choose(&mut self, methods: Methods) -> Result<Option<Method>, FrameError> {
+        let mut choices = Vec::new();
+        if methods.totp {
+            choices.push(("authenticator app".to_owned(), Method::Totp));
+        }
+        if let Some(address) = methods.email {
+            choices.push((format!("email {}", mask(&address)), Method::Email(address)));
+        }
+        if choices.len() == 1 {
+            return Ok(choices.pop().map(|(_, m)| m));
+        }
+        let menu: Vec<String> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| format!("{}) {label}", i + 1))
+            .collect();
+        let text = format!("{}\nChoose a second factor [1]: ", menu.join("  "));
+        for _ in 0..3 {
+            let answer = self.ask(&text, true).await?;
+            let pick = match answer.expose().trim() {
+                "" => Some(1),
+                s => s.parse::<usize>().ok(),
+            };
+            if let Some(n) = pick.filter(|n| (1..=choices.len()).contains(n)) {
+                return Ok(Some(choices.swap_remove(n - 1).1));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn totp(&mut self) -> Result<Decision, FrameError> {
+        let code = self.ask(PROMPT, false).await?;
+        if code.is_empty() {
+            return Ok((deny(DenyReason::Cancelled), "denied: empty answer".into()));
+        }
+        let user = self.user().to_owned();
+        let accounts = &self.state.accounts;
+        if let Some(left) = accounts.locked_for(&user) {
+            return self.locked(left).await;
+        }
+        let verdict = match accounts.verify_totp(&user, &code, Target::Active).await {
+            Ok(v) => v,
+            Err(e) => return self.internal(e).await,
+        };
+        match verdict {
+            Verdict::Accepted | Verdict::Activated => {
+                accounts.succeed(&user);
+                Ok((Outcome::Allow, "allowed (totp)".into()))
+            }
+            Verdict::Wrong => {
+                accounts.fail(&user);
+                let note = "denied: wrong code".into();
+                self.deny(DenyReason::WrongCode, "Invalid code.", note)
+                    .await
+            }
+            Verdict::Replayed => {
+                accounts.fail(&user);
+                let text = "That code was already used; wait for the next one.";
+                let note = "denied: code already used".into();
+                self.deny(DenyReason::Replayed, text, note).await
+            }
+            Verdict::NotEnrolled => {
+                Ok((deny(DenyReason::NotEnrolled), "denied: not enrolled".into()))
+            }
+        }
+    }
+
+    /// Send a code (unless one is already waiting), then take answers: an empty one asks for a
+    /// new code, a wrong one may be retried until the challenge runs out of attempts.
+    async fn email(&mut self, address: &str) -> Result<Decision, FrameError> {
+        let user = self.user().to_owned();
+        let state = self.state;
+        if let Some(left) = state.accounts.locked_for(&user) {
+            return self.locked(left).await;
+        }
+        let masked = mask(address);
+        let valid = validity(state.challenges.ttl());
+        let mut notice = if state
+            .challenges
+            .has_open(&user, &Purpose::Login, Instant::now())
+        {
+            format!("Enter the code already sent to {masked}.")
+        } else {
+            match email_code(state, &user, address, Purpose::Login).await {
+                Ok(sent) => format!(
+                    "A code was sent to {masked} (valid {valid}, request {}).",
+                    sent.id
+                ),
+                Err(SendError::Cooldown(left)) => format!(
+                    "A code can be sent to {masked} in {} s; press Enter then.",
+                    secs(left)
+                ),
+                Err(e) => return self.send_failed(e).await,
+            }
+        };
+        for _ in 0..MAX_ROUNDS {
+            let text = format!("{notice}\nEmpty line for a new code. Email code: ");
+            let code = self.ask(&text, false).await?;
+            if code.is_empty() {
+                notice = match email_code(state, &user, address, Purpose::Login).await {
+                    Ok(sent) => format!("A new code was sent to {masked} (request {}).", sent.id),
+                    Err(SendError::Cooldown(left)) => {
+                        format!("A new code can be sent in {} s.", secs(left))
+                    }
+                    Err(e) => return self.send_failed(e).await,
+                };
+                continue;
+            }
+            let answer = state.challenges.answer(
+                &user,
+                code.expose(),
+                |p| *p == Purpose::Login,
+                Instant::now(),
+            );
+            match answer {
+                Answer::Accepted { id, .. } => {
+                    state.accounts.succeed(&user);
+                    return Ok((Outcome::Allow, format!("allowed (email, challenge {id})")));
+                }
+                Answer::Expired => {
+                    let note = "denied: code expired".into();
+                    return self
+                        .deny(DenyReason::Expired, "That code has expired.", note)
+                        .await;
+                }
+                Answer::NoChallenge => {
+                    notice = "No code is waiting; press Enter for a new one.".into();
+                }
+                Answer::Wrong { alive } => {
+                    state.accounts.fail(&user);
+                    if let Some(left) = state.accounts.locked_for(&user) {
+                        return self.locked(left).await;
+                    }
+                    if !alive {
+                        let text = "Too many wrong codes.";
+                        let note = "denied: too many wrong codes".into();
+                        return self.deny(DenyReason::TooManyAttempts, text, note).await;
+                    }
+                    notice = "Wrong code; try again.".into();
+                }
+            }
+        }
+        Ok((deny(DenyReason::Cancelled), "denied: gave up".into()))
+    }
+
+    async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
+        self.conn
+            .write(&Reply::Prompt {
+                text: text.into(),
+                echo,
+            })
+            .await?;
+        match self.conn.read(self.state.cfg.answer_timeout).await? {
+            Request::Answer(answer) => Ok(answer),
+            _ => Err(FrameError::Malformed("expected an answer".into())),
+        }
+    }
+
+    async fn deny(
+        &mut self,
+        reason: DenyReason,
+        text: &str,
+        note: String,
+    ) -> Result<Decision, FrameError> {
+        self.conn.write(&Reply::Error { text: text.into() }).await?;
+        Ok((deny(reason), note))
+    }
+
+    /// While locked, every code gets this same answer, right or wrong.
+    async fn locked(&mut self, left: Duration) -> Result<Decision, FrameError> {
+        let minutes = left.as_secs().div_ceil(60).max(1);
+        let text = format!(
+            "Too many failed attempts; try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        self.deny(DenyReason::Locked, &text, "denied: locked out".into())
+            .await
+    }
+
+    async fn send_failed(&mut self, e: SendError) -> Result<Decision, FrameError> {
+        let text = match e {
+            SendError::Quota => "Too many codes were sent in the last hour; try again later.",
+            _ => "Could not send the code; try again later or ask your administrator.",
+        };
+        self.deny(
+            DenyReason::SendFailed,
+            text,
+            format!("denied: send failed ({e:?})"),
+        )
+        .await
+    }
+
+    async fn internal(&mut self, e: impl std::fmt::Display) -> Result<Decision, FrameError> {
+        log::error!("store: {e}");
+        let text = "Internal error; see the system log.";
+        self.deny(DenyReason::Internal, text, "denied: internal error".into())
+            .await
+    }
 }
 
 fn deny(reason: DenyReason) -> Outcome {
     Outcome::Deny(reason)
 }
 
-fn error(text: &str) -> Reply {
-    Reply::Error { text: text.into() }
-}
-
-fn minutes(d: Duration) -> String {
-    let m = d.as_secs().div_ceil(60).max(1);
-    if m == 1 {
-        "1 minute".into()
-    } else {
-        format!("{m} minutes")
-    }
+fn secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil() as u64
 }
 
 fn audit(login: &Login, caller: &Caller, result: &str) {

@@ -171,6 +171,7 @@ mod tests {
                 created: 1,
             }),
             pending_totp: None,
+            email: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct UserRecord {
     /// A new secret shown to the user but not yet confirmed with a code.
     #[serde(default)]
     pub pending_totp: Option<TotpKey>,
+    /// A confirmed address for email codes (overrides `[users.NAME] email`).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// One TOTP secret and the parameters the authenticator app was given with it.
@@ -39,7 +42,7 @@ pub struct TotpKey {
 
 impl UserRecord {
     pub fn is_empty(&self) -> bool {
-        self.totp.is_none() && self.pending_totp.is_none()
+        self.totp.is_none() && self.pending_totp.is_none() && self.email.is_none()
     }
 }
 

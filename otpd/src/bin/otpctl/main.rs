@@ -43,7 +43,12 @@ enum Cmd {
     Enroll {
         #[arg(value_enum)]
         method: Method,
+        /// The address email codes go to (with `enroll email`).
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
     },
+    /// Send a login code now by email; it works at the next login within its validity.
+    Send,
     /// Confirm a pending enrollment with a code, or check that a code works.
     Verify {
         /// The code; asked for (hidden) when omitted.
@@ -65,6 +70,8 @@ enum Cmd {
 enum Method {
     /// An authenticator app (RFC 6238 TOTP).
     Totp,
+    /// Codes sent by email.
+    Email,
 }
 
 fn main() -> ExitCode {
@@ -88,7 +95,19 @@ fn main() -> ExitCode {
             if cli.json {
                 return ExitCode::SUCCESS;
             }
-            confirm(&socket, &out, Some(e.user), e.digits)
+            let prompt = format!(
+                "Enter the {}-digit code from your app to confirm (empty to stop): ",
+                e.digits
+            );
+            confirm(&socket, &out, Some(e.user), &prompt)
+        }
+        (Cmd::Enroll { .. }, Reply::Done(sent @ CommandReply::CodeSent { .. })) => {
+            out.done(&sent);
+            if cli.json {
+                return ExitCode::SUCCESS;
+            }
+            let prompt = "Enter the code from that email to confirm (empty to stop): ";
+            confirm(&socket, &out, cli.user.clone(), prompt)
         }
         (_, Reply::Done(done)) => {
             out.done(&done);
@@ -108,7 +127,18 @@ fn build(cli: &Cli) -> Result<Request, String> {
     Ok(Request::Command(match &cli.command {
         Cmd::Enroll {
             method: Method::Totp,
+            ..
         } => Command::EnrollTotp { user },
+        Cmd::Enroll {
+            method: Method::Email,
+            email,
+        } => Command::EnrollEmail {
+            user,
+            address: email
+                .clone()
+                .ok_or_else(|| "enroll email needs --email ADDRESS".to_owned())?,
+        },
+        Cmd::Send => Command::Send { user },
         Cmd::Verify { code } => Command::Verify {
             user,
             code: match code {
@@ -130,11 +160,9 @@ fn build(cli: &Cli) -> Result<Request, String> {
 
 /// The end of an interactive enrollment: ask for the first code until one works or the
 /// person gives up; a pending enrollment stays pending for `otpctl verify` later.
-fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, digits: u8) -> ExitCode {
+fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, prompt: &str) -> ExitCode {
     loop {
-        let prompt =
-            format!("Enter the {digits}-digit code from your app to confirm (empty to stop): ");
-        let code = match ask_visible(&prompt) {
+        let code = match ask_visible(prompt) {
             Some(c) if !c.trim().is_empty() => c,
             _ => {
                 eprintln!(
@@ -153,7 +181,7 @@ fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, digits: u8) -> 
                 return ExitCode::SUCCESS;
             }
             Ok(Reply::Refused(Refusal::WrongCode | Refusal::CodeUsed)) => {
-                eprintln!("That code did not match; try the next one.")
+                eprintln!("That code did not match; try again.")
             }
             Ok(Reply::Refused(r)) => return out.refused(&r),
             Ok(other) => return out.fail(3, &format!("unexpected reply from otpd: {other:?}")),

@@ -54,6 +54,10 @@ impl Output {
             CommandReply::Users(all) if all.is_empty() => println!("No users enrolled."),
             CommandReply::Users(all) => all.iter().for_each(|s| println!("{}", status_line(s))),
             CommandReply::TotpEnrollment(e) => self.enrollment(e),
+            CommandReply::CodeSent {
+                challenge,
+                destination,
+            } => println!("A code was sent to {destination} (request {challenge})."),
             CommandReply::Ok => println!("Done."),
         }
     }
@@ -83,6 +87,10 @@ fn done_json(done: &CommandReply) -> serde_json::Value {
             json!({ "users": all.iter().map(status_json).collect::<Vec<_>>() })
         }
         CommandReply::TotpEnrollment(e) => json!({ "user": e.user, "uri": e.uri.expose() }),
+        CommandReply::CodeSent {
+            challenge,
+            destination,
+        } => json!({ "ok": true, "challenge": challenge, "destination": destination }),
         CommandReply::Ok => json!({ "ok": true }),
     }
 }
@@ -91,6 +99,8 @@ fn status_json(s: &UserStatus) -> serde_json::Value {
     json!({
         "user": s.user,
         "totp": s.totp.to_string(),
+        "email": s.email.to_string(),
+        "email_address": s.email_address,
         "locked_for_secs": s.locked_for_secs,
         "recent_failures": s.recent_failures,
     })
@@ -102,12 +112,16 @@ fn status_line(s: &UserStatus) -> String {
         MethodState::Pending => "authenticator app pending confirmation",
         MethodState::None => "nothing enrolled",
     };
+    let email = match &s.email_address {
+        Some(a) => format!("; email codes to {a}"),
+        None => String::new(),
+    };
     let lock = match s.locked_for_secs {
         Some(secs) => format!("; locked out for {} more minute(s)", secs.div_ceil(60)),
         None if s.recent_failures > 0 => format!("; {} recent failed code(s)", s.recent_failures),
         None => String::new(),
     };
-    format!("{}: {totp}{lock}", s.user)
+    format!("{}: {totp}{email}{lock}", s.user)
 }
 
 /// Half-block characters, light modules drawn, as `qrencode -t UTF8` does: scans from a terminal

@@ -1,0 +1,39 @@
+//! Channels deliver a code to a person: `email` (SMTP). A channel only delivers; expiry,
+//! attempts, cooldowns and quotas are the challenge policy's (`policy::challenge`).
+//!
+//! Channels are behind a trait so they could later move to a less-privileged process, and so
+//! that a slow provider delays only the challenge that waits on it.
+
+pub mod email;
+pub mod template;
+
+use otp_proto::Secret;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Everything a channel may put into its message.
+pub struct CodeMessage<'a> {
+    pub user: &'a str,
+    pub code: &'a Secret,
+    /// The challenge id, for the recipient to quote to an admin.
+    pub id: &'a str,
+    pub validity: Duration,
+    pub host: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server's or provider's own words, for the log.
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+
+pub trait Channel: Send + Sync {
+    /// Send `msg` to `to` (an address or number already validated by the channel).
+    fn deliver<'a>(&'a self, to: &'a str, msg: &'a CodeMessage<'a>) -> Delivery<'a>;
+}

@@ -1,0 +1,62 @@
+//! Message templates: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}` and `{{id}}` are
+//! replaced; anything else is left as written.
+
+use super::CodeMessage;
+use std::time::Duration;
+
+pub fn render(template: &str, msg: &CodeMessage) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(
+        template
+            .replace("{{user}}", msg.user)
+            .replace("{{host}}", msg.host)
+            .replace("{{validity}}", &validity(msg.validity))
+            .replace("{{id}}", msg.id)
+            .replace("{{code}}", msg.code.expose()),
+    )
+}
+
+/// "5 minutes", "90 seconds", "1 hour".
+pub fn validity(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s % 3600 == 0 && s >= 3600 {
+        (s / 3600, "hour")
+    } else if s % 60 == 0 && s >= 60 {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otp_proto::Secret;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let code = Secret::new("123456");
+        let msg = CodeMessage {
+            user: "alice",
+            code: &code,
+            id: "a1b2c3",
+            validity: Duration::from_secs(300),
+            host: "web1",
+        };
+        let out = render(
+            "{{user}}@{{host}}: {{code}} ({{validity}}, {{id}}) {{other}}",
+            &msg,
+        );
+        assert_eq!(
+            out.as_str(),
+            "alice@web1: 123456 (5 minutes, a1b2c3) {{other}}"
+        );
+    }
+
+    #[test]
+    fn validity_reads_naturally() {
+        assert_eq!(validity(Duration::from_secs(60)), "1 minute");
+        assert_eq!(validity(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(validity(Duration::from_secs(7200)), "2 hours");
+    }
+}

@@ -1,0 +1,450 @@
+//! Challenges: codes the daemon sends (email, SMS) and later checks. Expiry, attempts, resend
+//! cooldown, the hourly send quota and resend invalidation all live here, once, for every
+//! channel; a channel only delivers.
+//!
+//! Codes are kept only as salted SHA-256 hashes and compared in constant time. Everything runs on
+//! the daemon's monotonic clock. Challenges live in memory: a restart voids them, which is safe
+//! (the user asks for a new code).
+
+use crate::config::{Charset, CodeConfig};
+use otp_proto::Secret;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// Letters and digits that cannot be mistaken for each other (no 0/O, 1/I/L).
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+const DIGITS: &[u8] = b"0123456789";
+
+/// What a code, once given back, proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// The second factor of a login (or of `otpctl verify`).
+    Login,
+    /// The user controls this address; it becomes their email method.
+    ConfirmEmail(String),
+}
+
+/// A sent code, as the daemon remembers it.
+struct Challenge {
+    id: String,
+    purpose: Purpose,
+    salt: [u8; 16],
+    hash: [u8; 32],
+    expires: Instant,
+    attempts: u32,
+}
+
+#[derive(Default)]
+struct UserChallenges {
+    open: Vec<Challenge>,
+    /// Send times within the last hour, for the quota and the cooldown.
+    sends: VecDeque<Instant>,
+}
+
+/// Why no code may be sent right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRefusal {
+    /// Wait this long before the next send.
+    Cooldown(Duration),
+    /// `max_sends_per_hour` reached.
+    Quota,
+}
+
+/// A freshly issued code, to hand to a channel.
+pub struct Issued {
+    pub id: String,
+    pub code: Secret,
+}
+
+/// The verdict on one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Accepted {
+        id: String,
+        purpose: Purpose,
+    },
+    /// Matches a challenge that has expired.
+    Expired,
+    /// Wrong; `alive` says whether any challenge can still be answered.
+    Wrong {
+        alive: bool,
+    },
+    /// No open challenge for this purpose.
+    NoChallenge,
+}
+
+pub struct Challenges {
+    cfg: CodeConfig,
+    users: Mutex<HashMap<String, UserChallenges>>,
+}
+
+impl Challenges {
+    pub fn new(cfg: CodeConfig) -> Challenges {
+        Challenges {
+            cfg,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
+    /// Is there an unexpired challenge for this purpose (a code the user may already have)?
+    pub fn has_open(&self, user: &str, purpose: &Purpose, now: Instant) -> bool {
+        let mut users = self.lock();
+        let Some(u) = users.get_mut(user) else {
+            return false;
+        };
+        u.open.retain(|c| c.expires > now);
+        u.open.iter().any(|c| &c.purpose == purpose)
+    }
+
+    /// Issue a new code if the cooldown and quota allow, counting it as sent. Unless concurrent
+    /// challenges are on, every earlier open challenge of the same purpose dies.
+    pub fn issue(&self, user: &str, purpose: Purpose, now: Instant) -> Result<Issued, SendRefusal> {
+        let mut users = self.lock();
+        let u = users.entry(user.to_owned()).or_default();
+        let hour = Duration::from_secs(3600);
+        while u
+            .sends
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= hour)
+        {
+            u.sends.pop_front();
+        }
+        if let Some(last) = u.sends.back() {
+            let since = now.duration_since(*last);
+            if since < self.cfg.resend_after {
+                return Err(SendRefusal::Cooldown(self.cfg.resend_after - since));
+            }
+        }
+        if u.sends.len() as u32 >= self.cfg.max_sends_per_hour {
+            return Err(SendRefusal::Quota);
+        }
+        let code = new_code(self.cfg.length, self.cfg.charset);
+        let id = new_id();
+        let salt = random::<16>();
+        u.open.retain(|c| c.expires > now);
+        if !self.cfg.concurrent_challenges {
+            u.open.retain(|c| c.purpose != purpose);
+        }
+        u.open.push(Challenge {
+            hash: hash(&salt, code.expose()),
+            id: id.clone(),
+            purpose,
+            salt,
+            expires: now + self.cfg.ttl,
+            attempts: 0,
+        });
+        u.sends.push_back(now);
+        Ok(Issued { id, code })
+    }
+
+    /// Forget a challenge whose code never left (delivery failed); its send still counts.
+    pub fn cancel(&self, user: &str, id: &str) {
+        if let Some(u) = self.lock().get_mut(user) {
+            u.open.retain(|c| c.id != id);
+        }
+    }
+
+    /// Check an answer against the user's open challenges that `accept` admits. A match is used
+    /// up; a miss costs every candidate one attempt, and a challenge out of attempts dies.
+    pub fn answer(
+        &self,
+        user: &str,
+        code: &str,
+        accept: impl Fn(&Purpose) -> bool,
+        now: Instant,
+    ) -> Answer {
+        let code = normalize(code);
+        let mut users = self.lock();
+        let Some(u) = users.get_mut(user) else {
+            return Answer::NoChallenge;
+        };
+        let mut matched = None;
+        let mut expired_match = false;
+        let mut candidates = 0;
+        for (i, c) in u.open.iter().enumerate() {
+            if !accept(&c.purpose) {
+                continue;
+            }
+            let hit: bool = hash(&c.salt, &code).ct_eq(&c.hash).into();
+            let live = c.expires > now;
+            candidates += live as usize;
+            match (hit, live) {
+                (true, true) if matched.is_none() => matched = Some(i),
+                (true, false) => expired_match = true,
+                _ => {}
+            }
+        }
+        if let Some(i) = matched {
+            let c = u.open.remove(i);
+            return Answer::Accepted {
+                id: c.id,
+                purpose: c.purpose,
+            };
+        }
+        u.open.retain(|c| c.expires > now);
+        if expired_match {
+            return Answer::Expired;
+        }
+        if candidates == 0 {
+            return Answer::NoChallenge;
+        }
+        let max = self.cfg.max_attempts;
+        for c in u.open.iter_mut().filter(|c| accept(&c.purpose)) {
+            c.attempts += 1;
+        }
+        u.open.retain(|c| c.attempts < max);
+        Answer::Wrong {
+            alive: u.open.iter().any(|c| accept(&c.purpose)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserChallenges>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Codes are compared without spaces or dashes and without case.
+fn normalize(code: &str) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(
+        code.chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+    )
+}
+
+fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(code.as_bytes());
+    h.finalize().into()
+}
+
+/// Uniform over the alphabet: bytes that would bias the modulo are drawn again.
+fn new_code(length: u8, charset: Charset) -> Secret {
+    let alphabet = match charset {
+        Charset::Numeric => DIGITS,
+        Charset::Alphanumeric => ALPHANUMERIC,
+    };
+    let limit = 256 - (256 % alphabet.len());
+    let mut code = String::with_capacity(length as usize);
+    while code.len() < length as usize {
+        for b in random::<32>() {
+            if (b as usize) < limit && code.len() < length as usize {
+                code.push(alphabet[b as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    Secret::from(code)
+}
+
+/// A short id for logs and `otpctl send`; random so it reveals nothing.
+fn new_id() -> String {
+    random::<6>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The OS RNG failing is not recoverable; getrandom only fails on broken systems.
+    if getrandom::fill(&mut buf).is_err() {
+        log::error!("the OS random number generator failed");
+        std::process::abort();
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenges(f: impl FnOnce(&mut CodeConfig)) -> Challenges {
+        let mut cfg = CodeConfig::default();
+        f(&mut cfg);
+        Challenges::new(cfg)
+    }
+
+    fn login(p: &Purpose) -> bool {
+        *p == Purpose::Login
+    }
+
+    #[test]
+    fn a_sent_code_is_accepted_once() {
+        let c = challenges(|_| {});
+        let t = Instant::now();
+        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        assert_eq!(issued.code.expose().len(), 6);
+        let first = c.answer("alice", issued.code.expose(), login, t);
+        assert!(matches!(first, Answer::Accepted { ref id, .. } if *id == issued.id));
+        assert_eq!(
+            c.answer("alice", issued.code.expose(), login, t),
+            Answer::NoChallenge
+        );
+    }
+
+    #[test]
+    fn a_resend_invalidates_the_previous_code() {
+        let c = challenges(|_| {});
+        let t = Instant::now();
+        let old = c.issue("alice", Purpose::Login, t).unwrap();
+        let t2 = t + Duration::from_secs(31);
+        let new = c.issue("alice", Purpose::Login, t2).unwrap();
+        assert!(
+            matches!(
+                c.answer("alice", old.code.expose(), login, t2),
+                Answer::Wrong { alive: true }
+            ) || old.code == new.code
+        );
+        assert!(matches!(
+            c.answer("alice", new.code.expose(), login, t2),
+            Answer::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn concurrent_challenges_accept_every_open_code_in_any_order() {
+        let c = challenges(|cfg| {
+            cfg.concurrent_challenges = true;
+            cfg.resend_after = Duration::from_secs(1);
+        });
+        let t = Instant::now();
+        let codes: Vec<_> = (0..3)
+            .map(|i| {
+                c.issue("alice", Purpose::Login, t + Duration::from_secs(2 * i))
+                    .unwrap()
+            })
+            .collect();
+        let t = t + Duration::from_secs(10);
+        for i in [1, 2, 0] {
+            assert!(matches!(
+                c.answer("alice", codes[i].code.expose(), login, t),
+                Answer::Accepted { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn an_expired_code_says_so() {
+        let c = challenges(|cfg| cfg.ttl = Duration::from_secs(60));
+        let t = Instant::now();
+        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let late = t + Duration::from_secs(61);
+        assert_eq!(
+            c.answer("alice", issued.code.expose(), login, late),
+            Answer::Expired
+        );
+    }
+
+    #[test]
+    fn max_attempts_kills_the_challenge() {
+        let c = challenges(|cfg| cfg.max_attempts = 3);
+        let t = Instant::now();
+        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let wrong = if issued.code.expose() == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        assert_eq!(
+            c.answer("alice", wrong, login, t),
+            Answer::Wrong { alive: true }
+        );
+        assert_eq!(
+            c.answer("alice", wrong, login, t),
+            Answer::Wrong { alive: true }
+        );
+        assert_eq!(
+            c.answer("alice", wrong, login, t),
+            Answer::Wrong { alive: false }
+        );
+        assert_eq!(
+            c.answer("alice", issued.code.expose(), login, t),
+            Answer::NoChallenge
+        );
+    }
+
+    #[test]
+    fn cooldown_and_hourly_quota_refuse_sends() {
+        let c = challenges(|cfg| {
+            cfg.resend_after = Duration::from_secs(30);
+            cfg.max_sends_per_hour = 2;
+        });
+        let t = Instant::now();
+        c.issue("alice", Purpose::Login, t).unwrap();
+        assert_eq!(
+            c.issue("alice", Purpose::Login, t + Duration::from_secs(10))
+                .err(),
+            Some(SendRefusal::Cooldown(Duration::from_secs(20)))
+        );
+        c.issue("alice", Purpose::Login, t + Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            c.issue("alice", Purpose::Login, t + Duration::from_secs(60))
+                .err(),
+            Some(SendRefusal::Quota)
+        );
+        assert!(c
+            .issue("alice", Purpose::Login, t + Duration::from_secs(3601))
+            .is_ok());
+        assert!(c.issue("bob", Purpose::Login, t).is_ok());
+    }
+
+    #[test]
+    fn alphanumeric_codes_avoid_look_alikes_and_ignore_case() {
+        let c = challenges(|cfg| {
+            cfg.charset = Charset::Alphanumeric;
+            cfg.length = 10;
+        });
+        let t = Instant::now();
+        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let code = issued.code.expose();
+        assert_eq!(code.len(), 10);
+        assert!(code.bytes().all(|b| ALPHANUMERIC.contains(&b)), "{code}");
+        assert!(!code.contains(['0', 'O', '1', 'I', 'L']));
+        let typed = format!(" {}-{} ", &code[..5].to_lowercase(), &code[5..]);
+        assert!(matches!(
+            c.answer("alice", &typed, login, t),
+            Answer::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn a_confirmation_code_is_not_a_login_code() {
+        let c = challenges(|_| {});
+        let t = Instant::now();
+        let purpose = Purpose::ConfirmEmail("a@example.com".into());
+        let issued = c.issue("alice", purpose.clone(), t).unwrap();
+        assert_eq!(
+            c.answer("alice", issued.code.expose(), login, t),
+            Answer::NoChallenge
+        );
+        assert_eq!(
+            c.answer("alice", issued.code.expose(), |_| true, t),
+            Answer::Accepted {
+                id: issued.id,
+                purpose
+            }
+        );
+    }
+
+    #[test]
+    fn numeric_codes_are_uniform_enough() {
+        let mut counts = [0u32; 10];
+        for _ in 0..2000 {
+            for b in new_code(12, Charset::Numeric).expose().bytes() {
+                counts[(b - b'0') as usize] += 1;
+            }
+        }
+        // 24000 digits: each ~2400; a biased generator would drift far outside this band.
+        assert!(
+            counts.iter().all(|&n| (2100..2700).contains(&n)),
+            "{counts:?}"
+        );
+    }
+}
