@@ -58,7 +58,18 @@ fn load(path: Option<PathBuf>) -> Result<(Config, String), ConfigError> {
 }
 
 fn check_config(path: Option<PathBuf>) -> ExitCode {
-    match load(path) {
+    let checked = load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|(cfg, source)| {
+            // Channels read their secret and CA files when built: build them to check those too.
+            match &cfg.email {
+                Some(email) => otpd::channel::email::EmailChannel::new(email)
+                    .map(|_| (cfg, source.clone()))
+                    .map_err(|e| format!("{source}: {e}")),
+                None => Ok((cfg, source)),
+            }
+        });
+    match checked {
         Ok((cfg, source)) => {
             println!(
                 "{source}: ok (socket {}, state_dir {})",

@@ -53,6 +53,9 @@ impl EmailChannel {
                 _ => Tls::Required(params),
             });
         }
+        if cfg.username.is_some() && cfg.tls == TlsMode::None {
+            log::warn!("[email] sends the SMTP password without TLS (tls = \"none\")");
+        }
         if let Some(user) = &cfg.username {
             let Some(file) = &cfg.password_file else {
                 return Err(err("password_file", "is required with username".into()));
