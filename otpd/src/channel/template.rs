@@ -18,9 +18,9 @@ pub fn render(template: &str, msg: &CodeMessage) -> zeroize::Zeroizing<String> {
 /// "5 minutes", "90 seconds", "1 hour".
 pub fn validity(d: Duration) -> String {
     let s = d.as_secs();
-    let (n, unit) = if s % 3600 == 0 && s >= 3600 {
+    let (n, unit) = if s.is_multiple_of(3600) && s >= 3600 {
         (s / 3600, "hour")
-    } else if s % 60 == 0 && s >= 60 {
+    } else if s.is_multiple_of(60) && s >= 60 {
         (s / 60, "minute")
     } else {
         (s, "second")

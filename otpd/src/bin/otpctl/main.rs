@@ -160,7 +160,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
 
 /// The end of an interactive enrollment: ask for the first code until one works or the
 /// person gives up; a pending enrollment stays pending for `otpctl verify` later.
-fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, prompt: &str) -> ExitCode {
+fn confirm(socket: &std::path::Path, out: &Output, user: Option<String>, prompt: &str) -> ExitCode {
     loop {
         let code = match ask_visible(prompt) {
             Some(c) if !c.trim().is_empty() => c,
@@ -190,7 +190,7 @@ fn confirm(socket: &PathBuf, out: &Output, user: Option<String>, prompt: &str) -
     }
 }
 
-fn call(socket: &PathBuf, request: &Request) -> Result<Reply, String> {
+fn call(socket: &std::path::Path, request: &Request) -> Result<Reply, String> {
     let unreachable =
         |e: &dyn std::fmt::Display| format!("cannot reach otpd at {}: {e}", socket.display());
     let mut conn = Connection::connect(socket, CONNECT_TIMEOUT).map_err(|e| unreachable(&e))?;

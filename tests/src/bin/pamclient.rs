@@ -1,0 +1,105 @@
+//! A small PAM application for tests: `pamclient SERVICE USER` runs pam_authenticate with a
+//! conversation that prints every message as one line (`PROMPT_ECHO_OFF: ...`, `INFO: ...`;
+//! newlines escaped as `\n`) and answers each prompt with the next line of stdin (end of input
+//! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io::{BufRead, Write};
+use std::ptr;
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_start(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        pamh: *mut *mut c_void,
+    ) -> c_int;
+    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
+}
+
+const PAM_CONV_ERR: c_int = 19;
+
+extern "C" fn conversation(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    _appdata: *mut c_void,
+) -> c_int {
+    let n = n as usize;
+    // SAFETY: calloc'd array the caller frees; libpam's convention.
+    let replies =
+        unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
+    for i in 0..n {
+        // Linux-PAM passes an array of pointers.
+        let msg = unsafe { &**msgs.add(i) };
+        let text = unsafe { CStr::from_ptr(msg.msg) }
+            .to_string_lossy()
+            .replace('\n', "\\n");
+        let kind = match msg.msg_style {
+            1 => "PROMPT_ECHO_OFF",
+            2 => "PROMPT_ECHO_ON",
+            3 => "ERROR",
+            _ => "INFO",
+        };
+        println!("{kind}: {text}");
+        let _ = std::io::stdout().flush();
+        if msg.msg_style == 1 || msg.msg_style == 2 {
+            let mut line = String::new();
+            if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
+                unsafe { libc::free(replies as *mut c_void) };
+                return PAM_CONV_ERR;
+            }
+            let answer = CString::new(line.trim_end_matches('\n')).unwrap_or_default();
+            unsafe { (*replies.add(i)).resp = libc::strdup(answer.as_ptr()) };
+        }
+    }
+    unsafe { *resp = replies };
+    0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: pamclient SERVICE USER  (answers on stdin)");
+        std::process::exit(2);
+    }
+    let service = CString::new(args[1].as_str()).expect("service");
+    let user = CString::new(args[2].as_str()).expect("user");
+    let conv = PamConv {
+        conv: conversation,
+        appdata_ptr: ptr::null_mut(),
+    };
+    let mut pamh: *mut c_void = ptr::null_mut();
+    let rc = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
+    if rc != 0 {
+        println!("RESULT: {rc} pam_start failed");
+        return;
+    }
+    let rc = unsafe { pam_authenticate(pamh, 0) };
+    let text = unsafe { CStr::from_ptr(pam_strerror(pamh, rc)) }
+        .to_string_lossy()
+        .into_owned();
+    println!("RESULT: {rc} {text}");
+    unsafe { pam_end(pamh, rc) };
+}

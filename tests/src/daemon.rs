@@ -1,0 +1,150 @@
+//! A real otpd on a temp directory and config, started and stopped by the test.
+
+use crate::artifacts;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start otpd with `socket` and `state_dir` in a temp dir, plus `extra` TOML (sections).
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("otpd-test")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("otpd.sock");
+        let config = dir.path().join("otpd.toml");
+        let toml = format!(
+            "socket = {:?}\nstate_dir = {:?}\n{extra}\n",
+            socket,
+            dir.path().join("state")
+        );
+        std::fs::write(&config, toml).expect("write config");
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            log: Arc::default(),
+            config,
+            socket,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stop (SIGTERM, wait) and start again on the same state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Everything otpd wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Run otpctl against this daemon.
+    pub fn otpctl(&self, args: &[&str]) -> Output {
+        Command::new(artifacts::otpctl())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run otpctl")
+    }
+
+    /// `otpctl --json ARGS`, parsed; panics with the output unless it exits 0.
+    pub fn otpctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.otpctl(&all);
+        assert!(out.status.success(), "otpctl {args:?}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).expect("otpctl JSON")
+    }
+
+    /// Enroll `user` in TOTP and confirm it with oathtool's code for the previous time step
+    /// (so that the current and next steps stay free for the test); returns the secret.
+    pub fn enroll_totp(&self, user: &str) -> String {
+        let e = self.otpctl_json(&["--user", user, "enroll", "totp"]);
+        let secret = e["secret"].as_str().expect("secret").to_owned();
+        let code = crate::totp::code(&secret, crate::totp::now() - 30);
+        self.otpctl_json(&["--user", user, "verify", &code]);
+        secret
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(artifacts::otpd())
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start otpd");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("listening on") => return,
+                Ok(_) => {}
+                Err(_) => panic!("otpd did not start:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Exit status and both streams, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

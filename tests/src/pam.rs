@@ -1,0 +1,192 @@
+//! Real libpam, loaded by our pamclient (or Debian's pamtester) under pam_wrapper, which lets a
+//! test use its own PAM service directory without root.
+
+use crate::artifacts;
+use crate::daemon::Daemon;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// Where Debian's libpam-wrapper puts its preload library.
+pub fn wrapper() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| PathBuf::from(d).join("libpam_wrapper.so"))
+    .find(|p| p.exists())
+}
+
+/// True when pam_wrapper is installed; otherwise prints why the test skips.
+pub fn available() -> bool {
+    crate::skip::require(
+        wrapper().is_some(),
+        "libpam_wrapper.so missing (apt-get install libpam-wrapper)",
+    )
+}
+
+/// A PAM service of the test's own.
+pub struct PamService {
+    dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl PamService {
+    /// A service whose auth stack is `stack` (lines of a pam.d file).
+    pub fn new(stack: &str) -> PamService {
+        let dir = tempfile::Builder::new()
+            .prefix("pam-test")
+            .tempdir()
+            .expect("tempdir");
+        let name = "otp-test".to_owned();
+        std::fs::write(dir.path().join(&name), format!("{stack}\n")).expect("service file");
+        // pam_wrapper warns without an `other` service.
+        std::fs::write(dir.path().join("other"), "auth required pam_deny.so\n").expect("other");
+        PamService { dir, name }
+    }
+
+    /// `auth required pam_otp.so socket=<daemon's> ARGS`.
+    pub fn otp(daemon: &Daemon, args: &str) -> PamService {
+        PamService::new(&Self::otp_line(daemon, args))
+    }
+
+    /// The pam.d line for our module, for building larger stacks.
+    pub fn otp_line(daemon: &Daemon, args: &str) -> String {
+        format!(
+            "auth required {} socket={} {args}",
+            artifacts::module().display(),
+            daemon.socket.display()
+        )
+    }
+
+    /// Log `user` in, answering prompts with `answers` in order.
+    pub fn login(&self, user: &str, answers: &[&str]) -> PamRun {
+        let mut session = self.start(user);
+        for a in answers {
+            session.send(a);
+        }
+        session.finish()
+    }
+
+    /// Start a login whose prompts the test answers as they come.
+    pub fn start(&self, user: &str) -> PamSession {
+        let mut child = self
+            .command(&artifacts::pamclient())
+            .args([&self.name, user])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start pamclient");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        PamSession {
+            child,
+            stdin,
+            stdout,
+            lines: Vec::new(),
+        }
+    }
+
+    /// A command with pam_wrapper preloaded and pointed at this service directory.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("LD_PRELOAD", wrapper().expect("pam_wrapper"))
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path());
+        cmd
+    }
+}
+
+/// A login in progress.
+pub struct PamSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    lines: Vec<String>,
+}
+
+impl PamSession {
+    /// Read messages until the next prompt and return its text (newlines restored); `None` if
+    /// the login ended instead.
+    pub fn next_prompt(&mut self) -> Option<String> {
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches('\n').to_owned();
+            self.lines.push(line.clone());
+            if line.starts_with("RESULT: ") {
+                return None;
+            }
+            for kind in ["PROMPT_ECHO_OFF: ", "PROMPT_ECHO_ON: "] {
+                if let Some(text) = line.strip_prefix(kind) {
+                    return Some(text.replace("\\n", "\n"));
+                }
+            }
+        }
+    }
+
+    /// Queue an answer for the next prompt.
+    pub fn send(&mut self, answer: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{answer}");
+        }
+    }
+
+    /// Close the answers and wait for the result.
+    pub fn finish(mut self) -> PamRun {
+        self.stdin = None;
+        while self.next_prompt().is_some() {}
+        let _ = self.child.wait();
+        PamRun::parse(self.lines)
+    }
+}
+
+/// What one login printed, and how it ended.
+#[derive(Debug)]
+pub struct PamRun {
+    /// The PAM code pam_authenticate returned.
+    pub code: i32,
+    /// Every message line (`PROMPT_ECHO_OFF: ...`, `ERROR: ...`), then `RESULT: ...`.
+    pub lines: Vec<String>,
+}
+
+pub const PAM_SUCCESS: i32 = 0;
+pub const PAM_SERVICE_ERR: i32 = 3;
+pub const PAM_PERM_DENIED: i32 = 6;
+pub const PAM_AUTH_ERR: i32 = 7;
+pub const PAM_AUTHINFO_UNAVAIL: i32 = 9;
+pub const PAM_CONV_ERR: i32 = 19;
+
+impl PamRun {
+    fn parse(lines: Vec<String>) -> PamRun {
+        let code = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("RESULT: "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(-1);
+        PamRun { code, lines }
+    }
+
+    pub fn prompts(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| {
+                l.strip_prefix("PROMPT_ECHO_OFF: ")
+                    .or_else(|| l.strip_prefix("PROMPT_ECHO_ON: "))
+            })
+            .collect()
+    }
+
+    pub fn errors(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("ERROR: "))
+            .collect()
+    }
+}
