@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod pam;
 pub mod skip;
 pub mod smtp;
+pub mod sshd;
 pub mod totp;
 
 pub use daemon::Daemon;

@@ -48,6 +48,11 @@ impl PamService {
         PamService { dir, name }
     }
 
+    /// The service directory pam_wrapper reads.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// `auth required pam_otp.so socket=<daemon's> ARGS`.
     pub fn otp(daemon: &Daemon, args: &str) -> PamService {
         PamService::new(&Self::otp_line(daemon, args))

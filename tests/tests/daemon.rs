@@ -1,0 +1,221 @@
+//! otpd as an adversary or a stranger would meet it: hostile frames, other users' uids, a
+//! broken configuration, SIGTERM.
+
+use otp_e2e::daemon::describe;
+use otp_e2e::pam::{self, PAM_AUTH_ERR};
+use otp_e2e::{artifacts, me, skip, Daemon, PamService};
+use otp_proto::frame::{self, read_frame};
+use otp_proto::{Command, Refusal, Reply, Request, PROTOCOL_VERSION};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn connect(otpd: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(&otpd.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Send raw bytes, close our side, and read whatever comes back (a refusal or nothing).
+fn send_raw(otpd: &Daemon, bytes: &[u8]) -> Option<Reply> {
+    let mut s = connect(otpd);
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    read_frame::<Reply>(&mut s).ok()
+}
+
+/// A tiny deterministic generator, so a failure can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn hostile_frames_get_a_refusal_or_a_closed_connection_and_never_crash_the_daemon() {
+    let mut otpd = Daemon::start("");
+
+    let mut wrong_version = frame::encode(&Request::Command(Command::Users))
+        .unwrap()
+        .to_vec();
+    wrong_version[5] = wrong_version[5].wrapping_add(1);
+    match send_raw(&otpd, &wrong_version) {
+        Some(Reply::Refused(Refusal::VersionMismatch { supported, .. })) => {
+            assert_eq!(supported, PROTOCOL_VERSION)
+        }
+        other => panic!("wrong version: {other:?}"),
+    }
+
+    let oversized = (frame::MAX_FRAME as u32 + 1).to_be_bytes();
+    assert!(matches!(
+        send_raw(&otpd, &oversized),
+        Some(Reply::Refused(Refusal::BadRequest(_)))
+    ));
+
+    let mut garbage = vec![0, 0, 0, 6];
+    garbage.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    garbage.extend_from_slice(&[0xff, 0xfe, 0xfd, 0xfc]);
+    assert!(matches!(
+        send_raw(&otpd, &garbage),
+        Some(Reply::Refused(Refusal::BadRequest(_)))
+    ));
+
+    let answer_first = frame::encode(&Request::Answer(otp_proto::Secret::new("1"))).unwrap();
+    assert!(matches!(
+        send_raw(&otpd, &answer_first),
+        Some(Reply::Refused(_))
+    ));
+
+    let valid = frame::encode(&Request::Command(Command::Status { user: None })).unwrap();
+    for cut in 0..valid.len() {
+        assert_eq!(send_raw(&otpd, &valid[..cut]), None, "truncated at {cut}");
+    }
+
+    let mut rng = XorShift(0x5eed_1234_abcd_0001);
+    for _ in 0..300 {
+        let len = (rng.next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if rng.next().is_multiple_of(2) && bytes.len() >= 6 {
+            // A plausible header and version, so the body decoder gets exercised.
+            let body = (bytes.len() - 4) as u32;
+            bytes[..4].copy_from_slice(&body.to_be_bytes());
+            bytes[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        }
+        let _ = send_raw(&otpd, &bytes);
+    }
+
+    assert!(otpd.is_running(), "otpd died:\n{}", otpd.log());
+    assert!(!otpd.log().contains("panicked"), "{}", otpd.log());
+    let status = otpd.otpctl(&["status"]);
+    assert!(
+        status.status.success(),
+        "otpd still serves: {}",
+        describe(&status)
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
+    let mut otpd = Daemon::start("");
+    assert!(otpd.socket.exists());
+    otpd.stop();
+    assert!(!otpd.socket.exists(), "the socket is removed on SIGTERM");
+    assert!(otpd.log().contains("shutting down"), "{}", otpd.log());
+    assert!(
+        otpd.state_dir().join("users").is_dir(),
+        "state survives a stop"
+    );
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpd.toml");
+    std::fs::write(&path, "socket = \"/tmp/x\"\n[lockout]\nwindow = \"soon\"\n").unwrap();
+    let out = std::process::Command::new(artifacts::otpd())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+    assert!(err.contains("lockout.window"), "{err}");
+    std::fs::write(&path, "[totp]\ndigits = 8\n").unwrap();
+    let ok = std::process::Command::new(artifacts::otpd())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", describe(&ok));
+}
+
+#[test]
+fn otpctl_exit_codes_say_what_happened() {
+    let otpd = Daemon::start("");
+    let wrong = otpd.otpctl(&["verify", "000000"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", describe(&wrong));
+    let usage = otpd.otpctl(&["enroll", "fax"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", describe(&usage));
+    let down = std::process::Command::new(artifacts::otpctl())
+        .args(["--socket", "/nonexistent/otpd.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(3), "{}", describe(&down));
+}
+
+/// Run a program as `nobody`, with pam_wrapper when `service` is given.
+fn as_nobody(program: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn another_uid_may_manage_and_authenticate_only_itself() {
+    if !skip::require_root() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    std::fs::set_permissions(otpd.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    otpd.enroll_totp(&me());
+    let config = otpd.config.to_string_lossy().into_owned();
+    let otpctl = artifacts::otpctl();
+
+    let other = as_nobody(&otpctl, &["--config", &config, "--user", &me(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(1), "{}", describe(&other));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("permission denied"));
+    let enroll = as_nobody(
+        &otpctl,
+        &["--config", &config, "--user", &me(), "enroll", "totp"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(enroll.status.code(), Some(1), "{}", describe(&enroll));
+    let own = as_nobody(&otpctl, &["--config", &config, "--json", "status"])
+        .output()
+        .unwrap();
+    assert!(own.status.success(), "{}", describe(&own));
+    assert!(String::from_utf8_lossy(&own.stdout).contains("\"user\":\"nobody\""));
+    let users = as_nobody(&otpctl, &["--config", &config, "users"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        users.status.code(),
+        Some(1),
+        "admin only: {}",
+        describe(&users)
+    );
+
+    if !pam::available() {
+        return;
+    }
+    // A screen locker running as nobody tries to unlock someone else's session.
+    let service = PamService::otp(&otpd, "");
+    std::fs::set_permissions(service.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody(&artifacts::pamclient(), &[&service.name, &me()])
+        .env("LD_PRELOAD", pam::wrapper().unwrap())
+        .env("PAM_WRAPPER", "1")
+        .env("PAM_WRAPPER_SERVICE_DIR", service.dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("RESULT: {PAM_AUTH_ERR} ")), "{text}");
+    assert!(
+        otpd.log().contains("may not authenticate this user"),
+        "{}",
+        otpd.log()
+    );
+}
