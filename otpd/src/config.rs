@@ -87,7 +87,7 @@ pub struct EmailConfig {
     pub body: String,
     /// Extra CA certificates (PEM) trusted for this server, beside the built-in roots.
     pub ca_file: Option<PathBuf>,
-    /// Bounds connecting and each SMTP exchange.
+    /// Bounds the whole delivery (default 8s; keep it below pam_otp's `timeout=`).
     #[serde(default = "default_smtp_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
 }
@@ -120,8 +120,10 @@ fn default_body() -> String {
         .into()
 }
 
+/// Below pam_otp's default `timeout=10`, so a dead server is reported to the user before the
+/// module gives up on the daemon.
 fn default_smtp_timeout() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(8)
 }
 
 impl Default for CodeConfig {

@@ -77,7 +77,7 @@ impl PamService {
     }
 
     /// Start a login whose prompts the test answers as they come.
-    pub fn start(&self, user: &str) -> PamSession {
+    pub fn start(&self, user: &str) -> PamSession<'_> {
         let mut child = self
             .command(&artifacts::pamclient())
             .args([&self.name, user])
@@ -92,6 +92,7 @@ impl PamService {
             stdin,
             stdout,
             lines: Vec::new(),
+            _service: self,
         }
     }
 
@@ -105,15 +106,16 @@ impl PamService {
     }
 }
 
-/// A login in progress.
-pub struct PamSession {
+/// A login in progress. It borrows its service so that the service directory outlives it.
+pub struct PamSession<'a> {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     lines: Vec<String>,
+    _service: &'a PamService,
 }
 
-impl PamSession {
+impl PamSession<'_> {
     /// Read messages until the next prompt and return its text (newlines restored); `None` if
     /// the login ended instead.
     pub fn next_prompt(&mut self) -> Option<String> {
