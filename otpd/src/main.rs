@@ -101,7 +101,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(otpd::server::run(cfg, shutdown_signal())) {
+    match runtime.block_on(async {
+        // Installed before the socket is bound: a SIGTERM right after start-up must already
+        // mean a clean shutdown, not the default (die, leave the socket behind).
+        let shutdown = shutdown_signal()?;
+        otpd::server::run(cfg, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -110,18 +117,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// SIGTERM (systemd) or SIGINT (a terminal).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (systemd) or SIGINT (a terminal); the handlers are in place on return.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    let handler = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }

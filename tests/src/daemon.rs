@@ -88,9 +88,22 @@ impl Daemon {
     pub fn enroll_totp(&self, user: &str) -> String {
         let e = self.otpctl_json(&["--user", user, "enroll", "totp"]);
         let secret = e["secret"].as_str().expect("secret").to_owned();
-        let code = crate::totp::code(&secret, crate::totp::now() - 30);
-        self.otpctl_json(&["--user", user, "verify", &code]);
+        self.confirm(user, |t| crate::totp::code(&secret, t - 30));
         secret
+    }
+
+    /// `otpctl verify` with `code_at(now)`. The previous step is only within skew while the clock
+    /// stays in this step: if it moved on between computing and checking, try once more.
+    pub fn confirm(&self, user: &str, code_at: impl Fn(u64) -> String) {
+        let first = self.otpctl(&["--user", user, "verify", &code_at(crate::totp::now())]);
+        if !first.status.success() {
+            let again = self.otpctl(&["--user", user, "verify", &code_at(crate::totp::now())]);
+            assert!(
+                again.status.success(),
+                "otpctl verify: {}",
+                describe(&again)
+            );
+        }
     }
 
     fn spawn(&mut self) {

@@ -232,10 +232,8 @@ fn sha256_and_8_digit_codes_work() {
         .unwrap()
         .contains("algorithm=SHA256&digits=8&period=60"));
     let secret = e["secret"].as_str().unwrap();
-    let t = now();
-    let confirm = otpd.otpctl(&["verify", &oath(secret, t - 60)]);
-    assert!(confirm.status.success(), "{confirm:?}");
-    let run = PamService::otp(&otpd, "").login(&me(), &[&oath(secret, t)]);
+    otpd.confirm(&me(), |t| oath(secret, t - 60));
+    let run = PamService::otp(&otpd, "").login(&me(), &[&oath(secret, now())]);
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
 
     fn oath(secret: &str, t: u64) -> String {
