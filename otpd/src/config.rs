@@ -29,6 +29,8 @@ pub struct Config {
     pub code: CodeConfig,
     /// The email channel; absent means email codes are off.
     pub email: Option<EmailConfig>,
+    /// The SMS channel; absent means SMS codes are off.
+    pub sms: Option<SmsConfig>,
     /// A static directory of contact details, `[users.NAME]`. Users can also register their own
     /// address with `otpctl enroll email`, which takes precedence once confirmed.
     pub users: BTreeMap<String, UserEntry>,
@@ -50,8 +52,13 @@ pub struct CodeConfig {
     /// Cooldown between two sends to one user.
     #[serde(deserialize_with = "duration")]
     pub resend_after: Duration,
+    /// Sends to one user per hour, whatever the channel.
     #[serde(deserialize_with = "max_sends")]
     pub max_sends_per_hour: u32,
+    /// Sends to one address or number per hour, whoever asks: an attacker holding several
+    /// passwords still cannot pump SMS to one premium number.
+    #[serde(deserialize_with = "max_sends")]
+    pub max_sends_per_destination_per_hour: u32,
     /// Accept every open challenge's code (each once), not only the newest.
     pub concurrent_challenges: bool,
 }
@@ -101,6 +108,138 @@ pub enum TlsMode {
     Tls,
 }
 
+/// `[sms]`: how SMS codes are sent. `provider` picks one of the sub-sections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConfig {
+    pub provider: SmsProvider,
+    /// Template: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}`.
+    #[serde(default = "default_sms_body")]
+    pub body: String,
+    /// Extra CA certificates (PEM) trusted for the provider, beside the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Bounds the whole request (default 8s; keep it below pam_otp's `timeout=`).
+    #[serde(default = "default_smtp_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Sends through the provider per hour, all users together: a ceiling on the bill.
+    #[serde(default = "default_sms_total", deserialize_with = "max_sends")]
+    pub max_total_per_hour: u32,
+    pub twilio: Option<TwilioConfig>,
+    pub vonage: Option<VonageConfig>,
+    pub custom: Option<CustomSmsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    Twilio,
+    Vonage,
+    Custom,
+}
+
+/// `[sms.twilio]`: Programmable Messaging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token_file: PathBuf,
+    /// A Twilio number (E.164) or messaging service sender.
+    pub from: String,
+    #[serde(default = "default_twilio_url")]
+    pub base_url: String,
+}
+
+/// `[sms.vonage]`: the SMS API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VonageConfig {
+    pub api_key: String,
+    pub api_secret_file: PathBuf,
+    pub from: String,
+    #[serde(default = "default_vonage_url")]
+    pub base_url: String,
+}
+
+/// `[sms.custom]`: any HTTP gateway, described by a request template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSmsConfig {
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    #[serde(default)]
+    pub content_type: BodyFormat,
+    /// The request body, with `{{mobile}}` and `{{body}}` (JSON-escaped for json, encoded for
+    /// form), e.g. `{"to": "{{mobile}}", "text": "{{body}}"}` or `to={{mobile}}&text={{body}}`.
+    pub template: String,
+    /// Extra headers: `"Name: value, Name2: value2"` (as WSO2 writes them) or a table.
+    #[serde(default)]
+    pub headers: Headers,
+    /// Extra CA certificates for this gateway (as `[sms] ca_file`).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum HttpMethod {
+    #[default]
+    POST,
+    PUT,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    Form,
+}
+
+/// Header lines for a custom gateway, in either spelling.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Headers {
+    #[default]
+    None,
+    Line(String),
+    Table(BTreeMap<String, String>),
+}
+
+impl Headers {
+    /// (name, value) pairs; a WSO2 line splits on commas, then on the first colon.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, String> {
+        match self {
+            Headers::None => Ok(Vec::new()),
+            Headers::Table(t) => Ok(t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Headers::Line(line) => line
+                .split(',')
+                .filter(|h| !h.trim().is_empty())
+                .map(|h| match h.split_once(':') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        Ok((k.trim().to_owned(), v.trim().to_owned()))
+                    }
+                    _ => Err(format!("{h:?} is not \"Name: value\"")),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn default_sms_body() -> String {
+    "Your login code for {{host}} is {{code}}. It is valid for {{validity}}.".into()
+}
+
+fn default_sms_total() -> u32 {
+    100
+}
+
+fn default_twilio_url() -> String {
+    "https://api.twilio.com".into()
+}
+
+fn default_vonage_url() -> String {
+    "https://rest.nexmo.com".into()
+}
+
 /// `[users.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +274,7 @@ impl Default for CodeConfig {
             max_attempts: 3,
             resend_after: Duration::from_secs(30),
             max_sends_per_hour: 5,
+            max_sends_per_destination_per_hour: 5,
             concurrent_challenges: false,
         }
     }
@@ -191,6 +331,7 @@ impl Default for Config {
             lockout: LockoutConfig::default(),
             code: CodeConfig::default(),
             email: None,
+            sms: None,
             users: BTreeMap::new(),
         }
     }
@@ -479,6 +620,52 @@ email = "alice@example.com"
         assert_eq!(email.timeout, Duration::from_secs(3));
         assert!(email.subject.contains("{{host}}"));
         assert_eq!(c.users["alice"].email.as_deref(), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn sms_sections_are_read_with_either_header_spelling() {
+        let c = parse(
+            r#"
+[sms]
+provider = "custom"
+timeout = "3s"
+[sms.custom]
+url = "https://gw.example/send"
+method = "PUT"
+content_type = "form"
+template = "to={{mobile}}&text={{body}}"
+headers = "X-Api-Key: abc, X-Tenant: t1"
+"#,
+        )
+        .unwrap();
+        let sms = c.sms.unwrap();
+        assert_eq!(sms.provider, SmsProvider::Custom);
+        let custom = sms.custom.unwrap();
+        assert_eq!(custom.method, HttpMethod::PUT);
+        assert_eq!(custom.content_type, BodyFormat::Form);
+        assert_eq!(
+            custom.headers.pairs().unwrap(),
+            vec![
+                ("X-Api-Key".into(), "abc".into()),
+                ("X-Tenant".into(), "t1".into())
+            ]
+        );
+        let table = parse(
+            "[sms]\nprovider = \"custom\"\n[sms.custom]\nurl = \"u\"\ntemplate = \"t\"\n\
+             [sms.custom.headers]\nAuthorization = \"Bearer x\"\n",
+        )
+        .unwrap();
+        let pairs = table.sms.unwrap().custom.unwrap().headers.pairs().unwrap();
+        assert_eq!(pairs, vec![("Authorization".into(), "Bearer x".into())]);
+        let twilio = parse(
+            "[sms]\nprovider = \"twilio\"\n[sms.twilio]\naccount_sid = \"AC1\"\n\
+             auth_token_file = \"/t\"\nfrom = \"+15550000000\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            twilio.sms.unwrap().twilio.unwrap().base_url,
+            "https://api.twilio.com"
+        );
     }
 
     #[test]

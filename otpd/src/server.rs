@@ -1,7 +1,6 @@
 //! The accept loop: binds the socket, identifies each peer (SO_PEERCRED), hands the connection
 //! to a session, bounds how many run at once, and shuts down cleanly.
 
-use crate::channel::email::EmailConfigError;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::peer::Caller;
@@ -29,8 +28,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ServerError {
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Email(#[from] EmailConfigError),
+    #[error("{0}")]
+    Channel(String),
     #[error("socket {path}: {message}")]
     Socket { path: String, message: String },
 }
@@ -38,7 +37,7 @@ pub enum ServerError {
 /// Serve until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let store = Arc::new(FileStore::open(&cfg.state_dir)?);
-    let shared = Arc::new(State::new(cfg, store)?);
+    let shared = Arc::new(State::new(cfg, store).map_err(ServerError::Channel)?);
     let listener = bind(&shared.cfg.socket)?;
     log::info!("listening on {}", shared.cfg.socket.display());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

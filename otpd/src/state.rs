@@ -1,12 +1,14 @@
 //! Everything sessions share, built once at start-up: configuration, accounts, open challenges
 //! and the delivery channels.
 
-use crate::channel::email::{EmailChannel, EmailConfigError};
+use crate::channel::email::EmailChannel;
+use crate::channel::sms::SmsChannel;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::policy::accounts::{hostname, Accounts};
 use crate::policy::challenge::Challenges;
 use crate::store::Store;
+use otp_proto::Via;
 use std::sync::Arc;
 
 pub struct State {
@@ -15,22 +17,42 @@ pub struct State {
     pub challenges: Challenges,
     /// `None` when `[email]` is not configured.
     pub email: Option<Box<dyn Channel>>,
+    /// `None` when `[sms]` is not configured.
+    pub sms: Option<Box<dyn Channel>>,
     /// Named in messages: "your login code for HOST".
     pub host: String,
 }
 
 impl State {
-    pub fn new(cfg: Config, store: Arc<dyn Store>) -> Result<State, EmailConfigError> {
+    /// Build every configured channel; an error names the section and key to fix.
+    pub fn new(cfg: Config, store: Arc<dyn Store>) -> Result<State, String> {
         let email = match &cfg.email {
-            Some(e) => Some(Box::new(EmailChannel::new(e)?) as Box<dyn Channel>),
+            Some(e) => {
+                Some(Box::new(EmailChannel::new(e).map_err(|e| e.to_string())?) as Box<dyn Channel>)
+            }
+            None => None,
+        };
+        let sms = match &cfg.sms {
+            Some(s) => {
+                Some(Box::new(SmsChannel::new(s).map_err(|e| e.to_string())?) as Box<dyn Channel>)
+            }
             None => None,
         };
         Ok(State {
+            sms,
             accounts: Accounts::new(store, cfg.clone()),
             challenges: Challenges::new(cfg.code.clone()),
             email,
             host: hostname(),
             cfg,
         })
+    }
+
+    /// The channel codes `via` travel by, if configured.
+    pub fn channel(&self, via: Via) -> Option<&dyn Channel> {
+        match via {
+            Via::Email => self.email.as_deref(),
+            Via::Sms => self.sms.as_deref(),
+        }
     }
 }

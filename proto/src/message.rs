@@ -44,9 +44,18 @@ pub enum Command {
         user: Option<String>,
         address: String,
     },
-    /// Send a login code now by the user's email method; it works at the next login within its
-    /// validity.
-    Send { user: Option<String> },
+    /// Register a mobile number (E.164): a code is texted there, and the number counts at login
+    /// only after that code is given to `Verify`.
+    EnrollSms {
+        user: Option<String>,
+        number: String,
+    },
+    /// Send a login code now by the user's email or SMS method (`via`, or email first); it
+    /// works at the next login within its validity.
+    Send {
+        user: Option<String>,
+        via: Option<Via>,
+    },
     /// Confirm a pending enrollment with a code, or check a code against the active one.
     Verify { user: Option<String>, code: Secret },
     /// What is enrolled, lockout state.
@@ -59,6 +68,22 @@ pub enum Command {
     Reset { user: String },
     /// Admin: every user the store knows.
     Users,
+}
+
+/// How a code travels to its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Via {
+    Email,
+    Sms,
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Via::Email => "email",
+            Via::Sms => "SMS",
+        })
+    }
 }
 
 /// What the daemon sends.
@@ -151,8 +176,11 @@ pub struct UserStatus {
     pub user: String,
     pub totp: MethodState,
     pub email: MethodState,
-    /// The active (or else pending) address, masked: `j***@e***.com`.
+    /// The address codes go to, masked: `j***@e***.com`.
     pub email_address: Option<String>,
+    pub sms: MethodState,
+    /// The number codes go to, masked: `+1******4567`.
+    pub sms_number: Option<String>,
     /// Seconds until a lockout ends; `None` when not locked.
     pub locked_for_secs: Option<u64>,
     /// Failures counted in the current lockout window.
@@ -194,10 +222,12 @@ pub enum Refusal {
     SendQuota,
     #[error("{0} is not configured on this server")]
     ChannelUnavailable(String),
-    #[error("no email address on file for {0}")]
+    #[error("no email address or phone number on file for {0}")]
     NoAddress(String),
     #[error("invalid address: {0}")]
     BadAddress(String),
+    #[error("invalid phone number {0:?}: use E.164, e.g. +12025550123")]
+    BadNumber(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("protocol version {got} is not supported (daemon speaks {supported})")]

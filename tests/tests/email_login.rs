@@ -348,7 +348,7 @@ fn a_dead_smtp_server_means_could_not_send_and_a_denied_login() {
         "{run:?}"
     );
     assert!(
-        otpd.log().contains("could not email the code"),
+        otpd.log().contains("could not send the code by email"),
         "{}",
         otpd.log()
     );

@@ -1,10 +1,12 @@
-//! Channels deliver a code to a person: `email` (SMTP). A channel only delivers; expiry,
+//! Channels deliver a code to a person: `email` (SMTP) and `sms` (HTTPS to a provider). A
+//! channel only delivers; expiry,
 //! attempts, cooldowns and quotas are the challenge policy's (`policy::challenge`).
 //!
 //! Channels are behind a trait so they could later move to a less-privileged process, and so
 //! that a slow provider delays only the challenge that waits on it.
 
 pub mod email;
+pub mod sms;
 pub mod template;
 
 use otp_proto::Secret;
@@ -29,6 +31,14 @@ pub enum DeliveryError {
     /// The server's or provider's own words, for the log.
     #[error("{0}")]
     Failed(String),
+}
+
+/// A destination as its owner may see it: `j***@e***.com`, `+1******4567`.
+pub fn mask(via: otp_proto::Via, destination: &str) -> String {
+    match via {
+        otp_proto::Via::Email => email::mask(destination),
+        otp_proto::Via::Sms => sms::mask(destination),
+    }
 }
 
 pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;

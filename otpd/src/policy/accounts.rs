@@ -4,9 +4,10 @@
 
 use super::lockout::Lockout;
 use super::totp::{self, Check};
+use crate::channel::mask;
 use crate::config::Config;
 use crate::store::{Store, StoreError, TotpKey, UserRecord};
-use otp_proto::{MethodState, Secret, UserStatus};
+use otp_proto::{MethodState, Secret, UserStatus, Via};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,11 +18,21 @@ pub struct Methods {
     pub totp: bool,
     /// The address email codes go to.
     pub email: Option<String>,
+    /// The number SMS codes go to.
+    pub sms: Option<String>,
 }
 
 impl Methods {
     pub fn is_empty(&self) -> bool {
-        !self.totp && self.email.is_none()
+        !self.totp && self.email.is_none() && self.sms.is_none()
+    }
+
+    /// Where codes sent `via` go for this user.
+    pub fn destination(&self, via: Via) -> Option<&str> {
+        match via {
+            Via::Email => self.email.as_deref(),
+            Via::Sms => self.sms.as_deref(),
+        }
     }
 }
 
@@ -65,10 +76,11 @@ impl Accounts {
     /// The second factors that count at login for this user.
     pub async fn methods(&self, user: &str) -> Result<Methods, StoreError> {
         let record = self.load(user).await?.unwrap_or_default();
-        let directory = self.cfg.users.get(user).and_then(|u| u.email.clone());
+        let directory = self.cfg.users.get(user).cloned().unwrap_or_default();
         Ok(Methods {
             totp: record.totp.is_some(),
-            email: record.email.or(directory),
+            email: record.email.or(directory.email),
+            sms: record.phone.or(directory.phone),
         })
     }
 
@@ -137,11 +149,20 @@ impl Accounts {
         self.lockout().succeed(user);
     }
 
-    /// Make a confirmed address the user's email method.
-    pub async fn set_email(&self, user: &str, address: &str) -> Result<(), StoreError> {
-        let address = address.to_owned();
+    /// Make a confirmed address or number the user's email or SMS method.
+    pub async fn set_destination(
+        &self,
+        user: &str,
+        via: Via,
+        destination: &str,
+    ) -> Result<(), StoreError> {
+        let destination = destination.to_owned();
         self.update(user, move |record| {
-            record.get_or_insert_with(UserRecord::default).email = Some(address);
+            let record = record.get_or_insert_with(UserRecord::default);
+            match via {
+                Via::Email => record.email = Some(destination),
+                Via::Sms => record.phone = Some(destination),
+            }
             ((), true)
         })
         .await
@@ -186,12 +207,10 @@ impl Accounts {
         let now = Instant::now();
         let mut lockout = self.lockout();
         Ok(UserStatus {
-            email: if methods.email.is_some() {
-                MethodState::Active
-            } else {
-                MethodState::None
-            },
-            email_address: methods.email.as_deref().map(crate::channel::email::mask),
+            email: state_of(&methods.email),
+            email_address: methods.email.as_deref().map(|a| mask(Via::Email, a)),
+            sms: state_of(&methods.sms),
+            sms_number: methods.sms.as_deref().map(|n| mask(Via::Sms, n)),
             user: user.to_owned(),
             totp: match (&record.totp, &record.pending_totp) {
                 (Some(_), _) => MethodState::Active,
@@ -259,6 +278,13 @@ impl Accounts {
 
     fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {
         self.lockout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn state_of(destination: &Option<String>) -> MethodState {
+    match destination {
+        Some(_) => MethodState::Active,
+        None => MethodState::None,
     }
 }
 
@@ -413,7 +439,9 @@ mod tests {
         let m = a.methods("alice").await.unwrap();
         assert_eq!(m.email.as_deref(), Some("alice@corp.example"));
         assert!(!m.totp);
-        a.set_email("alice", "alice@home.example").await.unwrap();
+        a.set_destination("alice", Via::Email, "alice@home.example")
+            .await
+            .unwrap();
         let m = a.methods("alice").await.unwrap();
         assert_eq!(m.email.as_deref(), Some("alice@home.example"));
         assert!(a.methods("bob").await.unwrap().is_empty());

@@ -7,7 +7,7 @@
 //! (the user asks for a new code).
 
 use crate::config::{Charset, CodeConfig};
-use otp_proto::Secret;
+use otp_proto::{Secret, Via};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -23,8 +23,8 @@ const DIGITS: &[u8] = b"0123456789";
 pub enum Purpose {
     /// The second factor of a login (or of `otpctl verify`).
     Login,
-    /// The user controls this address; it becomes their email method.
-    ConfirmEmail(String),
+    /// The user controls this address or number; it becomes their email or SMS method.
+    Confirm(Via, String),
 }
 
 /// A sent code, as the daemon remembers it.
@@ -79,6 +79,8 @@ pub enum Answer {
 pub struct Challenges {
     cfg: CodeConfig,
     users: Mutex<HashMap<String, UserChallenges>>,
+    /// Send times per destination within the last hour, whoever asked.
+    destinations: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Challenges {
@@ -86,6 +88,7 @@ impl Challenges {
         Challenges {
             cfg,
             users: Mutex::new(HashMap::new()),
+            destinations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -103,19 +106,20 @@ impl Challenges {
         u.open.iter().any(|c| &c.purpose == purpose)
     }
 
-    /// Issue a new code if the cooldown and quota allow, counting it as sent. Unless concurrent
-    /// challenges are on, every earlier open challenge of the same purpose dies.
-    pub fn issue(&self, user: &str, purpose: Purpose, now: Instant) -> Result<Issued, SendRefusal> {
+    /// Issue a new code for `destination` if the cooldown and the per-user and per-destination
+    /// quotas allow, counting it as sent. Unless concurrent challenges are on, every earlier
+    /// open challenge of the same purpose dies.
+    pub fn issue(
+        &self,
+        user: &str,
+        purpose: Purpose,
+        destination: &str,
+        now: Instant,
+    ) -> Result<Issued, SendRefusal> {
         let mut users = self.lock();
+        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
         let u = users.entry(user.to_owned()).or_default();
-        let hour = Duration::from_secs(3600);
-        while u
-            .sends
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= hour)
-        {
-            u.sends.pop_front();
-        }
+        forget_older_than_an_hour(&mut u.sends, now);
         if let Some(last) = u.sends.back() {
             let since = now.duration_since(*last);
             if since < self.cfg.resend_after {
@@ -125,6 +129,15 @@ impl Challenges {
         if u.sends.len() as u32 >= self.cfg.max_sends_per_hour {
             return Err(SendRefusal::Quota);
         }
+        destinations.retain(|_, sends| {
+            forget_older_than_an_hour(sends, now);
+            !sends.is_empty()
+        });
+        let to = destinations.entry(destination.to_owned()).or_default();
+        if to.len() as u32 >= self.cfg.max_sends_per_destination_per_hour {
+            return Err(SendRefusal::Quota);
+        }
+        to.push_back(now);
         let code = new_code(self.cfg.length, self.cfg.charset);
         let id = new_id();
         let salt = random::<16>();
@@ -210,6 +223,16 @@ impl Challenges {
     }
 }
 
+fn forget_older_than_an_hour(sends: &mut VecDeque<Instant>, now: Instant) {
+    let hour = Duration::from_secs(3600);
+    while sends
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= hour)
+    {
+        sends.pop_front();
+    }
+}
+
 /// Codes are compared without spaces or dashes and without case.
 fn normalize(code: &str) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(
@@ -270,6 +293,8 @@ mod tests {
         Challenges::new(cfg)
     }
 
+    const DEST: &str = "alice@example.com";
+
     fn login(p: &Purpose) -> bool {
         *p == Purpose::Login
     }
@@ -278,7 +303,7 @@ mod tests {
     fn a_sent_code_is_accepted_once() {
         let c = challenges(|_| {});
         let t = Instant::now();
-        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         assert_eq!(issued.code.expose().len(), 6);
         let first = c.answer("alice", issued.code.expose(), login, t);
         assert!(matches!(first, Answer::Accepted { ref id, .. } if *id == issued.id));
@@ -292,9 +317,9 @@ mod tests {
     fn a_resend_invalidates_the_previous_code() {
         let c = challenges(|_| {});
         let t = Instant::now();
-        let old = c.issue("alice", Purpose::Login, t).unwrap();
+        let old = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         let t2 = t + Duration::from_secs(31);
-        let new = c.issue("alice", Purpose::Login, t2).unwrap();
+        let new = c.issue("alice", Purpose::Login, DEST, t2).unwrap();
         assert!(
             matches!(
                 c.answer("alice", old.code.expose(), login, t2),
@@ -316,8 +341,13 @@ mod tests {
         let t = Instant::now();
         let codes: Vec<_> = (0..3)
             .map(|i| {
-                c.issue("alice", Purpose::Login, t + Duration::from_secs(2 * i))
-                    .unwrap()
+                c.issue(
+                    "alice",
+                    Purpose::Login,
+                    DEST,
+                    t + Duration::from_secs(2 * i),
+                )
+                .unwrap()
             })
             .collect();
         let t = t + Duration::from_secs(10);
@@ -333,7 +363,7 @@ mod tests {
     fn an_expired_code_says_so() {
         let c = challenges(|cfg| cfg.ttl = Duration::from_secs(60));
         let t = Instant::now();
-        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         let late = t + Duration::from_secs(61);
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, late),
@@ -345,7 +375,7 @@ mod tests {
     fn max_attempts_kills_the_challenge() {
         let c = challenges(|cfg| cfg.max_attempts = 3);
         let t = Instant::now();
-        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         let wrong = if issued.code.expose() == "000000" {
             "111111"
         } else {
@@ -376,23 +406,39 @@ mod tests {
             cfg.max_sends_per_hour = 2;
         });
         let t = Instant::now();
-        c.issue("alice", Purpose::Login, t).unwrap();
+        c.issue("alice", Purpose::Login, DEST, t).unwrap();
         assert_eq!(
-            c.issue("alice", Purpose::Login, t + Duration::from_secs(10))
+            c.issue("alice", Purpose::Login, DEST, t + Duration::from_secs(10))
                 .err(),
             Some(SendRefusal::Cooldown(Duration::from_secs(20)))
         );
-        c.issue("alice", Purpose::Login, t + Duration::from_secs(30))
+        c.issue("alice", Purpose::Login, DEST, t + Duration::from_secs(30))
             .unwrap();
         assert_eq!(
-            c.issue("alice", Purpose::Login, t + Duration::from_secs(60))
+            c.issue("alice", Purpose::Login, DEST, t + Duration::from_secs(60))
                 .err(),
             Some(SendRefusal::Quota)
         );
         assert!(c
-            .issue("alice", Purpose::Login, t + Duration::from_secs(3601))
+            .issue("alice", Purpose::Login, DEST, t + Duration::from_secs(3601))
             .is_ok());
-        assert!(c.issue("bob", Purpose::Login, t).is_ok());
+        assert!(c.issue("bob", Purpose::Login, DEST, t).is_ok());
+    }
+
+    #[test]
+    fn one_destination_has_its_own_hourly_quota_whoever_asks() {
+        let c = challenges(|cfg| {
+            cfg.max_sends_per_destination_per_hour = 2;
+            cfg.max_sends_per_hour = 10;
+        });
+        let t = Instant::now();
+        assert!(c.issue("alice", Purpose::Login, "+15550001", t).is_ok());
+        assert!(c.issue("bob", Purpose::Login, "+15550001", t).is_ok());
+        assert_eq!(
+            c.issue("carol", Purpose::Login, "+15550001", t).err(),
+            Some(SendRefusal::Quota)
+        );
+        assert!(c.issue("carol", Purpose::Login, "+15550002", t).is_ok());
     }
 
     #[test]
@@ -402,7 +448,7 @@ mod tests {
             cfg.length = 10;
         });
         let t = Instant::now();
-        let issued = c.issue("alice", Purpose::Login, t).unwrap();
+        let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         let code = issued.code.expose();
         assert_eq!(code.len(), 10);
         assert!(code.bytes().all(|b| ALPHANUMERIC.contains(&b)), "{code}");
@@ -418,8 +464,8 @@ mod tests {
     fn a_confirmation_code_is_not_a_login_code() {
         let c = challenges(|_| {});
         let t = Instant::now();
-        let purpose = Purpose::ConfirmEmail("a@example.com".into());
-        let issued = c.issue("alice", purpose.clone(), t).unwrap();
+        let purpose = Purpose::Confirm(Via::Email, "a@example.com".into());
+        let issued = c.issue("alice", purpose.clone(), DEST, t).unwrap();
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
             Answer::NoChallenge

@@ -1,13 +1,14 @@
 //! `otpctl` commands: check who may run them, do them, log every change.
 
-use super::send::{email_code, SendError};
+use super::send::{send_code, SendError};
 use crate::channel::email::valid_address;
+use crate::channel::sms::valid_number;
 use crate::peer::Caller;
 use crate::policy::accounts::{hostname, EnrollError, Target, Verdict};
 use crate::policy::challenge::{Answer, Purpose};
 use crate::policy::totp;
 use crate::state::State;
-use otp_proto::{Command, CommandReply, Refusal, Reply, Secret, TotpEnrollment};
+use otp_proto::{Command, CommandReply, Refusal, Reply, Secret, TotpEnrollment, Via};
 use std::time::Instant;
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
@@ -26,31 +27,29 @@ async fn execute(
     match command {
         Command::EnrollTotp { user } => enroll_totp(caller, state, caller.target(user)?).await,
         Command::EnrollEmail { user, address } => {
-            let user = caller.target(user)?;
             if !valid_address(&address) {
                 return Err(Refusal::BadAddress(address));
             }
-            let reply = send(
-                state,
-                &user,
-                &address,
-                Purpose::ConfirmEmail(address.clone()),
-            )
-            .await?;
-            changed(
-                caller,
-                &user,
-                "email address registered (pending confirmation)",
-            );
-            Ok(reply)
+            register(caller, state, caller.target(user)?, Via::Email, address).await
         }
-        Command::Send { user } => {
+        Command::EnrollSms { user, number } => {
+            if !valid_number(&number) {
+                return Err(Refusal::BadNumber(number));
+            }
+            register(caller, state, caller.target(user)?, Via::Sms, number).await
+        }
+        Command::Send { user, via } => {
             let user = caller.target(user)?;
             let methods = accounts.methods(&user).await.map_err(internal)?;
-            let Some(address) = methods.email else {
+            let pick = |v: Via| methods.destination(v).map(|d| (v, d.to_owned()));
+            let found = match via {
+                Some(v) => pick(v),
+                None => pick(Via::Email).or_else(|| pick(Via::Sms)),
+            };
+            let Some((via, destination)) = found else {
                 return Err(Refusal::NoAddress(user));
             };
-            send(state, &user, &address, Purpose::Login).await
+            send(state, &user, via, &destination, Purpose::Login).await
         }
         Command::Verify { user, code } => verify(caller, state, caller.target(user)?, code).await,
         Command::Status { user } => {
@@ -151,14 +150,14 @@ async fn verify(
                 .answer(&user, code.expose(), |_| true, Instant::now())
             {
                 Answer::Accepted {
-                    purpose: Purpose::ConfirmEmail(address),
+                    purpose: Purpose::Confirm(via, destination),
                     ..
                 } => {
                     accounts
-                        .set_email(&user, &address)
+                        .set_destination(&user, via, &destination)
                         .await
                         .map_err(internal)?;
-                    changed(caller, &user, "email address confirmed");
+                    changed(caller, &user, &format!("{via} destination confirmed"));
                     Ok(CommandReply::Verified { activated: true })
                 }
                 Answer::Accepted {
@@ -183,20 +182,39 @@ async fn verify(
     result
 }
 
+/// Register an address or number: it counts once the code sent there comes back to `verify`.
+async fn register(
+    caller: &Caller,
+    state: &State,
+    user: String,
+    via: Via,
+    destination: String,
+) -> Result<CommandReply, Refusal> {
+    let purpose = Purpose::Confirm(via, destination.clone());
+    let reply = send(state, &user, via, &destination, purpose).await?;
+    changed(
+        caller,
+        &user,
+        &format!("{via} destination registered (pending confirmation)"),
+    );
+    Ok(reply)
+}
+
 async fn send(
     state: &State,
     user: &str,
-    address: &str,
+    via: Via,
+    destination: &str,
     purpose: Purpose,
 ) -> Result<CommandReply, Refusal> {
-    match email_code(state, user, address, purpose).await {
+    match send_code(state, user, via, destination, purpose).await {
         Ok(sent) => Ok(CommandReply::CodeSent {
             challenge: sent.id,
             destination: sent.masked,
         }),
         Err(SendError::Cooldown(left)) => Err(Refusal::Cooldown(left.as_secs_f64().ceil() as u64)),
         Err(SendError::Quota) => Err(Refusal::SendQuota),
-        Err(SendError::Unavailable) => Err(Refusal::ChannelUnavailable("email".into())),
+        Err(SendError::Unavailable) => Err(Refusal::ChannelUnavailable(via.to_string())),
         Err(SendError::Failed) => Err(Refusal::CouldNotSend),
     }
 }

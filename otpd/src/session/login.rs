@@ -4,8 +4,8 @@
 //! OpenSSH shows info messages only together with the next prompt (OpenSSH bug 2876), so
 //! whatever the user must read ("code sent to j***@e***.com") is part of the prompt text itself.
 
-use super::send::{email_code, SendError};
-use crate::channel::email::mask;
+use super::send::{send_code, SendError};
+use crate::channel::mask;
 use crate::channel::template::validity;
 use crate::connection::Connection;
 use crate::peer::Caller;
@@ -13,21 +13,30 @@ use crate::policy::accounts::{Methods, Target, Verdict};
 use crate::policy::challenge::{Answer, Purpose};
 use crate::state::State;
 use otp_proto::frame::FrameError;
-use otp_proto::{DenyReason, Login, Outcome, Reply, Request, Secret};
+use otp_proto::{DenyReason, Login, Outcome, Reply, Request, Secret, Via};
 use std::time::{Duration, Instant};
 
 /// The TOTP prompt; it names "code" so users (and tests) know what is asked.
 pub const PROMPT: &str = "Verification code: ";
 
-/// Prompts one email login may show before it gives up (resends and retries together).
+/// Prompts one sent-code login may show before it gives up (resends and retries together).
 const MAX_ROUNDS: usize = 10;
 
 /// How the conversation ended, and what the audit line says about it.
 type Decision = (Outcome, String);
 
+#[derive(Clone)]
 enum Method {
     Totp,
-    Email(String),
+    /// A code sent to this address or number.
+    Sent(Via, String),
+}
+
+/// How a sent-code login ended: decided, or the code could not be sent at all (the user may
+/// then pick another method).
+enum Flow {
+    Decided(Decision),
+    NotSent(SendError),
 }
 
 struct Session<'a> {
@@ -83,27 +92,36 @@ impl Session<'_> {
                 .deny(DenyReason::NotEnrolled, text, "denied: not enrolled".into())
                 .await;
         }
-        match self.choose(methods).await? {
-            Some(Method::Totp) => self.totp().await,
-            Some(Method::Email(address)) => self.email(&address).await,
-            None => Ok((
-                deny(DenyReason::Cancelled),
-                "denied: no method chosen".into(),
-            )),
+        let mut choices = menu(methods);
+        loop {
+            let Some(method) = self.choose(&choices).await? else {
+                let note = "denied: no method chosen".into();
+                return Ok((deny(DenyReason::Cancelled), note));
+            };
+            let (via, destination) = match method {
+                Method::Totp => return self.totp().await,
+                Method::Sent(via, destination) => (via, destination),
+            };
+            match self.sent_code(via, &destination).await? {
+                Flow::Decided(decision) => return Ok(decision),
+                Flow::NotSent(e) if choices.len() > 1 => {
+                    let text = format!("Could not send the code by {via}; choose another way.");
+                    self.conn.write(&Reply::Error { text }).await?;
+                    log::warn!(
+                        "user={}: {via} failed ({e:?}); offering the others",
+                        self.user()
+                    );
+                    choices.retain(|(_, m)| !matches!(m, Method::Sent(v, _) if *v == via));
+                }
+                Flow::NotSent(e) => return self.send_failed(e).await,
+            }
         }
     }
 
     /// With one method, that one; with several, ask.
-    async fn choose(&mut self, methods: Methods) -> Result<Option<Method>, FrameError> {
-        let mut choices = Vec::new();
-        if methods.totp {
-            choices.push(("authenticator app".to_owned(), Method::Totp));
-        }
-        if let Some(address) = methods.email {
-            choices.push((format!("email {}", mask(&address)), Method::Email(address)));
-        }
-        if choices.len() == 1 {
-            return Ok(choices.pop().map(|(_, m)| m));
+    async fn choose(&mut self, choices: &[(String, Method)]) -> Result<Option<Method>, FrameError> {
+        if let [(_, only)] = choices {
+            return Ok(Some(only.clone()));
         }
         let menu: Vec<String> = choices
             .iter()
@@ -118,7 +136,7 @@ impl Session<'_> {
                 s => s.parse::<usize>().ok(),
             };
             if let Some(n) = pick.filter(|n| (1..=choices.len()).contains(n)) {
-                return Ok(Some(choices.swap_remove(n - 1).1));
+                return Ok(Some(choices[n - 1].1.clone()));
             }
         }
         Ok(None)
@@ -163,21 +181,25 @@ impl Session<'_> {
 
     /// Send a code (unless one is already waiting), then take answers: an empty one asks for a
     /// new code, a wrong one may be retried until the challenge runs out of attempts.
-    async fn email(&mut self, address: &str) -> Result<Decision, FrameError> {
+    async fn sent_code(&mut self, via: Via, destination: &str) -> Result<Flow, FrameError> {
         let user = self.user().to_owned();
         let state = self.state;
         if let Some(left) = state.accounts.locked_for(&user) {
-            return self.locked(left).await;
+            return self.locked(left).await.map(Flow::Decided);
         }
-        let masked = mask(address);
+        let masked = mask(via, destination);
         let valid = validity(state.challenges.ttl());
+        let label = match via {
+            Via::Email => "Email code: ",
+            Via::Sms => "SMS code: ",
+        };
         let mut notice = if state
             .challenges
             .has_open(&user, &Purpose::Login, Instant::now())
         {
             format!("Enter the code already sent to {masked}.")
         } else {
-            match email_code(state, &user, address, Purpose::Login).await {
+            match send_code(state, &user, via, destination, Purpose::Login).await {
                 Ok(sent) => format!(
                     "A code was sent to {masked} (valid {valid}, request {}).",
                     sent.id
@@ -186,19 +208,19 @@ impl Session<'_> {
                     "A code can be sent to {masked} in {} s; press Enter then.",
                     secs(left)
                 ),
-                Err(e) => return self.send_failed(e).await,
+                Err(e) => return Ok(Flow::NotSent(e)),
             }
         };
         for _ in 0..MAX_ROUNDS {
-            let text = format!("{notice}\nEmpty line for a new code. Email code: ");
+            let text = format!("{notice}\nEmpty line for a new code. {label}");
             let code = self.ask(&text, false).await?;
             if code.is_empty() {
-                notice = match email_code(state, &user, address, Purpose::Login).await {
+                notice = match send_code(state, &user, via, destination, Purpose::Login).await {
                     Ok(sent) => format!("A new code was sent to {masked} (request {}).", sent.id),
                     Err(SendError::Cooldown(left)) => {
                         format!("A new code can be sent in {} s.", secs(left))
                     }
-                    Err(e) => return self.send_failed(e).await,
+                    Err(e) => return self.send_failed(e).await.map(Flow::Decided),
                 };
                 continue;
             }
@@ -208,35 +230,40 @@ impl Session<'_> {
                 |p| *p == Purpose::Login,
                 Instant::now(),
             );
-            match answer {
+            let decided = match answer {
                 Answer::Accepted { id, .. } => {
                     state.accounts.succeed(&user);
-                    return Ok((Outcome::Allow, format!("allowed (email, challenge {id})")));
+                    Ok((Outcome::Allow, format!("allowed ({via}, challenge {id})")))
                 }
                 Answer::Expired => {
                     let note = "denied: code expired".into();
-                    return self
-                        .deny(DenyReason::Expired, "That code has expired.", note)
-                        .await;
+                    self.deny(DenyReason::Expired, "That code has expired.", note)
+                        .await
                 }
                 Answer::NoChallenge => {
                     notice = "No code is waiting; press Enter for a new one.".into();
+                    continue;
                 }
                 Answer::Wrong { alive } => {
                     state.accounts.fail(&user);
                     if let Some(left) = state.accounts.locked_for(&user) {
-                        return self.locked(left).await;
-                    }
-                    if !alive {
+                        self.locked(left).await
+                    } else if !alive {
                         let text = "Too many wrong codes.";
                         let note = "denied: too many wrong codes".into();
-                        return self.deny(DenyReason::TooManyAttempts, text, note).await;
+                        self.deny(DenyReason::TooManyAttempts, text, note).await
+                    } else {
+                        notice = "Wrong code; try again.".into();
+                        continue;
                     }
-                    notice = "Wrong code; try again.".into();
                 }
-            }
+            };
+            return decided.map(Flow::Decided);
         }
-        Ok((deny(DenyReason::Cancelled), "denied: gave up".into()))
+        Ok(Flow::Decided((
+            deny(DenyReason::Cancelled),
+            "denied: gave up".into(),
+        )))
     }
 
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
@@ -292,6 +319,21 @@ impl Session<'_> {
         self.deny(DenyReason::Internal, text, "denied: internal error".into())
             .await
     }
+}
+
+/// The methods a user may pick from, in the order they are offered.
+fn menu(methods: Methods) -> Vec<(String, Method)> {
+    let mut choices = Vec::new();
+    if methods.totp {
+        choices.push(("authenticator app".to_owned(), Method::Totp));
+    }
+    for via in [Via::Email, Via::Sms] {
+        if let Some(destination) = methods.destination(via) {
+            let label = format!("{via} {}", mask(via, destination));
+            choices.push((label, Method::Sent(via, destination.to_owned())));
+        }
+    }
+    choices
 }
 
 fn deny(reason: DenyReason) -> Outcome {

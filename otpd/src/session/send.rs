@@ -1,10 +1,10 @@
-//! Sending a code: issue a challenge (cooldown, quota, invalidation are the policy's), hand it
+//! Sending a code: issue a challenge (cooldown, quotas, invalidation are the policy's), hand it
 //! to the channel, and void it if delivery fails. Shared by logins and `otpctl`.
 
-use crate::channel::email::mask;
-use crate::channel::CodeMessage;
+use crate::channel::{mask, CodeMessage};
 use crate::policy::challenge::{Purpose, SendRefusal};
 use crate::state::State;
+use otp_proto::Via;
 use std::time::{Duration, Instant};
 
 /// A code on its way.
@@ -18,28 +18,32 @@ pub struct Sent {
 pub enum SendError {
     Cooldown(Duration),
     Quota,
-    /// No email channel is configured.
+    /// The channel is not configured.
     Unavailable,
     /// The channel failed; the log says why.
     Failed,
 }
 
-pub async fn email_code(
+/// Send a new code to `destination` by `via`.
+pub async fn send_code(
     state: &State,
     user: &str,
-    address: &str,
+    via: Via,
+    destination: &str,
     purpose: Purpose,
 ) -> Result<Sent, SendError> {
-    let Some(channel) = &state.email else {
+    let Some(channel) = state.channel(via) else {
         return Err(SendError::Unavailable);
     };
     let issued = state
         .challenges
-        .issue(user, purpose, Instant::now())
+        .issue(user, purpose, destination, Instant::now())
         .map_err(|r| match r {
             SendRefusal::Cooldown(left) => SendError::Cooldown(left),
             SendRefusal::Quota => {
-                log::warn!("user={user}: hourly code quota reached; not sending");
+                log::warn!(
+                    "user={user}: hourly {via} quota reached (user or destination); not sending"
+                );
                 SendError::Quota
             }
         })?;
@@ -50,11 +54,11 @@ pub async fn email_code(
         validity: state.challenges.ttl(),
         host: &state.host,
     };
-    let masked = mask(address);
-    match channel.deliver(address, &msg).await {
+    let masked = mask(via, destination);
+    match channel.deliver(destination, &msg).await {
         Ok(()) => {
             log::info!(
-                "user={user}: code sent by email to {masked} (challenge {})",
+                "user={user}: code sent by {via} to {masked} (challenge {})",
                 issued.id
             );
             Ok(Sent {
@@ -65,7 +69,7 @@ pub async fn email_code(
         Err(e) => {
             state.challenges.cancel(user, &issued.id);
             log::error!(
-                "user={user}: could not email the code to {masked} (challenge {}): {e}",
+                "user={user}: could not send the code by {via} to {masked} (challenge {}): {e}",
                 issued.id
             );
             Err(SendError::Failed)

@@ -172,6 +172,7 @@ mod tests {
             }),
             pending_totp: None,
             email: None,
+            phone: None,
         }
     }
 

@@ -22,6 +22,9 @@ pub struct UserRecord {
     /// A confirmed address for email codes (overrides `[users.NAME] email`).
     #[serde(default)]
     pub email: Option<String>,
+    /// A confirmed mobile number, E.164 (overrides `[users.NAME] phone`).
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 /// One TOTP secret and the parameters the authenticator app was given with it.
@@ -42,7 +45,10 @@ pub struct TotpKey {
 
 impl UserRecord {
     pub fn is_empty(&self) -> bool {
-        self.totp.is_none() && self.pending_totp.is_none() && self.email.is_none()
+        self.totp.is_none()
+            && self.pending_totp.is_none()
+            && self.email.is_none()
+            && self.phone.is_none()
     }
 }
 

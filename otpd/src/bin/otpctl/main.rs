@@ -7,7 +7,7 @@ mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use otp_proto::client::Connection;
-use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret};
+use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret, Via};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,9 +46,16 @@ enum Cmd {
         /// The address email codes go to (with `enroll email`).
         #[arg(long, value_name = "ADDRESS")]
         email: Option<String>,
+        /// The mobile number SMS codes go to, E.164 like +12025550123 (with `enroll sms`).
+        #[arg(long, value_name = "NUMBER")]
+        phone: Option<String>,
     },
-    /// Send a login code now by email; it works at the next login within its validity.
-    Send,
+    /// Send a login code now by email or SMS; it works at the next login within its validity.
+    Send {
+        /// How to send it [default: email if the user has an address, else SMS].
+        #[arg(long, value_enum)]
+        via: Option<ViaArg>,
+    },
     /// Confirm a pending enrollment with a code, or check that a code works.
     Verify {
         /// The code; asked for (hidden) when omitted.
@@ -72,6 +79,14 @@ enum Method {
     Totp,
     /// Codes sent by email.
     Email,
+    /// Codes sent by SMS.
+    Sms,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ViaArg {
+    Email,
+    Sms,
 }
 
 fn main() -> ExitCode {
@@ -106,7 +121,7 @@ fn main() -> ExitCode {
             if cli.json {
                 return ExitCode::SUCCESS;
             }
-            let prompt = "Enter the code from that email to confirm (empty to stop): ";
+            let prompt = "Enter the code you received to confirm (empty to stop): ";
             confirm(&socket, &out, cli.user.clone(), prompt)
         }
         (_, Reply::Done(done)) => {
@@ -130,15 +145,32 @@ fn build(cli: &Cli) -> Result<Request, String> {
             ..
         } => Command::EnrollTotp { user },
         Cmd::Enroll {
+            method: Method::Sms,
+            phone,
+            ..
+        } => Command::EnrollSms {
+            user,
+            number: phone
+                .clone()
+                .ok_or_else(|| "enroll sms needs --phone NUMBER".to_owned())?,
+        },
+        Cmd::Enroll {
             method: Method::Email,
             email,
+            ..
         } => Command::EnrollEmail {
             user,
             address: email
                 .clone()
                 .ok_or_else(|| "enroll email needs --email ADDRESS".to_owned())?,
         },
-        Cmd::Send => Command::Send { user },
+        Cmd::Send { via } => Command::Send {
+            user,
+            via: via.map(|v| match v {
+                ViaArg::Email => Via::Email,
+                ViaArg::Sms => Via::Sms,
+            }),
+        },
         Cmd::Verify { code } => Command::Verify {
             user,
             code: match code {

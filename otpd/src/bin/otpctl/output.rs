@@ -101,6 +101,8 @@ fn status_json(s: &UserStatus) -> serde_json::Value {
         "totp": s.totp.to_string(),
         "email": s.email.to_string(),
         "email_address": s.email_address,
+        "sms": s.sms.to_string(),
+        "sms_number": s.sms_number,
         "locked_for_secs": s.locked_for_secs,
         "recent_failures": s.recent_failures,
     })
@@ -116,12 +118,16 @@ fn status_line(s: &UserStatus) -> String {
         Some(a) => format!("; email codes to {a}"),
         None => String::new(),
     };
+    let sms = match &s.sms_number {
+        Some(n) => format!("; SMS codes to {n}"),
+        None => String::new(),
+    };
     let lock = match s.locked_for_secs {
         Some(secs) => format!("; locked out for {} more minute(s)", secs.div_ceil(60)),
         None if s.recent_failures > 0 => format!("; {} recent failed code(s)", s.recent_failures),
         None => String::new(),
     };
-    format!("{}: {totp}{email}{lock}", s.user)
+    format!("{}: {totp}{email}{sms}{lock}", s.user)
 }
 
 /// Half-block characters, light modules drawn, as `qrencode -t UTF8` does: scans from a terminal
