@@ -1,6 +1,7 @@
-//! A real SMTP server on loopback (Debian's python3-aiosmtpd, driven by helpers/smtp_server.py)
-//! and a throwaway CA for its TLS certificate. The server reports each stored message on
-//! stdout, so tests wait for mail as an event.
+//! A real SMTP server on loopback (Debian's python3-aiosmtpd, driven by helpers/smtp_server.py).
+//! The server reports each stored message on stdout, so tests wait for mail as an event.
+
+pub use crate::ca::TestCa;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,93 +15,6 @@ pub fn available() -> bool {
         Path::new("/usr/lib/python3/dist-packages/aiosmtpd").exists(),
         "aiosmtpd missing (apt-get install python3-aiosmtpd)",
     )
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it (openssl).
-pub struct TestCa {
-    _dir: tempfile::TempDir,
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TestCa {
-    pub fn new() -> TestCa {
-        let dir = tempfile::Builder::new()
-            .prefix("test-ca")
-            .tempdir()
-            .expect("tempdir");
-        let p = |n: &str| dir.path().join(n);
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=otp test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
-        TestCa {
-            ca: p("ca.pem"),
-            cert: p("server.pem"),
-            key: p("server.key"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Default for TestCa {
-    fn default() -> Self {
-        TestCa::new()
-    }
 }
 
 /// How the server behaves.

@@ -57,6 +57,8 @@ pub enum SendRefusal {
 pub struct Issued {
     pub id: String,
     pub code: Secret,
+    /// When it was counted as sent, so a failed delivery can be uncounted.
+    at: Instant,
 }
 
 /// The verdict on one answer.
@@ -154,13 +156,19 @@ impl Challenges {
             attempts: 0,
         });
         u.sends.push_back(now);
-        Ok(Issued { id, code })
+        Ok(Issued { id, code, at: now })
     }
 
-    /// Forget a challenge whose code never left (delivery failed); its send still counts.
-    pub fn cancel(&self, user: &str, id: &str) {
+    /// Forget a challenge whose code never left (delivery failed), and uncount its send, so a
+    /// broken channel neither blocks another channel with its cooldown nor uses up the quotas.
+    pub fn cancel(&self, user: &str, issued: &Issued, destination: &str) {
         if let Some(u) = self.lock().get_mut(user) {
-            u.open.retain(|c| c.id != id);
+            u.open.retain(|c| c.id != issued.id);
+            uncount(&mut u.sends, issued.at);
+        }
+        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sends) = destinations.get_mut(destination) {
+            uncount(sends, issued.at);
         }
     }
 
@@ -220,6 +228,12 @@ impl Challenges {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserChallenges>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn uncount(sends: &mut VecDeque<Instant>, at: Instant) {
+    if let Some(i) = sends.iter().rposition(|t| *t == at) {
+        sends.remove(i);
     }
 }
 
@@ -439,6 +453,20 @@ mod tests {
             Some(SendRefusal::Quota)
         );
         assert!(c.issue("carol", Purpose::Login, "+15550002", t).is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_send_neither_cools_down_nor_counts() {
+        let c = challenges(|cfg| cfg.max_sends_per_hour = 1);
+        let t = Instant::now();
+        let failed = c.issue("alice", Purpose::Login, DEST, t).unwrap();
+        c.cancel("alice", &failed, DEST);
+        let retry = c.issue("alice", Purpose::Login, "+15550001", t).unwrap();
+        assert!(matches!(
+            c.answer("alice", failed.code.expose(), login, t),
+            Answer::Wrong { .. } | Answer::Accepted { .. }
+        ));
+        assert_ne!(failed.id, retry.id);
     }
 
     #[test]

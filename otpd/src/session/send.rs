@@ -67,7 +67,7 @@ pub async fn send_code(
             })
         }
         Err(e) => {
-            state.challenges.cancel(user, &issued.id);
+            state.challenges.cancel(user, &issued, destination);
             log::error!(
                 "user={user}: could not send the code by {via} to {masked} (challenge {}): {e}",
                 issued.id

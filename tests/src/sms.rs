@@ -1,0 +1,115 @@
+//! SMS providers on loopback: helpers/sms_provider.py speaks Twilio's, Vonage's or a custom
+//! gateway's API, checks every request as the provider documents it, and reports each message
+//! (or why it rejected a request) on stdout, so tests wait for events.
+
+use crate::ca::TestCa;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What the provider saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An accepted message.
+    Received { to: String, body: String },
+    /// A request that did not follow the provider's API.
+    Rejected(String),
+}
+
+pub struct SmsProvider {
+    child: Child,
+    pub port: u16,
+    tls: bool,
+    events: mpsc::Receiver<Event>,
+}
+
+impl SmsProvider {
+    /// Start `sms_provider.py ARGS` (HTTPS with `ca`'s server certificate when given).
+    pub fn start(args: &[&str], ca: Option<&TestCa>) -> SmsProvider {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/sms_provider.py");
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(script).args(args);
+        if let Some(ca) = ca {
+            cmd.arg("--cert").arg(&ca.cert).arg("--key").arg(&ca.key);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the SMS provider");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("READY ") {
+                    let _ = ready_tx.send(port.parse::<u16>().unwrap_or(0));
+                } else if let Some(json) = line.strip_prefix("RECEIVED ") {
+                    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                    let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                    let _ = tx.send(Event::Received {
+                        to: field("to"),
+                        body: field("body"),
+                    });
+                } else if let Some(why) = line.strip_prefix("REJECTED ") {
+                    let _ = tx.send(Event::Rejected(why.to_owned()));
+                }
+            }
+        });
+        let port = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("SMS provider did not start");
+        SmsProvider {
+            child,
+            port,
+            tls: ca.is_some(),
+            events,
+        }
+    }
+
+    /// `http(s)://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The next event, waiting up to 30 s.
+    pub fn next_event(&self) -> Event {
+        self.events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the provider saw no request")
+    }
+
+    /// The next accepted message as (to, body); a rejected request fails the test with why.
+    pub fn next_message(&self) -> (String, String) {
+        match self.next_event() {
+            Event::Received { to, body } => (to, body),
+            Event::Rejected(why) => panic!("the provider rejected the request: {why}"),
+        }
+    }
+
+    /// Did the provider see anything no test has taken yet?
+    pub fn has_event(&self) -> bool {
+        self.events.try_recv().is_ok()
+    }
+}
+
+impl Drop for SmsProvider {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The code in the default body: "Your login code for HOST is CODE. It is valid for ...".
+pub fn code_in(body: &str) -> String {
+    body.split(" is ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no code in {body:?}"))
+}
