@@ -5,6 +5,7 @@
 //! per-user bookkeeping) → `store` (durable records). `config` and `logging` serve them all.
 
 pub mod channel;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod logging;

@@ -1,30 +1,11 @@
 //! `otpd`: run the daemon in the foreground, or check a configuration file.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use otpd::cli::otpd::{Cli, Cmd};
 use otpd::config::{Config, ConfigError, DEFAULT_PATH};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(version, about = "One-time-password daemon for pam_otp and otpctl")]
-struct Cli {
-    /// Configuration file [default: /etc/otpd/otpd.toml; built-in defaults if it is absent]
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Log debug lines too.
-    #[arg(long, global = true)]
-    debug: bool,
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the daemon in the foreground (the default).
-    Run,
-    /// Check the configuration file and explain every error with its file, line and key.
-    CheckConfig,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

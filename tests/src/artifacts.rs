@@ -1,4 +1,6 @@
-//! Where the built otpd, otpctl, libpam_otp.so and pamclient are.
+//! Where the built otpd, otpctl, libpam_otp.so and pamclient are. `OTP_E2E_OTPD`,
+//! `OTP_E2E_OTPCTL` and `OTP_E2E_MODULE` point the tests at installed ones instead (the
+//! packaging test runs the login stories against the installed .deb).
 
 use std::path::PathBuf;
 
@@ -21,16 +23,23 @@ pub fn artifact(name: &str) -> PathBuf {
     path.canonicalize().unwrap_or(path)
 }
 
+fn installed_or(var: &str, name: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(path) => PathBuf::from(path),
+        None => artifact(name),
+    }
+}
+
 pub fn otpd() -> PathBuf {
-    artifact("otpd")
+    installed_or("OTP_E2E_OTPD", "otpd")
 }
 
 pub fn otpctl() -> PathBuf {
-    artifact("otpctl")
+    installed_or("OTP_E2E_OTPCTL", "otpctl")
 }
 
 pub fn module() -> PathBuf {
-    artifact("libpam_otp.so")
+    installed_or("OTP_E2E_MODULE", "libpam_otp.so")
 }
 
 pub fn pamclient() -> PathBuf {

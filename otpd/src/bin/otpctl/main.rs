@@ -5,7 +5,8 @@
 
 mod output;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
+use otpd::cli::otpctl::{Cli, Cmd, Method, ViaArg};
 use otp_proto::client::Connection;
 use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret, Via};
 use output::Output;
@@ -15,79 +16,6 @@ use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Manage one-time-password second factors (talks to otpd)"
-)]
-struct Cli {
-    /// otpd's configuration, read for its socket path [default: /etc/otpd/otpd.toml]
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Connect to this socket instead of the configured one.
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Act on this user (root or the admin group; anyone may name themselves).
-    #[arg(long, global = true, value_name = "NAME")]
-    user: Option<String>,
-    /// Print one JSON object, for scripts.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Set up a second factor.
-    Enroll {
-        #[arg(value_enum)]
-        method: Method,
-        /// The address email codes go to (with `enroll email`).
-        #[arg(long, value_name = "ADDRESS")]
-        email: Option<String>,
-        /// The mobile number SMS codes go to, E.164 like +12025550123 (with `enroll sms`).
-        #[arg(long, value_name = "NUMBER")]
-        phone: Option<String>,
-    },
-    /// Send a login code now by email or SMS; it works at the next login within its validity.
-    Send {
-        /// How to send it [default: email if the user has an address, else SMS].
-        #[arg(long, value_enum)]
-        via: Option<ViaArg>,
-    },
-    /// Confirm a pending enrollment with a code, or check that a code works.
-    Verify {
-        /// The code; asked for (hidden) when omitted.
-        code: Option<String>,
-    },
-    /// Show what is enrolled and whether the user is locked out.
-    Status,
-    /// Remove the second factor.
-    Disable,
-    /// Admin: lift a lockout (needs --user).
-    Unlock,
-    /// Admin: forget everything about a user (needs --user).
-    Reset,
-    /// Admin: list every enrolled user.
-    Users,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Method {
-    /// An authenticator app (RFC 6238 TOTP).
-    Totp,
-    /// Codes sent by email.
-    Email,
-    /// Codes sent by SMS.
-    Sms,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ViaArg {
-    Email,
-    Sms,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

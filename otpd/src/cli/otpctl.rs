@@ -1,0 +1,80 @@
+//! `otpctl`'s command line, here (not in the binary) so that man pages and shell completions
+//! are generated from the same definition.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "otpctl",
+    version,
+    about = "Manage one-time-password second factors (talks to otpd)"
+)]
+pub struct Cli {
+    /// otpd's configuration, read for its socket path [default: /etc/otpd/otpd.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Connect to this socket instead of the configured one.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Act on this user (root or the admin group; anyone may name themselves).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Print one JSON object, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Set up a second factor.
+    Enroll {
+        #[arg(value_enum)]
+        method: Method,
+        /// The address email codes go to (with `enroll email`).
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// The mobile number SMS codes go to, E.164 like +12025550123 (with `enroll sms`).
+        #[arg(long, value_name = "NUMBER")]
+        phone: Option<String>,
+    },
+    /// Send a login code now by email or SMS; it works at the next login within its validity.
+    Send {
+        /// How to send it [default: email if the user has an address, else SMS].
+        #[arg(long, value_enum)]
+        via: Option<ViaArg>,
+    },
+    /// Confirm a pending enrollment with a code, or check that a code works.
+    Verify {
+        /// The code; asked for (hidden) when omitted.
+        code: Option<String>,
+    },
+    /// Show what is enrolled and whether the user is locked out.
+    Status,
+    /// Remove the second factor.
+    Disable,
+    /// Admin: lift a lockout (needs --user).
+    Unlock,
+    /// Admin: forget everything about a user (needs --user).
+    Reset,
+    /// Admin: list every enrolled user.
+    Users,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Method {
+    /// An authenticator app (RFC 6238 TOTP).
+    Totp,
+    /// Codes sent by email.
+    Email,
+    /// Codes sent by SMS.
+    Sms,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ViaArg {
+    Email,
+    Sms,
+}
