@@ -6,7 +6,6 @@ use otpd::config::{Config, ConfigError, DEFAULT_PATH};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.debug {

@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    log: Arc<Mutex<String>>,
+    log: Arc<(Mutex<String>, Condvar)>,
     pub config: PathBuf,
     pub socket: PathBuf,
 }
@@ -54,7 +54,28 @@ impl Daemon {
 
     /// Everything otpd wrote to stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.log.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Does otpd's log say `needle`, now or within 10 s? otpd writes a line before it answers,
+    /// but the reader thread may not have taken it in yet when the answer reaches the test.
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (lock, ready) = &*self.log;
+        let Ok(mut log) = lock.lock() else {
+            return false;
+        };
+        while !log.contains(needle) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            log = match ready.wait_timeout(log, deadline - now) {
+                Ok((log, _)) => log,
+                Err(_) => return false,
+            };
+        }
+        true
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -120,10 +141,11 @@ impl Daemon {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut l) = log.lock() {
+                if let Ok(mut l) = log.0.lock() {
                     l.push_str(&line);
                     l.push('\n');
                 }
+                log.1.notify_all();
                 let _ = tx.send(line);
             }
         });

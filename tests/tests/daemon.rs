@@ -107,7 +107,7 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
     assert!(otpd.socket.exists());
     otpd.stop();
     assert!(!otpd.socket.exists(), "the socket is removed on SIGTERM");
-    assert!(otpd.log().contains("shutting down"), "{}", otpd.log());
+    assert!(otpd.logged("shutting down"), "{}", otpd.log());
     assert!(
         otpd.state_dir().join("users").is_dir(),
         "state survives a stop"
@@ -214,7 +214,7 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("RESULT: {PAM_AUTH_ERR} ")), "{text}");
     assert!(
-        otpd.log().contains("may not authenticate this user"),
+        otpd.logged("may not authenticate this user"),
         "{}",
         otpd.log()
     );

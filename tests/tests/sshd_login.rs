@@ -46,5 +46,5 @@ fn ssh_login_with_a_wrong_code_is_refused() {
     let (ok, transcript) = server.login(&user, wrong, "echo OTP-OK");
     assert!(!ok, "{transcript}");
     assert!(!transcript.contains("OTP-OK"), "{transcript}");
-    assert!(otpd.log().contains("denied: wrong code"), "{}", otpd.log());
+    assert!(otpd.logged("denied: wrong code"), "{}", otpd.log());
 }

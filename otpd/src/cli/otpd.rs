@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "otpd", version, about = "One-time-password daemon for pam_otp and otpctl")]
+#[command(
+    name = "otpd",
+    version,
+    about = "One-time-password daemon for pam_otp and otpctl"
+)]
 pub struct Cli {
     /// Configuration file [default: /etc/otpd/otpd.toml; built-in defaults if it is absent]
     #[arg(long, global = true, value_name = "PATH")]

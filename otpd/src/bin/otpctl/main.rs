@@ -6,16 +6,15 @@
 mod output;
 
 use clap::Parser;
-use otpd::cli::otpctl::{Cli, Cmd, Method, ViaArg};
 use otp_proto::client::Connection;
 use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret, Via};
+use otpd::cli::otpctl::{Cli, Cmd, Method, ViaArg};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
