@@ -62,6 +62,12 @@ pub enum Command {
     Status { user: Option<String> },
     /// Remove the user's TOTP enrollment.
     Disable { user: Option<String> },
+    /// Make a new set of recovery codes (the old set dies). A user proves a current factor with
+    /// `proof` (a code or a recovery code); admins need none.
+    RecoveryCodes {
+        user: Option<String>,
+        proof: Option<Secret>,
+    },
     /// Admin: lift a lockout.
     Unlock { user: String },
     /// Admin: forget everything about a user (enrollments, lockout, replay state).
@@ -140,6 +146,8 @@ pub enum DenyReason {
 pub enum CommandReply {
     /// A new pending TOTP enrollment: show it to the user once.
     TotpEnrollment(TotpEnrollment),
+    /// A new set of recovery codes: show them once.
+    RecoveryCodes(Vec<Secret>),
     /// A code is on its way; `challenge` names it in logs.
     CodeSent {
         challenge: String,
@@ -168,6 +176,8 @@ pub struct TotpEnrollment {
     pub algorithm: String,
     pub digits: u8,
     pub period: u64,
+    /// Recovery codes that become valid with the enrollment: show them once.
+    pub recovery_codes: Vec<Secret>,
 }
 
 /// One user's state, as `otpctl status` shows it.
@@ -181,6 +191,8 @@ pub struct UserStatus {
     pub sms: MethodState,
     /// The number codes go to, masked: `+1******4567`.
     pub sms_number: Option<String>,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
     /// Seconds until a lockout ends; `None` when not locked.
     pub locked_for_secs: Option<u64>,
     /// Failures counted in the current lockout window.
@@ -228,6 +240,8 @@ pub enum Refusal {
     BadAddress(String),
     #[error("invalid phone number {0:?}: use E.164, e.g. +12025550123")]
     BadNumber(String),
+    #[error("prove it is you: give a current code or a recovery code")]
+    ProofRequired,
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("protocol version {got} is not supported (daemon speaks {supported})")]

@@ -39,6 +39,18 @@ pub enum Cmd {
         /// The mobile number SMS codes go to, E.164 like +12025550123 (with `enroll sms`).
         #[arg(long, value_name = "NUMBER")]
         phone: Option<String>,
+        /// Also write the recovery codes to this file, mode 0600 (with `enroll totp`).
+        #[arg(long, value_name = "FILE")]
+        codes_file: Option<PathBuf>,
+    },
+    /// Make a new set of 8 recovery codes; the old set stops working.
+    RecoveryCodes {
+        /// A current code (or a recovery code) proving it is you; asked for when omitted.
+        /// Admins acting on another user with --user need none.
+        code: Option<String>,
+        /// Also write the codes to this file, mode 0600.
+        #[arg(long, value_name = "FILE")]
+        codes_file: Option<PathBuf>,
     },
     /// Send a login code now by email or SMS; it works at the next login within its validity.
     Send {

@@ -3,6 +3,7 @@
 //! different users never wait for each other. Store I/O runs on the blocking pool.
 
 use super::lockout::Lockout;
+use super::recovery;
 use super::totp::{self, Check};
 use crate::channel::mask;
 use crate::config::Config;
@@ -106,6 +107,9 @@ impl Accounts {
                         key.last_step = Some(step);
                         record.totp = Some(key);
                         record.pending_totp = None;
+                        if !record.pending_recovery.is_empty() {
+                            record.recovery = std::mem::take(&mut record.pending_recovery);
+                        }
                         return (Verdict::Activated, true);
                     }
                 }
@@ -168,16 +172,61 @@ impl Accounts {
         .await
     }
 
-    /// Store a new pending TOTP key (replacing any earlier pending one) and return it.
-    pub async fn enroll_totp(&self, user: &str) -> Result<TotpKey, EnrollError> {
+    /// Store a new pending TOTP key (replacing any earlier pending one) with a new set of
+    /// recovery codes that takes effect with it; return both to show once.
+    pub async fn enroll_totp(&self, user: &str) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
         let key = totp::new_key(&self.cfg.totp, unix_now()).map_err(|_| EnrollError::Random)?;
+        let (codes, hashes) = tokio::task::spawn_blocking(recovery::new_set)
+            .await
+            .map_err(|_| EnrollError::Random)?;
         let pending = key.clone();
         self.update(user, move |record| {
-            record.get_or_insert_with(UserRecord::default).pending_totp = Some(pending);
+            let record = record.get_or_insert_with(UserRecord::default);
+            record.pending_totp = Some(pending);
+            record.pending_recovery = hashes;
             ((), true)
         })
         .await?;
-        Ok(key)
+        Ok((key, codes))
+    }
+
+    /// Spend a recovery code: true when `code` was one of the user's unused codes, which is
+    /// then gone (durably) before this returns.
+    pub async fn use_recovery_code(&self, user: &str, code: &Secret) -> Result<bool, StoreError> {
+        let set = match self.load(user).await? {
+            Some(r) if !r.recovery.is_empty() => r.recovery,
+            _ => return Ok(false),
+        };
+        let typed = code.clone();
+        let found = tokio::task::spawn_blocking(move || recovery::find(typed.expose(), &set))
+            .await
+            .ok()
+            .flatten();
+        let Some(hash) = found else {
+            return Ok(false);
+        };
+        self.update(user, move |record| match record.as_mut() {
+            Some(r) if r.recovery.contains(&hash) => {
+                r.recovery.retain(|h| *h != hash);
+                (true, true)
+            }
+            // Spent by a concurrent login between the check and the lock.
+            _ => (false, false),
+        })
+        .await
+    }
+
+    /// Replace the user's recovery codes with a new set and return it to show once.
+    pub async fn new_recovery_codes(&self, user: &str) -> Result<Vec<Secret>, EnrollError> {
+        let (codes, hashes) = tokio::task::spawn_blocking(recovery::new_set)
+            .await
+            .map_err(|_| EnrollError::Random)?;
+        self.update(user, move |record| {
+            record.get_or_insert_with(UserRecord::default).recovery = hashes;
+            ((), true)
+        })
+        .await?;
+        Ok(codes)
     }
 
     /// Remove every enrollment; true if there was one.
@@ -217,6 +266,7 @@ impl Accounts {
                 (None, Some(_)) => MethodState::Pending,
                 (None, None) => MethodState::None,
             },
+            recovery_codes_left: record.recovery.len() as u32,
             locked_for_secs: lockout.locked_for(user, now).map(|d| d.as_secs().max(1)),
             recent_failures: lockout.recent_failures(user, now),
         })
@@ -337,7 +387,7 @@ mod tests {
     }
 
     async fn enrolled(a: &Accounts) -> TotpKey {
-        let key = a.enroll_totp("alice").await.unwrap();
+        let (key, _) = a.enroll_totp("alice").await.unwrap();
         let v = a
             .verify_totp("alice", &code(&key, -30), Target::PendingOrActive)
             .await;
@@ -349,7 +399,7 @@ mod tests {
     async fn a_pending_enrollment_does_not_count_at_login() {
         let dir = tempfile::tempdir().unwrap();
         let a = accounts(dir.path());
-        let key = a.enroll_totp("alice").await.unwrap();
+        let (key, _) = a.enroll_totp("alice").await.unwrap();
         assert!(!a.methods("alice").await.unwrap().totp);
         let v = a
             .verify_totp("alice", &code(&key, 0), Target::Active)

@@ -265,7 +265,7 @@ fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
 }
 
 /// Uniform over the alphabet: bytes that would bias the modulo are drawn again.
-fn new_code(length: u8, charset: Charset) -> Secret {
+pub(crate) fn new_code(length: u8, charset: Charset) -> Secret {
     let alphabet = match charset {
         Charset::Numeric => DIGITS,
         Charset::Alphanumeric => ALPHANUMERIC,
@@ -287,7 +287,7 @@ fn new_id() -> String {
     random::<6>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     // The OS RNG failing is not recoverable; getrandom only fails on broken systems.
     if getrandom::fill(&mut buf).is_err() {

@@ -4,4 +4,5 @@
 pub mod accounts;
 pub mod challenge;
 pub mod lockout;
+pub mod recovery;
 pub mod totp;

@@ -51,6 +51,20 @@ async fn execute(
             };
             send(state, &user, via, &destination, Purpose::Login).await
         }
+        Command::RecoveryCodes { user, proof } => {
+            let user = caller.target(user)?;
+            if !caller.admin {
+                let proof = proof.ok_or(Refusal::ProofRequired)?;
+                prove(state, &user, &proof).await?;
+            }
+            let codes = accounts.new_recovery_codes(&user).await.map_err(internal)?;
+            changed(
+                caller,
+                &user,
+                "new recovery codes issued (the old set is void)",
+            );
+            Ok(CommandReply::RecoveryCodes(codes))
+        }
         Command::Verify { user, code } => verify(caller, state, caller.target(user)?, code).await,
         Command::Status { user } => {
             let user = caller.target(user)?;
@@ -94,7 +108,7 @@ async fn enroll_totp(
     state: &State,
     user: String,
 ) -> Result<CommandReply, Refusal> {
-    let key = state
+    let (key, recovery_codes) = state
         .accounts
         .enroll_totp(&user)
         .await
@@ -118,6 +132,7 @@ async fn enroll_totp(
         algorithm: key.algorithm.to_string(),
         digits: key.digits,
         period: key.period,
+        recovery_codes,
     }))
 }
 
@@ -180,6 +195,40 @@ async fn verify(
         Err(_) => {}
     }
     result
+}
+
+/// The user shows a current factor: a fresh TOTP code, a sent login code, or a recovery code
+/// (which is spent). Counts toward lockout like any other answer.
+async fn prove(state: &State, user: &str, code: &Secret) -> Result<(), Refusal> {
+    let accounts = &state.accounts;
+    if accounts.locked_for(user).is_some() {
+        return Err(Refusal::Locked);
+    }
+    let totp = accounts
+        .verify_totp(user, code, Target::Active)
+        .await
+        .map_err(internal)?;
+    let proved = totp == Verdict::Accepted
+        || matches!(
+            state.challenges.answer(
+                user,
+                code.expose(),
+                |p| *p == Purpose::Login,
+                Instant::now()
+            ),
+            Answer::Accepted { .. }
+        )
+        || accounts
+            .use_recovery_code(user, code)
+            .await
+            .map_err(internal)?;
+    if proved {
+        accounts.succeed(user);
+        Ok(())
+    } else {
+        accounts.fail(user);
+        Err(Refusal::WrongCode)
+    }
 }
 
 /// Register an address or number: it counts once the code sent there comes back to `verify`.

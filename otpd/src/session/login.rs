@@ -156,6 +156,11 @@ impl Session<'_> {
             Ok(v) => v,
             Err(e) => return self.internal(e).await,
         };
+        if matches!(verdict, Verdict::Wrong | Verdict::Replayed) {
+            if let Some(decision) = self.recovery(&code).await? {
+                return Ok(decision);
+            }
+        }
         match verdict {
             Verdict::Accepted | Verdict::Activated => {
                 accounts.succeed(&user);
@@ -240,6 +245,11 @@ impl Session<'_> {
                     self.deny(DenyReason::Expired, "That code has expired.", note)
                         .await
                 }
+                Answer::NoChallenge | Answer::Wrong { .. }
+                    if self.recovery(&code).await?.is_some() =>
+                {
+                    Ok((Outcome::Allow, "allowed (recovery code)".into()))
+                }
                 Answer::NoChallenge => {
                     notice = "No code is waiting; press Enter for a new one.".into();
                     continue;
@@ -264,6 +274,37 @@ impl Session<'_> {
             deny(DenyReason::Cancelled),
             "denied: gave up".into(),
         )))
+    }
+
+    /// A recovery code is good at any code prompt. `Some` when `code` was one (now spent).
+    async fn recovery(&mut self, code: &Secret) -> Result<Option<Decision>, FrameError> {
+        let user = self.user().to_owned();
+        match self.state.accounts.use_recovery_code(&user, code).await {
+            Ok(true) => {
+                self.state.accounts.succeed(&user);
+                let left = self
+                    .state
+                    .accounts
+                    .status(&user)
+                    .await
+                    .map(|s| s.recovery_codes_left);
+                let text = match left {
+                    Ok(0) => {
+                        "Recovery code accepted. It was your last one: run `otpctl recovery-codes`."
+                            .into()
+                    }
+                    Ok(n) => format!("Recovery code accepted; {n} left."),
+                    Err(_) => "Recovery code accepted.".into(),
+                };
+                self.conn.write(&Reply::Info { text }).await?;
+                Ok(Some((Outcome::Allow, "allowed (recovery code)".into())))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                log::error!("store: {e}");
+                Ok(None)
+            }
+        }
     }
 
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {

@@ -173,6 +173,8 @@ mod tests {
             pending_totp: None,
             email: None,
             phone: None,
+            recovery: Vec::new(),
+            pending_recovery: Vec::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod files;
 
 use crate::config::Algorithm;
+use crate::policy::recovery::RecoveryHash;
 use otp_proto::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,12 @@ pub struct UserRecord {
     /// A confirmed mobile number, E.164 (overrides `[users.NAME] phone`).
     #[serde(default)]
     pub phone: Option<String>,
+    /// Unused recovery codes, hashed.
+    #[serde(default)]
+    pub recovery: Vec<RecoveryHash>,
+    /// The set issued with a pending TOTP enrollment; replaces `recovery` when it is confirmed.
+    #[serde(default)]
+    pub pending_recovery: Vec<RecoveryHash>,
 }
 
 /// One TOTP secret and the parameters the authenticator app was given with it.
@@ -49,6 +56,7 @@ impl UserRecord {
             && self.pending_totp.is_none()
             && self.email.is_none()
             && self.phone.is_none()
+            && self.recovery.is_empty()
     }
 }
 

@@ -32,8 +32,16 @@ fn main() -> ExitCode {
         Err(e) => return out.fail(3, &e),
     };
     match (cli.command, reply) {
-        (Cmd::Enroll { .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
+        (Cmd::Enroll { codes_file, .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
             out.enrollment(&e);
+            if !cli.json && ask_yes("Can't scan it? Show the key instead? [y/N] ") {
+                out.key(&e);
+            }
+            out.recovery_codes(&e.recovery_codes);
+            if let Err(code) = save_codes(&out, codes_file.as_deref(), &e.recovery_codes, cli.json)
+            {
+                return code;
+            }
             if cli.json {
                 return ExitCode::SUCCESS;
             }
@@ -50,6 +58,16 @@ fn main() -> ExitCode {
             }
             let prompt = "Enter the code you received to confirm (empty to stop): ";
             confirm(&socket, &out, cli.user.clone(), prompt)
+        }
+        (
+            Cmd::RecoveryCodes { codes_file, .. },
+            Reply::Done(CommandReply::RecoveryCodes(codes)),
+        ) => {
+            out.recovery_codes(&codes);
+            match save_codes(&out, codes_file.as_deref(), &codes, cli.json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
         }
         (_, Reply::Done(done)) => {
             out.done(&done);
@@ -90,6 +108,15 @@ fn build(cli: &Cli) -> Result<Request, String> {
             address: email
                 .clone()
                 .ok_or_else(|| "enroll email needs --email ADDRESS".to_owned())?,
+        },
+        Cmd::RecoveryCodes { code, .. } => Command::RecoveryCodes {
+            proof: match code {
+                Some(c) => Some(Secret::new(c.clone())),
+                // Admins acting for someone else need no proof; everyone else is asked.
+                None if cli.user.is_some() && is_root() => None,
+                None => Some(ask_hidden("A current code (or a recovery code): ")?),
+            },
+            user,
         },
         Cmd::Send { via } => Command::Send {
             user,
@@ -173,6 +200,58 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
         Err(otpd::config::ConfigError::Read { .. }) => Ok(PathBuf::from(otp_proto::DEFAULT_SOCKET)),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Write recovery codes to `path` (given, or asked for on a terminal), mode 0600.
+fn save_codes(
+    out: &Output,
+    path: Option<&std::path::Path>,
+    codes: &[Secret],
+    json: bool,
+) -> Result<(), ExitCode> {
+    let path = match path {
+        Some(p) => p.to_owned(),
+        None if json => return Ok(()),
+        None => match ask_visible("Save them to a file? Enter a path, or leave empty: ") {
+            Some(p) if !p.trim().is_empty() => PathBuf::from(p.trim()),
+            _ => return Ok(()),
+        },
+    };
+    let text = zeroize::Zeroizing::new(
+        codes
+            .iter()
+            .map(|c| format!("{}\n", c.expose()))
+            .collect::<String>(),
+    );
+    write_private(&path, text.as_bytes())
+        .map_err(|e| out.fail(2, &format!("cannot write {}: {e}", path.display())))?;
+    if !json {
+        eprintln!("Saved to {} (readable only by you).", path.display());
+    }
+    Ok(())
+}
+
+/// Create or replace a file that only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn ask_yes(prompt: &str) -> bool {
+    ask_visible(prompt).is_some_and(|a| matches!(a.trim(), "y" | "Y" | "yes"))
 }
 
 fn ask_hidden(prompt: &str) -> Result<Secret, String> {

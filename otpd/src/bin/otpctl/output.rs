@@ -1,7 +1,7 @@
 //! How `otpctl` prints: for people (QR code in the terminal, sentences) or, with `--json`, one
 //! JSON object per command.
 
-use otp_proto::{CommandReply, MethodState, Refusal, TotpEnrollment, UserStatus};
+use otp_proto::{CommandReply, MethodState, Refusal, Secret, TotpEnrollment, UserStatus};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use serde_json::json;
@@ -20,6 +20,7 @@ impl Output {
                     "user": e.user, "secret": e.secret.expose(), "uri": e.uri.expose(),
                     "issuer": e.issuer, "account": e.account, "algorithm": e.algorithm,
                     "digits": e.digits, "period": e.period, "state": "pending",
+                    "recovery_codes": e.recovery_codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
                 })
             );
             return;
@@ -27,17 +28,32 @@ impl Output {
         println!("Scan this QR code with your authenticator app:\n");
         match qr(e.uri.expose()) {
             Some(code) => println!("{code}"),
-            None => println!("(the URI is too long for a QR code; use the key below)"),
+            None => self.key(e),
         }
-        println!(
-            "Or type this key into the app: {}",
-            grouped(e.secret.expose())
-        );
+    }
+
+    /// The key and its parameters, for typing into an app by hand.
+    pub fn key(&self, e: &TotpEnrollment) {
+        println!("Type this key into the app: {}", grouped(e.secret.expose()));
         println!(
             "  account {}, issuer {}, {}, {} digits, every {} seconds",
             e.account, e.issuer, e.algorithm, e.digits, e.period
         );
         println!("URI: {}\n", e.uri.expose());
+    }
+
+    /// Shown once, on a terminal; in JSON mode they are part of the command's object.
+    pub fn recovery_codes(&self, codes: &[Secret]) {
+        if self.json || codes.is_empty() {
+            return;
+        }
+        println!("Recovery codes: each works once, at any code prompt, if you lose your phone.");
+        println!("Keep them somewhere safe; they are not shown again.\n");
+        for pair in codes.chunks(2) {
+            let line: Vec<&str> = pair.iter().map(|c| c.expose()).collect();
+            println!("    {}", line.join("    "));
+        }
+        println!();
     }
 
     pub fn done(&self, done: &CommandReply) {
@@ -58,6 +74,7 @@ impl Output {
                 challenge,
                 destination,
             } => println!("A code was sent to {destination} (request {challenge})."),
+            CommandReply::RecoveryCodes(codes) => self.recovery_codes(codes),
             CommandReply::Ok => println!("Done."),
         }
     }
@@ -91,6 +108,10 @@ fn done_json(done: &CommandReply) -> serde_json::Value {
             challenge,
             destination,
         } => json!({ "ok": true, "challenge": challenge, "destination": destination }),
+        CommandReply::RecoveryCodes(codes) => json!({
+            "ok": true,
+            "recovery_codes": codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
+        }),
         CommandReply::Ok => json!({ "ok": true }),
     }
 }
@@ -105,6 +126,7 @@ fn status_json(s: &UserStatus) -> serde_json::Value {
         "sms_number": s.sms_number,
         "locked_for_secs": s.locked_for_secs,
         "recent_failures": s.recent_failures,
+        "recovery_codes_left": s.recovery_codes_left,
     })
 }
 
@@ -127,7 +149,8 @@ fn status_line(s: &UserStatus) -> String {
         None if s.recent_failures > 0 => format!("; {} recent failed code(s)", s.recent_failures),
         None => String::new(),
     };
-    format!("{}: {totp}{email}{sms}{lock}", s.user)
+    let recovery = format!("; {} recovery code(s) left", s.recovery_codes_left);
+    format!("{}: {totp}{email}{sms}{recovery}{lock}", s.user)
 }
 
 /// Half-block characters, light modules drawn, as `qrencode -t UTF8` does: scans from a terminal
