@@ -46,7 +46,7 @@ pub enum Cmd {
     /// Make a new set of 8 recovery codes; the old set stops working.
     RecoveryCodes {
         /// A current code (or a recovery code) proving it is you; asked for when omitted.
-        /// Admins acting on another user with --user need none.
+        /// Admins acting for another user (--user) need none.
         code: Option<String>,
         /// Also write the codes to this file, mode 0600.
         #[arg(long, value_name = "FILE")]

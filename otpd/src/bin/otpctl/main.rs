@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             Cmd::RecoveryCodes { codes_file, .. },
             Reply::Done(CommandReply::RecoveryCodes(codes)),
         ) => {
-            out.recovery_codes(&codes);
+            out.done(&CommandReply::RecoveryCodes(codes.clone()));
             match save_codes(&out, codes_file.as_deref(), &codes, cli.json) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(code) => code,

@@ -1,0 +1,258 @@
+//! Enrollment and self-service as a person meets them: the interactive flow in a real pty (its
+//! QR code decodes back to the URI), recovery codes, and who may touch whose enrollment.
+
+use otp_e2e::daemon::describe;
+use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
+use otp_e2e::totp::{code, now};
+use otp_e2e::{artifacts, me, skip, Daemon, PamService};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// Turn the terminal QR block (half blocks, light modules drawn) back into an image and decode
+/// it with zbarimg.
+fn decode_terminal_qr(lines: &[String], dir: &Path) -> String {
+    let mut rows: Vec<Vec<bool>> = Vec::new();
+    for line in lines {
+        let (mut top, mut bottom) = (Vec::new(), Vec::new());
+        for c in line.chars() {
+            // Drawn halves are light modules; undrawn ones are dark.
+            top.push(!matches!(c, '█' | '▀'));
+            bottom.push(!matches!(c, '█' | '▄'));
+        }
+        rows.push(top);
+        rows.push(bottom);
+    }
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let scale = 6;
+    let border = 4 * scale;
+    let (w, h) = (width * scale + 2 * border, rows.len() * scale + 2 * border);
+    let mut pbm = format!("P1\n{w} {h}\n");
+    for y in 0..h {
+        let line: Vec<&str> = (0..w)
+            .map(|x| {
+                let (mx, my) = (
+                    x.wrapping_sub(border) / scale,
+                    y.wrapping_sub(border) / scale,
+                );
+                let dark = x >= border
+                    && y >= border
+                    && rows
+                        .get(my)
+                        .and_then(|r| r.get(mx))
+                        .copied()
+                        .unwrap_or(false);
+                if dark {
+                    "1"
+                } else {
+                    "0"
+                }
+            })
+            .collect();
+        pbm.push_str(&line.join(" "));
+        pbm.push('\n');
+    }
+    let image = dir.join("qr.pbm");
+    std::fs::write(&image, pbm).unwrap();
+    let out = Command::new("zbarimg")
+        .args(["--quiet", "--raw"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zbarimg could not read the QR code: {}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_interactive_enrollment_shows_a_scannable_qr_code_and_saves_private_codes() {
+    if !skip::require_file("/usr/bin/zbarimg", "zbar-tools")
+        || !skip::require(
+            Path::new("/usr/lib/python3/dist-packages/pexpect").exists(),
+            "pexpect missing (apt-get install python3-pexpect)",
+        )
+    {
+        return;
+    }
+    let otpd = Daemon::start("[totp]\nissuer = \"ACME\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (codes_file, qr_file) = (dir.path().join("codes.txt"), dir.path().join("qr.txt"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/enroll_pty.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(artifacts::otpctl())
+        .arg(&otpd.config)
+        .arg(&codes_file)
+        .arg(&qr_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["exit"], 0, "{seen}");
+    let uri = seen["uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/ACME:"), "{uri}");
+
+    let qr: Vec<String> = std::fs::read_to_string(&qr_file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(qr.len() > 10, "a QR block was drawn: {qr:?}");
+    assert_eq!(
+        decode_terminal_qr(&qr, dir.path()),
+        uri,
+        "the QR code decodes to the URI"
+    );
+
+    let mode = std::fs::metadata(&codes_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the codes file is private");
+    let saved: Vec<String> = std::fs::read_to_string(&codes_file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let shown: Vec<String> = seen["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(saved.len(), 8);
+    assert_eq!(saved, shown, "the file holds the codes shown on screen");
+    assert_eq!(otpd.otpctl_json(&["status"])["totp"], "active");
+}
+
+/// Enroll with --json and confirm; returns (secret, recovery codes).
+fn enroll_with_codes(otpd: &Daemon) -> (String, Vec<String>) {
+    let e = otpd.otpctl_json(&["enroll", "totp"]);
+    let secret = e["secret"].as_str().unwrap().to_owned();
+    let codes: Vec<String> = e["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    otpd.confirm(&me(), |t| code(&secret, t - 30));
+    (secret, codes)
+}
+
+#[test]
+fn a_recovery_code_logs_in_once_at_the_code_prompt() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    let (_, codes) = enroll_with_codes(&otpd);
+    assert_eq!(codes.len(), 8);
+    assert_eq!(otpd.otpctl_json(&["status"])["recovery_codes_left"], 8);
+    let service = PamService::otp(&otpd, "");
+    let run = service.login(&me(), &[&codes[0].to_lowercase()]);
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.contains("Recovery code accepted; 7 left")),
+        "{run:?}"
+    );
+    let again = service.login(&me(), &[&codes[0]]);
+    assert_eq!(
+        again.code, PAM_AUTH_ERR,
+        "a recovery code works once: {again:?}"
+    );
+    assert_eq!(otpd.otpctl_json(&["status"])["recovery_codes_left"], 7);
+    assert!(otpd.logged("allowed (recovery code)"), "{}", otpd.log());
+}
+
+#[test]
+fn a_pending_enrollments_codes_count_only_once_it_is_confirmed() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    let e = otpd.otpctl_json(&["enroll", "totp"]);
+    let first = e["recovery_codes"][0].as_str().unwrap();
+    let run = PamService::otp(&otpd, "").login(&me(), &[first]);
+    assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}");
+    assert_eq!(otpd.otpctl_json(&["status"])["recovery_codes_left"], 0);
+}
+
+#[test]
+fn new_recovery_codes_need_proof_and_kill_the_old_set() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    let (secret, old) = enroll_with_codes(&otpd);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("codes");
+    let wrong = otpd.otpctl(&["recovery-codes", "000000"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", describe(&wrong));
+    let fresh = otpd.otpctl_json(&[
+        "recovery-codes",
+        &code(&secret, now()),
+        "--codes-file",
+        file.to_str().unwrap(),
+    ]);
+    let new: Vec<&str> = fresh["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(new.len(), 8);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let service = PamService::otp(&otpd, "");
+    assert_eq!(
+        service.login(&me(), &[&old[1]]).code,
+        PAM_AUTH_ERR,
+        "the old set is dead"
+    );
+    assert_eq!(
+        service.login(&me(), &[new[1]]).code,
+        PAM_SUCCESS,
+        "{}",
+        otpd.log()
+    );
+}
+
+#[test]
+fn a_user_cannot_touch_another_users_enrollment() {
+    if !skip::require_root() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    std::fs::set_permissions(otpd.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    otpd.enroll_totp(&me());
+    let config = otpd.config.to_string_lossy().into_owned();
+    for args in [
+        vec!["--user", "root", "disable"],
+        vec!["--user", "root", "recovery-codes", "123456"],
+        vec!["--user", "root", "enroll", "totp"],
+        vec!["--user", "root", "verify", "123456"],
+        vec!["--user", "root", "send"],
+    ] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(artifacts::otpctl())
+            .args(["--config", &config])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        otpd.otpctl_json(&["status"])["totp"],
+        "active",
+        "root's enrollment is intact"
+    );
+}
