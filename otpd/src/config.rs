@@ -27,6 +27,7 @@ pub struct Config {
     pub totp: TotpConfig,
     pub lockout: LockoutConfig,
     pub code: CodeConfig,
+    pub policy: PolicyConfig,
     /// The email channel; absent means email codes are off.
     pub email: Option<EmailConfig>,
     /// The SMS channel; absent means SMS codes are off.
@@ -34,6 +35,29 @@ pub struct Config {
     /// A static directory of contact details, `[users.NAME]`. Users can also register their own
     /// address with `otpctl enroll email`, which takes precedence once confirmed.
     pub users: BTreeMap<String, UserEntry>,
+}
+
+/// `[policy]`: what happens to users without a second factor, and which method comes first.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub unenrolled: Unenrolled,
+    /// Offered without asking when a user has it among several methods (a user's own
+    /// `otpctl default` wins).
+    pub default_method: Option<otp_proto::MethodKind>,
+}
+
+/// A user with nothing enrolled, at login (`nullok` on the PAM line always means allow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unenrolled {
+    /// Denied (fail closed).
+    #[default]
+    Deny,
+    /// Let in without a second factor (PAM_IGNORE), logged.
+    Allow,
+    /// Shown a QR code in the login itself, enrolled once a code confirms it.
+    Enroll,
 }
 
 /// `[code]`: codes the daemon sends (email, SMS), as opposed to codes an app computes.
@@ -330,6 +354,7 @@ impl Default for Config {
             totp: TotpConfig::default(),
             lockout: LockoutConfig::default(),
             code: CodeConfig::default(),
+            policy: PolicyConfig::default(),
             email: None,
             sms: None,
             users: BTreeMap::new(),

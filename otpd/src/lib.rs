@@ -11,6 +11,7 @@ pub mod connection;
 pub mod logging;
 pub mod peer;
 pub mod policy;
+pub mod qr;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -68,12 +68,26 @@ pub enum Command {
         user: Option<String>,
         proof: Option<Secret>,
     },
+    /// The method offered first at login when the user has several (`None` clears it).
+    SetDefault {
+        user: Option<String>,
+        method: Option<MethodKind>,
+    },
     /// Admin: lift a lockout.
     Unlock { user: String },
     /// Admin: forget everything about a user (enrollments, lockout, replay state).
     Reset { user: String },
     /// Admin: every user the store knows.
     Users,
+}
+
+/// A kind of second factor, as a user or an admin names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    Totp,
+    Email,
+    Sms,
 }
 
 /// How a code travels to its user.

@@ -4,7 +4,11 @@ and then the code prompt (Debian's python3-pexpect). Prints what ssh printed; ex
 remote command ran, 1 otherwise.
 
 usage: ssh_login.py PORT USER PASSWORD CODE COMMAND
+
+With CODE = ENROLL, the code prompt is a first-login enrollment: read the key it shows and
+answer with oathtool's code for it, as a person with a freshly set-up app would.
 """
+import subprocess
 import sys
 
 import pexpect
@@ -32,6 +36,11 @@ def main():
         ssh.expect("[Pp]assword:")
         transcript.append(ssh.before + ssh.after)
         ssh.sendline(password)
+        if code == "ENROLL":
+            ssh.expect(r"type the key ([A-Z2-7 ]+) \(")
+            key = ssh.match.group(1).replace(" ", "")
+            code = subprocess.check_output(["oathtool", "--totp", "-b", key], text=True).strip()
+            transcript.append(ssh.before + ssh.after)
         ssh.expect("[Cc]ode")
         transcript.append(ssh.before + ssh.after)
         ssh.expect(":")

@@ -256,3 +256,109 @@ fn a_user_cannot_touch_another_users_enrollment() {
         "root's enrollment is intact"
     );
 }
+
+#[test]
+fn first_login_enrollment_shows_the_key_confirms_and_hands_out_recovery_codes() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("[policy]\nunenrolled = \"enroll\"\n");
+    let service = PamService::otp(&otpd, "");
+    let mut login = service.start(&me());
+    let prompt = login.next_prompt().expect("the enrollment prompt");
+    let key = key_in(&prompt);
+    login.send(&code(&key, now()));
+    let run = login.finish();
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.starts_with("INFO: Set up your second factor") && l.contains('█')),
+        "{run:?}"
+    );
+    let codes_line = run
+        .lines
+        .iter()
+        .find(|l| l.contains("Your recovery codes"))
+        .expect("codes shown");
+    assert_eq!(codes_line.matches('-').count(), 8, "{codes_line}");
+    let status = otpd.otpctl_json(&["status"]);
+    assert_eq!(status["totp"], "active");
+    assert_eq!(status["recovery_codes_left"], 8);
+    // From now on it is an ordinary login.
+    let next = service.login(&me(), &[&code(&key, now() + 30)]);
+    assert_eq!(next.code, PAM_SUCCESS, "{next:?}");
+    assert_eq!(next.prompts(), vec!["Verification code: "]);
+}
+
+#[test]
+fn an_unconfirmed_first_login_enrollment_shows_the_same_key_next_time() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("[policy]\nunenrolled = \"enroll\"\n");
+    let service = PamService::otp(&otpd, "");
+    let mut login = service.start(&me());
+    let key = key_in(&login.next_prompt().unwrap());
+    login.send("");
+    let run = login.finish();
+    assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}");
+    let mut again = service.start(&me());
+    assert_eq!(key_in(&again.next_prompt().unwrap()), key);
+    again.send(&code(&key, now()));
+    assert_eq!(again.finish().code, PAM_SUCCESS);
+}
+
+#[test]
+fn policy_allow_lets_unenrolled_users_in_and_says_so() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("[policy]\nunenrolled = \"allow\"\n");
+    let service = PamService::new(&format!(
+        "auth required pam_permit.so\n{}",
+        PamService::otp_line(&otpd, "")
+    ));
+    assert_eq!(service.login(&me(), &[]).code, PAM_SUCCESS);
+    assert!(otpd.logged("policy unenrolled = allow"), "{}", otpd.log());
+}
+
+#[test]
+fn a_default_method_skips_the_menu() {
+    if !pam::available() || !otp_e2e::smtp::available() {
+        return;
+    }
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    let otpd = Daemon::start(&format!(
+        "[policy]\ndefault_method = \"totp\"\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        otp_e2e::smtp::email_section(server.port, "none", ""),
+        me()
+    ));
+    let secret = otpd.enroll_totp(&me());
+    let service = PamService::otp(&otpd, "");
+    let run = service.login(&me(), &[&code(&secret, now())]);
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
+    assert_eq!(
+        run.prompts(),
+        vec!["Verification code: "],
+        "policy default: no menu"
+    );
+    // The user's own default wins over the policy's.
+    otpd.otpctl_json(&["default", "email"]);
+    let mut login = service.start(&me());
+    assert!(login
+        .next_prompt()
+        .unwrap()
+        .contains("A code was sent to m***@e***.com"));
+    login.send(&server.next_mail().code());
+    assert_eq!(login.finish().code, PAM_SUCCESS);
+}
+
+/// The key in a first-login enrollment prompt ("Or type the key ABCD EFGH ... (SHA1, ...").
+fn key_in(prompt: &str) -> String {
+    let after = prompt
+        .split("type the key ")
+        .nth(1)
+        .expect("a key in the prompt");
+    after.split(" (").next().unwrap().replace(' ', "")
+}

@@ -48,3 +48,30 @@ fn ssh_login_with_a_wrong_code_is_refused() {
     assert!(!transcript.contains("OTP-OK"), "{transcript}");
     assert!(otpd.logged("denied: wrong code"), "{}", otpd.log());
 }
+
+#[test]
+fn a_new_user_enrolls_during_the_ssh_login_itself() {
+    if !sshd::available() {
+        return;
+    }
+    let user = TestUser::create();
+    let otpd = Daemon::start("[policy]\nunenrolled = \"enroll\"\n");
+    let server = Sshd::start(&otpd, &user);
+    let (ok, transcript) = server.login(&user, "ENROLL", "echo OTP-OK");
+    assert!(
+        ok && transcript.contains("OTP-OK"),
+        "{transcript}\n{}",
+        otpd.log()
+    );
+    assert!(
+        transcript.contains('█'),
+        "the QR code reached the ssh client: {transcript}"
+    );
+    assert!(
+        otpd.logged("allowed (enrolled at first login)"),
+        "{}",
+        otpd.log()
+    );
+    let status = otpd.otpctl_json(&["--user", &user.name, "status"]);
+    assert_eq!(status["totp"], "active");
+}

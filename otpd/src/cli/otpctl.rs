@@ -43,6 +43,11 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         codes_file: Option<PathBuf>,
     },
+    /// Choose the method offered first at login when you have several.
+    Default {
+        #[arg(value_enum)]
+        method: DefaultArg,
+    },
     /// Make a new set of 8 recovery codes; the old set stops working.
     RecoveryCodes {
         /// A current code (or a recovery code) proving it is you; asked for when omitted.
@@ -89,4 +94,13 @@ pub enum Method {
 pub enum ViaArg {
     Email,
     Sms,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DefaultArg {
+    Totp,
+    Email,
+    Sms,
+    /// Ask every time.
+    None,
 }

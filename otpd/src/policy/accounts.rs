@@ -8,7 +8,7 @@ use super::totp::{self, Check};
 use crate::channel::mask;
 use crate::config::Config;
 use crate::store::{Store, StoreError, TotpKey, UserRecord};
-use otp_proto::{MethodState, Secret, UserStatus, Via};
+use otp_proto::{MethodKind, MethodState, Secret, UserStatus, Via};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What a user can log in with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Methods {
+    /// The user's own pick among several (`otpctl default`).
+    pub default: Option<MethodKind>,
     pub totp: bool,
     /// The address email codes go to.
     pub email: Option<String>,
@@ -79,6 +81,7 @@ impl Accounts {
         let record = self.load(user).await?.unwrap_or_default();
         let directory = self.cfg.users.get(user).cloned().unwrap_or_default();
         Ok(Methods {
+            default: record.default_method,
             totp: record.totp.is_some(),
             email: record.email.or(directory.email),
             sms: record.phone.or(directory.phone),
@@ -212,6 +215,26 @@ impl Accounts {
             }
             // Spent by a concurrent login between the check and the lock.
             _ => (false, false),
+        })
+        .await
+    }
+
+    /// The pending TOTP key, if an enrollment is waiting for its first code.
+    pub async fn pending_totp(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
+        Ok(self.load(user).await?.and_then(|r| r.pending_totp))
+    }
+
+    /// Set (or clear) the method offered first.
+    pub async fn set_default(
+        &self,
+        user: &str,
+        method: Option<MethodKind>,
+    ) -> Result<(), StoreError> {
+        self.update(user, move |record| {
+            record
+                .get_or_insert_with(UserRecord::default)
+                .default_method = method;
+            ((), true)
         })
         .await
     }

@@ -67,6 +67,15 @@ async fn execute(
             );
             Ok(CommandReply::RecoveryCodes(codes))
         }
+        Command::SetDefault { user, method } => {
+            let user = caller.target(user)?;
+            accounts
+                .set_default(&user, method)
+                .await
+                .map_err(internal)?;
+            changed(caller, &user, &format!("default method set to {method:?}"));
+            Ok(CommandReply::Ok)
+        }
         Command::Verify { user, code } => verify(caller, state, caller.target(user)?, code).await,
         Command::Status { user } => {
             let user = caller.target(user)?;

@@ -7,13 +7,14 @@
 use super::send::{send_code, SendError};
 use crate::channel::mask;
 use crate::channel::template::validity;
+use crate::config::Unenrolled;
 use crate::connection::Connection;
 use crate::peer::Caller;
 use crate::policy::accounts::{Methods, Target, Verdict};
 use crate::policy::challenge::{Answer, Purpose};
 use crate::state::State;
 use otp_proto::frame::FrameError;
-use otp_proto::{DenyReason, Login, Outcome, Reply, Request, Secret, Via};
+use otp_proto::{DenyReason, Login, MethodKind, Outcome, Reply, Request, Secret, Via};
 use std::time::{Duration, Instant};
 
 /// The TOTP prompt; it names "code" so users (and tests) know what is asked.
@@ -30,6 +31,16 @@ enum Method {
     Totp,
     /// A code sent to this address or number.
     Sent(Via, String),
+}
+
+impl Method {
+    fn kind(&self) -> MethodKind {
+        match self {
+            Method::Totp => MethodKind::Totp,
+            Method::Sent(Via::Email, _) => MethodKind::Email,
+            Method::Sent(Via::Sms, _) => MethodKind::Sms,
+        }
+    }
 }
 
 /// How a sent-code login ended: decided, or the code could not be sent at all (the user may
@@ -84,17 +95,17 @@ impl Session<'_> {
             Err(e) => return self.internal(e).await,
         };
         if methods.is_empty() {
-            if self.login.nullok {
-                return Ok((Outcome::Ignore, "ignored: not enrolled (nullok)".into()));
-            }
-            let text = "No second factor is set up for this account; ask your administrator.";
-            return self
-                .deny(DenyReason::NotEnrolled, text, "denied: not enrolled".into())
-                .await;
+            return self.unenrolled().await;
         }
+        let preferred = methods.default.or(self.state.cfg.policy.default_method);
         let mut choices = menu(methods);
         loop {
-            let Some(method) = self.choose(&choices).await? else {
+            let picked = preferred.and_then(|p| choices.iter().find(|(_, m)| m.kind() == p));
+            let method = match picked {
+                Some((_, m)) => Some(m.clone()),
+                None => self.choose(&choices).await?,
+            };
+            let Some(method) = method else {
                 let note = "denied: no method chosen".into();
                 return Ok((deny(DenyReason::Cancelled), note));
             };
@@ -116,6 +127,101 @@ impl Session<'_> {
                 Flow::NotSent(e) => return self.send_failed(e).await,
             }
         }
+    }
+
+    /// Nothing enrolled: `nullok` or `[policy] unenrolled` decide.
+    async fn unenrolled(&mut self) -> Result<Decision, FrameError> {
+        if self.login.nullok {
+            return Ok((Outcome::Ignore, "ignored: not enrolled (nullok)".into()));
+        }
+        match self.state.cfg.policy.unenrolled {
+            Unenrolled::Allow => Ok((
+                Outcome::Ignore,
+                "ignored: not enrolled (policy unenrolled = allow)".into(),
+            )),
+            Unenrolled::Enroll => self.enroll().await,
+            Unenrolled::Deny => {
+                let text = "No second factor is set up for this account; ask your administrator.";
+                let note = "denied: not enrolled".into();
+                self.deny(DenyReason::NotEnrolled, text, note).await
+            }
+        }
+    }
+
+    /// First-login enrollment: the QR code and the key in the login itself, a code to confirm,
+    /// recovery codes shown once. A second attempt shows the same key again.
+    async fn enroll(&mut self) -> Result<Decision, FrameError> {
+        let user = self.user().to_owned();
+        let accounts = &self.state.accounts;
+        let key = match accounts.pending_totp(&user).await {
+            Ok(Some(key)) => key,
+            Ok(None) => match accounts.enroll_totp(&user).await {
+                Ok((key, _)) => key,
+                Err(e) => return self.internal(e).await,
+            },
+            Err(e) => return self.internal(e).await,
+        };
+        let account = format!("{user}@{}", self.state.host);
+        let uri = crate::policy::totp::uri(&key, &accounts.issuer(), &account);
+        let picture = crate::qr::qr(uri.expose()).unwrap_or_default();
+        self.conn
+            .write(&Reply::Info {
+                text: format!("Set up your second factor: scan this QR code with an authenticator app.\n{picture}"),
+            })
+            .await?;
+        let prompt = format!(
+            "Or type the key {} ({}, {} digits, {} s).\nEnter the code your app shows: ",
+            crate::qr::grouped(key.secret.expose()),
+            key.algorithm,
+            key.digits,
+            key.period
+        );
+        for _ in 0..3 {
+            let code = self.ask(&prompt, false).await?;
+            if code.is_empty() {
+                break;
+            }
+            match accounts
+                .verify_totp(&user, &code, Target::PendingOrActive)
+                .await
+            {
+                Ok(Verdict::Activated) => return self.enrolled(&user).await,
+                Ok(_) => {
+                    accounts.fail(&user);
+                    self.conn
+                        .write(&Reply::Error {
+                            text: "That code did not match; try the next one.".into(),
+                        })
+                        .await?;
+                }
+                Err(e) => return self.internal(e).await,
+            }
+        }
+        let text = "Not enrolled; the same key is shown at your next login.";
+        self.deny(
+            DenyReason::NotEnrolled,
+            text,
+            "denied: first-login enrollment not confirmed".into(),
+        )
+        .await
+    }
+
+    /// Enrollment confirmed at login: hand out recovery codes once and let the user in.
+    async fn enrolled(&mut self, user: &str) -> Result<Decision, FrameError> {
+        let accounts = &self.state.accounts;
+        accounts.succeed(user);
+        log::info!("user={user}: TOTP enrolled at first login");
+        let codes = match accounts.new_recovery_codes(user).await {
+            Ok(codes) => codes,
+            Err(e) => return self.internal(e).await,
+        };
+        let list: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
+        let text = format!(
+            "Enrolled. Your recovery codes, each good once if you lose your phone (not shown again):\n    {}",
+            list.join("  ")
+        );
+        self.conn.write(&Reply::Info { text }).await?;
+        Ok((Outcome::Allow, "allowed (enrolled at first login)".into()))
     }
 
     /// With one method, that one; with several, ask.

@@ -175,6 +175,7 @@ mod tests {
             phone: None,
             recovery: Vec::new(),
             pending_recovery: Vec::new(),
+            default_method: None,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct UserRecord {
     /// The set issued with a pending TOTP enrollment; replaces `recovery` when it is confirmed.
     #[serde(default)]
     pub pending_recovery: Vec<RecoveryHash>,
+    /// The user's own choice among several methods (`otpctl default`).
+    #[serde(default)]
+    pub default_method: Option<otp_proto::MethodKind>,
 }
 
 /// One TOTP secret and the parameters the authenticator app was given with it.

@@ -7,8 +7,8 @@ mod output;
 
 use clap::Parser;
 use otp_proto::client::Connection;
-use otp_proto::{Command, CommandReply, Refusal, Reply, Request, Secret, Via};
-use otpd::cli::otpctl::{Cli, Cmd, Method, ViaArg};
+use otp_proto::{Command, CommandReply, MethodKind, Refusal, Reply, Request, Secret, Via};
+use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, Method, ViaArg};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +117,15 @@ fn build(cli: &Cli) -> Result<Request, String> {
                 None => Some(ask_hidden("A current code (or a recovery code): ")?),
             },
             user,
+        },
+        Cmd::Default { method } => Command::SetDefault {
+            user,
+            method: match method {
+                DefaultArg::Totp => Some(MethodKind::Totp),
+                DefaultArg::Email => Some(MethodKind::Email),
+                DefaultArg::Sms => Some(MethodKind::Sms),
+                DefaultArg::None => None,
+            },
         },
         Cmd::Send { via } => Command::Send {
             user,

@@ -2,8 +2,7 @@
 //! JSON object per command.
 
 use otp_proto::{CommandReply, MethodState, Refusal, Secret, TotpEnrollment, UserStatus};
-use qrcode::render::unicode::Dense1x2;
-use qrcode::QrCode;
+use otpd::qr::{grouped, qr};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -151,27 +150,4 @@ fn status_line(s: &UserStatus) -> String {
     };
     let recovery = format!("; {} recovery code(s) left", s.recovery_codes_left);
     format!("{}: {totp}{email}{sms}{recovery}{lock}", s.user)
-}
-
-/// Half-block characters, light modules drawn, as `qrencode -t UTF8` does: scans from a terminal
-/// with light text on a dark background, the common default.
-fn qr(uri: &str) -> Option<String> {
-    let code = QrCode::new(uri.as_bytes()).ok()?;
-    Some(
-        code.render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .quiet_zone(true)
-            .build(),
-    )
-}
-
-/// "ABCD EFGH ..." is easier to type than one run of 32 letters.
-fn grouped(secret: &str) -> String {
-    secret
-        .as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
