@@ -73,6 +73,12 @@ pub enum Command {
         user: Option<String>,
         method: Option<MethodKind>,
     },
+    /// Take over an existing authenticator setup (google-authenticator, pam_oath) so the user's
+    /// app keeps working; it is active at once.
+    Import {
+        user: Option<String>,
+        key: ImportedKey,
+    },
     /// Admin: lift a lockout.
     Unlock { user: String },
     /// Admin: forget everything about a user (enrollments, lockout, replay state).
@@ -191,6 +197,24 @@ pub struct TotpEnrollment {
     pub digits: u8,
     pub period: u64,
     /// Recovery codes that become valid with the enrollment: show them once.
+    pub recovery_codes: Vec<Secret>,
+}
+
+/// An OATH key from another tool, as otpctl read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedKey {
+    /// Base32, unpadded.
+    pub secret: Secret,
+    /// "SHA1", "SHA256" or "SHA512".
+    pub algorithm: String,
+    pub digits: u8,
+    /// Seconds per step (TOTP); also the unit HOTP counters are scaled by.
+    pub period: u64,
+    /// `Some(next counter)` for HOTP.
+    pub hotp_counter: Option<u64>,
+    /// HOTP look-ahead.
+    pub window: Option<u32>,
+    /// Scratch codes, which become recovery codes.
     pub recovery_codes: Vec<Secret>,
 }
 

@@ -362,3 +362,120 @@ fn key_in(prompt: &str) -> String {
         .expect("a key in the prompt");
     after.split(" (").next().unwrap().replace(' ', "")
 }
+
+fn google_authenticator(args: &[&str], file: &Path) -> Vec<String> {
+    let out = Command::new("google-authenticator")
+        .args(args)
+        .args(["-f", "-q", "-C", "-Q", "NONE", "-w", "3", "-s"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn have_google_authenticator() -> bool {
+    pam::available()
+        && skip::require_file(
+            "/usr/bin/google-authenticator",
+            "libpam-google-authenticator",
+        )
+}
+
+#[test]
+fn a_google_authenticator_totp_file_imports_and_the_same_app_keeps_working() {
+    if !have_google_authenticator() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("google_authenticator");
+    let lines = google_authenticator(&["-t", "-d", "-r", "3", "-R", "30", "-e", "3"], &file);
+    let (secret, scratch) = (&lines[0], &lines[lines.len() - 1]);
+    let otpd = Daemon::start("");
+    let imported = otpd.otpctl_json(&["import", "google-authenticator", file.to_str().unwrap()]);
+    assert_eq!(imported["ok"], true, "{imported}");
+    let status = otpd.otpctl_json(&["status"]);
+    assert_eq!(status["totp"], "active");
+    assert_eq!(
+        status["recovery_codes_left"], 3,
+        "scratch codes became recovery codes"
+    );
+    let service = PamService::otp(&otpd, "");
+    assert_eq!(
+        service.login(&me(), &[&code(secret, now())]).code,
+        PAM_SUCCESS,
+        "{}",
+        otpd.log()
+    );
+    assert_eq!(
+        service.login(&me(), &[scratch]).code,
+        PAM_SUCCESS,
+        "a scratch code works once"
+    );
+    assert_eq!(service.login(&me(), &[scratch]).code, PAM_AUTH_ERR);
+}
+
+#[test]
+fn a_google_authenticator_hotp_file_imports_with_its_counter() {
+    if !have_google_authenticator() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("google_authenticator");
+    let lines = google_authenticator(&["-c", "-u", "-e", "1"], &file);
+    let otpd = Daemon::start("");
+    otpd.otpctl_json(&["import", "google-authenticator", file.to_str().unwrap()]);
+    let hotp = |counter: u32| {
+        let out = Command::new("oathtool")
+            .args(["--hotp", "-b", "-c", &counter.to_string(), &lines[0]])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let service = PamService::otp(&otpd, "");
+    assert_eq!(
+        service.login(&me(), &[&hotp(1)]).code,
+        PAM_SUCCESS,
+        "{}",
+        otpd.log()
+    );
+    assert_eq!(
+        service.login(&me(), &[&hotp(1)]).code,
+        PAM_AUTH_ERR,
+        "each counter once"
+    );
+    assert_eq!(
+        service.login(&me(), &[&hotp(3)]).code,
+        PAM_SUCCESS,
+        "a skipped counter is fine"
+    );
+}
+
+#[test]
+fn a_pam_oath_usersfile_imports_and_oathtool_codes_log_in() {
+    if !pam::available() {
+        return;
+    }
+    let hex = "3132333435363738393031323334353637383930";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.oath");
+    std::fs::write(
+        &file,
+        format!("HOTP/T30 {} - {hex}\nHOTP/T30 someone-else - 00ff\n", me()),
+    )
+    .unwrap();
+    let otpd = Daemon::start("");
+    let out = otpd.otpctl_json(&["--user", &me(), "import", "oath", file.to_str().unwrap()]);
+    assert_eq!(out["imported"], serde_json::json!([me()]), "{out}");
+    let totp = Command::new("oathtool")
+        .args(["--totp", hex])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&totp.stdout).trim().to_owned();
+    let run = PamService::otp(&otpd, "").login(&me(), &[&code]);
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
+}

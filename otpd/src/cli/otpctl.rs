@@ -43,6 +43,14 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         codes_file: Option<PathBuf>,
     },
+    /// Take over an existing setup so the authenticator app keeps working: a
+    /// ~/.google_authenticator file (for --user, or yourself), or a pam_oath usersfile (every
+    /// user in it, or only --user).
+    Import {
+        #[arg(value_enum)]
+        format: ImportFormat,
+        file: PathBuf,
+    },
     /// Choose the method offered first at login when you have several.
     Default {
         #[arg(value_enum)]
@@ -103,4 +111,12 @@ pub enum DefaultArg {
     Sms,
     /// Ask every time.
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ImportFormat {
+    /// google-authenticator-libpam's ~/.google_authenticator.
+    GoogleAuthenticator,
+    /// A pam_oath usersfile (HOTP and HOTP/T<seconds> lines).
+    Oath,
 }

@@ -6,9 +6,10 @@ use super::lockout::Lockout;
 use super::recovery;
 use super::totp::{self, Check};
 use crate::channel::mask;
+use crate::config::Algorithm;
 use crate::config::Config;
-use crate::store::{Store, StoreError, TotpKey, UserRecord};
-use otp_proto::{MethodKind, MethodState, Secret, UserStatus, Via};
+use crate::store::{KeyKind, Store, StoreError, TotpKey, UserRecord};
+use otp_proto::{ImportedKey, MethodKind, MethodState, Secret, UserStatus, Via};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -219,6 +220,51 @@ impl Accounts {
         .await
     }
 
+    /// Make an existing authenticator setup the user's active key (and its scratch codes their
+    /// recovery codes), checked first so a bad file cannot lock the user out.
+    pub async fn import(&self, user: &str, imported: ImportedKey) -> Result<(), ImportRefused> {
+        let algorithm = match imported.algorithm.as_str() {
+            "SHA1" => Algorithm::SHA1,
+            "SHA256" => Algorithm::SHA256,
+            "SHA512" => Algorithm::SHA512,
+            other => return Err(ImportRefused::Invalid(format!("unknown algorithm {other}"))),
+        };
+        let key = TotpKey {
+            secret: imported.secret,
+            algorithm,
+            digits: imported.digits,
+            period: imported.period,
+            last_step: imported.hotp_counter.and_then(|next| next.checked_sub(1)),
+            kind: if imported.hotp_counter.is_some() {
+                KeyKind::Hotp
+            } else {
+                KeyKind::Totp
+            },
+            window: imported.window,
+            created: unix_now(),
+        };
+        if !totp::usable(&key) {
+            return Err(ImportRefused::Invalid(
+                "the secret is not base32, or digits/period are out of range".into(),
+            ));
+        }
+        let codes = imported.recovery_codes;
+        let hashes = tokio::task::spawn_blocking(move || recovery::hash_existing(&codes))
+            .await
+            .map_err(|e| ImportRefused::Invalid(e.to_string()))?;
+        self.update(user, move |record| {
+            let record = record.get_or_insert_with(UserRecord::default);
+            record.totp = Some(key);
+            record.pending_totp = None;
+            if !hashes.is_empty() {
+                record.recovery = hashes;
+            }
+            ((), true)
+        })
+        .await
+        .map_err(ImportRefused::Store)
+    }
+
     /// The pending TOTP key, if an enrollment is waiting for its first code.
     pub async fn pending_totp(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
         Ok(self.load(user).await?.and_then(|r| r.pending_totp))
@@ -359,6 +405,14 @@ fn state_of(destination: &Option<String>) -> MethodState {
         Some(_) => MethodState::Active,
         None => MethodState::None,
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportRefused {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]

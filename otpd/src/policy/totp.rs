@@ -2,7 +2,7 @@
 //! protection. All TOTP rules live in this file.
 
 use crate::config::{Algorithm, TotpConfig};
-use crate::store::TotpKey;
+use crate::store::{KeyKind, TotpKey};
 use otp_proto::Secret;
 
 /// RFC 4226 §4 asks for at least 128 bits and recommends 160.
@@ -28,6 +28,8 @@ pub fn new_key(cfg: &TotpConfig, now: u64) -> Result<TotpKey, getrandom::Error> 
         digits: cfg.digits,
         period: cfg.period,
         last_step: None,
+        kind: KeyKind::Totp,
+        window: None,
         created: now,
     })
 }
@@ -47,9 +49,40 @@ pub fn uri(key: &TotpKey, issuer: &str, account: &str) -> Secret {
     ))
 }
 
-/// Check `code` against the steps `now ± skew`, in constant time per step, and say whether it
-/// matched a fresh step, a used one, or none. Spaces in the code are ignored ("123 456").
+/// HOTP look-ahead when the imported setup named none (RFC 4226 §7.4 suggests a small window).
+const HOTP_WINDOW: u32 = 10;
+
+/// Check `code` against the key: for TOTP the steps `now ± skew`, for HOTP the next counters
+/// within the window; say whether it matched a fresh step, a used one, or none. Spaces in the
+/// code are ignored ("123 456").
 pub fn check(key: &TotpKey, code: &str, now: u64, skew: u8) -> Check {
+    match key.kind {
+        KeyKind::Totp => check_totp(key, code, now, skew),
+        KeyKind::Hotp => check_hotp(key, code),
+    }
+}
+
+/// RFC 4226 §7.2: counters from the one after the last accepted, up to the window; every
+/// counter is computed so the time taken does not depend on where the match is.
+fn check_hotp(key: &TotpKey, code: &str) -> Check {
+    let code: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
+    let Some(hotp) = totp_for(key) else {
+        return Check::Wrong;
+    };
+    let first = key.last_step.map_or(0, |last| last + 1);
+    let last = first + key.window.unwrap_or(HOTP_WINDOW) as u64;
+    let mut verdict = Check::Wrong;
+    for counter in first..=last {
+        let hit = hotp.check(&code, counter * key.period).is_some();
+        if hit && verdict == Check::Wrong {
+            verdict = Check::Fresh(counter);
+        }
+    }
+    verdict
+}
+
+fn check_totp(key: &TotpKey, code: &str, now: u64, skew: u8) -> Check {
     let code: zeroize::Zeroizing<String> =
         zeroize::Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
     let Some(totp) = totp_for(key) else {
@@ -71,6 +104,11 @@ pub fn check(key: &TotpKey, code: &str, now: u64, skew: u8) -> Check {
         };
     }
     verdict
+}
+
+/// Can this key produce codes at all (base32 secret, 6 to 8 digits, a period)?
+pub fn usable(key: &TotpKey) -> bool {
+    totp_for(key).is_some()
 }
 
 /// The code for `time`: for tests and for `otpctl` demos, never sent anywhere.
@@ -137,6 +175,8 @@ mod tests {
             digits,
             period: 30,
             last_step: None,
+            kind: KeyKind::Totp,
+            window: None,
             created: 0,
         }
     }
@@ -225,6 +265,21 @@ mod tests {
         let spaced = code_at(&k, 59).unwrap();
         let spaced = format!("{} {}", &spaced[..3], &spaced[3..]);
         assert_eq!(check(&k, &spaced, 59, 0), Check::Fresh(1));
+    }
+
+    #[test]
+    fn hotp_accepts_the_next_counters_within_the_window_once() {
+        let mut k = key(b"12345678901234567890", Algorithm::SHA1, 6);
+        k.kind = KeyKind::Hotp;
+        k.window = Some(3);
+        // RFC 4226 Appendix D: counter 0 is 755224, 3 is 969429, 9 is 520489.
+        assert_eq!(check(&k, "755224", 0, 1), Check::Fresh(0));
+        assert_eq!(check(&k, "969429", 0, 1), Check::Fresh(3));
+        assert_eq!(check(&k, "520489", 0, 1), Check::Wrong, "beyond the window");
+        k.last_step = Some(3);
+        assert_eq!(check(&k, "969429", 0, 1), Check::Wrong, "used");
+        assert_eq!(check(&k, "520489", 0, 1), Check::Wrong, "counter 9 > 4 + 3");
+        assert_eq!(check(&k, "254676", 0, 1), Check::Fresh(5));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::send::{send_code, SendError};
 use crate::channel::email::valid_address;
 use crate::channel::sms::valid_number;
 use crate::peer::Caller;
-use crate::policy::accounts::{hostname, EnrollError, Target, Verdict};
+use crate::policy::accounts::{hostname, EnrollError, ImportRefused, Target, Verdict};
 use crate::policy::challenge::{Answer, Purpose};
 use crate::policy::totp;
 use crate::state::State;
@@ -66,6 +66,20 @@ async fn execute(
                 "new recovery codes issued (the old set is void)",
             );
             Ok(CommandReply::RecoveryCodes(codes))
+        }
+        Command::Import { user, key } => {
+            let user = caller.target(user)?;
+            let kind = if key.hotp_counter.is_some() {
+                "HOTP"
+            } else {
+                "TOTP"
+            };
+            accounts.import(&user, key).await.map_err(|e| match e {
+                ImportRefused::Invalid(why) => Refusal::BadRequest(why),
+                ImportRefused::Store(e) => internal(e),
+            })?;
+            changed(caller, &user, &format!("{kind} key imported (active)"));
+            Ok(CommandReply::Ok)
         }
         Command::SetDefault { user, method } => {
             let user = caller.target(user)?;

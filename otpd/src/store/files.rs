@@ -168,6 +168,8 @@ mod tests {
                 digits: 6,
                 period: 30,
                 last_step: Some(7),
+                kind: crate::store::KeyKind::Totp,
+                window: None,
                 created: 1,
             }),
             pending_totp: None,

@@ -46,11 +46,27 @@ pub struct TotpKey {
     pub algorithm: Algorithm,
     pub digits: u8,
     pub period: u64,
-    /// The last time step accepted; that step and every earlier one are used up (RFC 6238 §5.2).
+    /// The last time step (TOTP) or counter (HOTP) accepted; it and every earlier one are used
+    /// up (RFC 6238 §5.2, RFC 4226 §7.2).
     #[serde(default)]
     pub last_step: Option<u64>,
+    /// TOTP unless imported from an HOTP setup.
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// HOTP look-ahead: how many counters past the next one a code may match.
+    #[serde(default)]
+    pub window: Option<u32>,
     /// Unix seconds.
     pub created: u64,
+}
+
+/// Time-based (RFC 6238) or counter-based (RFC 4226).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    #[default]
+    Totp,
+    Hotp,
 }
 
 impl UserRecord {

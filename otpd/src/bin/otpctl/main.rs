@@ -8,7 +8,7 @@ mod output;
 use clap::Parser;
 use otp_proto::client::Connection;
 use otp_proto::{Command, CommandReply, MethodKind, Refusal, Reply, Request, Secret, Via};
-use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, Method, ViaArg};
+use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, ImportFormat, Method, ViaArg};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.fail(2, &e),
     };
+    if let Cmd::Import { format, file } = &cli.command {
+        return import(&socket, &out, cli.user.clone(), *format, file);
+    }
     let request = match build(&cli) {
         Ok(r) => r,
         Err(e) => return out.fail(2, &e),
@@ -150,6 +153,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
             user: admin_target()?,
         },
         Cmd::Users => Command::Users,
+        Cmd::Import { .. } => return Err("import is not a single request".into()),
     }))
 }
 
@@ -209,6 +213,58 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
         Err(otpd::config::ConfigError::Read { .. }) => Ok(PathBuf::from(otp_proto::DEFAULT_SOCKET)),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Read another tool's file here (root may read users' files) and hand each key to otpd.
+fn import(
+    socket: &std::path::Path,
+    out: &Output,
+    user: Option<String>,
+    format: ImportFormat,
+    file: &std::path::Path,
+) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => zeroize::Zeroizing::new(t),
+        Err(e) => return out.fail(2, &format!("cannot read {}: {e}", file.display())),
+    };
+    let keys = match format {
+        ImportFormat::GoogleAuthenticator => {
+            otpd::import::google_authenticator(&text).map(|k| vec![(user.clone(), k)])
+        }
+        ImportFormat::Oath => otpd::import::oath_usersfile(&text).map(|keys| {
+            keys.into_iter()
+                .filter(|(u, _)| user.as_ref().is_none_or(|want| want == u))
+                .map(|(u, k)| (Some(u), k))
+                .collect()
+        }),
+    };
+    let keys = match keys {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) => return out.fail(2, "no key for that user in the file"),
+        Err(e) => return out.fail(2, &format!("{}: {e}", file.display())),
+    };
+    let mut imported = Vec::new();
+    for (user, key) in keys {
+        let name = user.clone().unwrap_or_else(|| "you".into());
+        match call(socket, &Request::Command(Command::Import { user, key })) {
+            Ok(Reply::Done(_)) => imported.push(name),
+            Ok(Reply::Refused(r)) => return out.fail(1, &format!("{name}: {r}")),
+            Ok(other) => return out.fail(3, &format!("unexpected reply from otpd: {other:?}")),
+            Err(e) => return out.fail(3, &e),
+        }
+    }
+    if out.json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": true, "imported": imported })
+        );
+    } else {
+        println!(
+            "Imported: {}. Existing authenticator apps keep working.",
+            imported.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// Write recovery codes to `path` (given, or asked for on a terminal), mode 0600.
