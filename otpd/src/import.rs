@@ -106,7 +106,7 @@ pub fn oath_usersfile(text: &str) -> Result<Vec<(String, ImportedKey)>, ImportEr
 }
 
 fn unhex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
