@@ -38,13 +38,26 @@ pub struct Config {
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub unenrolled: Unenrolled,
     /// Offered without asking when a user has it among several methods (a user's own
     /// `otpctl default` wins).
     pub default_method: Option<otp_proto::MethodKind>,
+    /// How long the token `otpctl disable` mails to the user stays valid.
+    #[serde(deserialize_with = "duration")]
+    pub disable_token_ttl: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            unenrolled: Unenrolled::Deny,
+            default_method: None,
+            disable_token_ttl: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// A user with nothing enrolled, at login (`nullok` on the PAM line always means allow).

@@ -41,7 +41,7 @@ impl State {
         Ok(State {
             sms,
             accounts: Accounts::new(store, cfg.clone()),
-            challenges: Challenges::new(cfg.code.clone()),
+            challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
             email,
             host: hostname(),
             cfg,

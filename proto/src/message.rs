@@ -61,7 +61,14 @@ pub enum Command {
     /// What is enrolled, lockout state.
     Status { user: Option<String> },
     /// Remove the user's TOTP enrollment.
-    Disable { user: Option<String> },
+    Disable {
+        user: Option<String>,
+        /// One method, or every one.
+        method: Option<MethodKind>,
+        /// How the user proves it: a token mailed by an earlier `Disable`, or (with no address
+        /// on file) a current code or a recovery code. Admins acting for others need none.
+        proof: Option<DisableProof>,
+    },
     /// Make a new set of recovery codes (the old set dies). A user proves a current factor with
     /// `proof` (a code or a recovery code); admins need none.
     RecoveryCodes {
@@ -94,6 +101,13 @@ pub enum MethodKind {
     Totp,
     Email,
     Sms,
+}
+
+/// What a user shows to turn a second factor off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DisableProof {
+    Token(Secret),
+    Code(Secret),
 }
 
 /// How a code travels to its user.
@@ -166,6 +180,10 @@ pub enum DenyReason {
 pub enum CommandReply {
     /// A new pending TOTP enrollment: show it to the user once.
     TotpEnrollment(TotpEnrollment),
+    /// Disabling needs the token just mailed to `destination` (`otpctl disable --token`).
+    TokenSent {
+        destination: String,
+    },
     /// A new set of recovery codes: show them once.
     RecoveryCodes(Vec<Secret>),
     /// A code is on its way; `challenge` names it in logs.
@@ -280,6 +298,8 @@ pub enum Refusal {
     BadNumber(String),
     #[error("prove it is you: give a current code or a recovery code")]
     ProofRequired,
+    #[error("that token is wrong or has expired; run `otpctl disable` again for a new one")]
+    BadToken,
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("protocol version {got} is not supported (daemon speaks {supported})")]

@@ -479,3 +479,105 @@ fn a_pam_oath_usersfile_imports_and_oathtool_codes_log_in() {
     let run = PamService::otp(&otpd, "").login(&me(), &[&code]);
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
 }
+
+/// otpd mailing through `server`, the test user's address on file, TOTP enrolled.
+fn with_address(server: &otp_e2e::smtp::SmtpServer, extra: &str) -> (Daemon, String) {
+    let otpd = Daemon::start(&format!(
+        "{extra}\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        otp_e2e::smtp::email_section(server.port, "none", ""),
+        me()
+    ));
+    let secret = otpd.enroll_totp(&me());
+    (otpd, secret)
+}
+
+fn token_in(mail: &otp_e2e::smtp::Mail) -> String {
+    let line = mail.code();
+    line.strip_prefix("otpctl disable --token ")
+        .unwrap_or(&line)
+        .to_owned()
+}
+
+#[test]
+fn disabling_needs_the_token_mailed_to_the_user() {
+    if !otp_e2e::smtp::available() {
+        return;
+    }
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    let (otpd, _) = with_address(&server, "");
+    let asked = otpd.otpctl_json(&["disable", "totp"]);
+    assert_eq!(asked["token_sent"], "m***@e***.com", "{asked}");
+    assert_eq!(
+        otpd.otpctl_json(&["status"])["totp"],
+        "active",
+        "nothing is off yet"
+    );
+    let mail = server.next_mail();
+    assert!(
+        mail.header("Subject")
+            .unwrap()
+            .contains("Confirm turning off"),
+        "{}",
+        mail.raw
+    );
+    let token = token_in(&mail);
+    assert_eq!(token.len(), 12, "{token}");
+    let wrong = otpd.otpctl(&["disable", "totp", "--token", "AAAAAAAAAAAA"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", describe(&wrong));
+    let right = otpd.otpctl(&["disable", "totp", "--token", &token]);
+    assert!(right.status.success(), "{}", describe(&right));
+    let status = otpd.otpctl_json(&["status"]);
+    assert_eq!(status["totp"], "none");
+    assert_eq!(status["email"], "active", "only the named method is off");
+    assert!(otpd.logged("Totp disabled"), "{}", otpd.log());
+}
+
+#[test]
+fn an_expired_disable_token_is_refused() {
+    if !otp_e2e::smtp::available() {
+        return;
+    }
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    // A 1 ms validity has passed before the SMTP exchange even finishes.
+    let (otpd, _) = with_address(&server, "[policy]\ndisable_token_ttl = \"1ms\"\n");
+    otpd.otpctl_json(&["disable"]);
+    let token = token_in(&server.next_mail());
+    let late = otpd.otpctl(&["disable", "--token", &token]);
+    assert_eq!(late.status.code(), Some(1), "{}", describe(&late));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("expired"));
+    assert_eq!(otpd.otpctl_json(&["status"])["totp"], "active");
+}
+
+#[test]
+fn without_an_address_a_current_code_disables() {
+    let otpd = Daemon::start("");
+    let secret = otpd.enroll_totp(&me());
+    let bare = otpd.otpctl(&["disable"]);
+    assert_eq!(bare.status.code(), Some(1), "{}", describe(&bare));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("prove it is you"));
+    let wrong = otpd.otpctl(&["disable", "--code", "000000"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", describe(&wrong));
+    let ok = otpd.otpctl(&["disable", "--code", &code(&secret, now())]);
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert_eq!(otpd.otpctl_json(&["status"])["totp"], "none");
+}
+
+#[test]
+fn an_admin_disables_another_user_at_once() {
+    if !skip::require_root() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    otpd.enroll_totp("someone-else");
+    let out = otpd.otpctl(&["--user", "someone-else", "disable"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        otpd.otpctl_json(&["--user", "someone-else", "status"])["totp"],
+        "none"
+    );
+    assert!(
+        otpd.logged("user=someone-else by uid=0: all second factors disabled"),
+        "{}",
+        otpd.log()
+    );
+}

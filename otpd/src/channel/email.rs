@@ -1,7 +1,7 @@
 //! Email delivery over SMTP (lettre on tokio, rustls), with plain, STARTTLS or implicit TLS,
 //! optional AUTH, extra CA certificates, and a hard timeout.
 
-use super::{template, Channel, CodeMessage, Delivery, DeliveryError};
+use super::{template, Channel, CodeMessage, Delivery, DeliveryError, MessageKind};
 use crate::config::{EmailConfig, TlsMode};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -81,11 +81,15 @@ impl EmailChannel {
         let to: Address = to
             .parse()
             .map_err(|e| DeliveryError::Failed(format!("bad recipient: {e}")))?;
-        let body = template::render(&self.body, msg);
+        let (subject, body) = match msg.kind {
+            MessageKind::Code => (self.subject.as_str(), self.body.as_str()),
+            MessageKind::DisableToken => (template::DISABLE_SUBJECT, template::DISABLE_BODY),
+        };
+        let body = template::render(body, msg);
         Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(None, to))
-            .subject(template::render(&self.subject, msg).as_str())
+            .subject(template::render(subject, msg).as_str())
             .date_now()
             .message_id(None)
             .header(ContentType::TEXT_PLAIN)

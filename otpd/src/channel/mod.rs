@@ -16,12 +16,22 @@ use std::time::Duration;
 
 /// Everything a channel may put into its message.
 pub struct CodeMessage<'a> {
+    pub kind: MessageKind,
     pub user: &'a str,
     pub code: &'a Secret,
     /// The challenge id, for the recipient to quote to an admin.
     pub id: &'a str,
     pub validity: Duration,
     pub host: &'a str,
+}
+
+/// What the code is for, which decides the wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A login or confirmation code: the configured templates.
+    Code,
+    /// A token confirming that a second factor is to be turned off: fixed wording.
+    DisableToken,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,14 @@
 use super::CodeMessage;
 use std::time::Duration;
 
+/// The mail that confirms turning a second factor off.
+pub const DISABLE_SUBJECT: &str = "Confirm turning off your second factor on {{host}}";
+pub const DISABLE_BODY: &str =
+    "Hello {{user}},\n\nsomeone asked to turn off the second factor of your \
+account on {{host}}. If it was you, run\n\n    otpctl disable --token {{code}}\n\n\
+The token is valid for {{validity}}. If it was not you, do nothing and tell your \
+administrator.\n\n(request {{id}})\n";
+
 pub fn render(template: &str, msg: &CodeMessage) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(
         template
@@ -37,6 +45,7 @@ mod tests {
     fn every_placeholder_is_filled() {
         let code = Secret::new("123456");
         let msg = CodeMessage {
+            kind: crate::channel::MessageKind::Code,
             user: "alice",
             code: &code,
             id: "a1b2c3",

@@ -78,8 +78,19 @@ pub enum Cmd {
     },
     /// Show what is enrolled and whether the user is locked out.
     Status,
-    /// Remove the second factor.
-    Disable,
+    /// Turn second factors off: a user confirms with a token mailed to them (or, with no
+    /// address on file, a code); admins with --user do it at once.
+    Disable {
+        /// Only this method [default: all of them].
+        #[arg(value_enum)]
+        method: Option<DefaultArg>,
+        /// The token mailed by a first `otpctl disable`.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// A current code or a recovery code (for users with no address on file).
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
     /// Admin: lift a lockout (needs --user).
     Unlock,
     /// Admin: forget everything about a user (needs --user).

@@ -308,6 +308,33 @@ impl Accounts {
         .await
     }
 
+    /// Remove one method; true if it was there. (`None` is `disable`.)
+    pub async fn disable_method(
+        &self,
+        user: &str,
+        method: Option<MethodKind>,
+    ) -> Result<bool, StoreError> {
+        let Some(method) = method else {
+            return self.disable(user).await;
+        };
+        self.update(user, move |record| {
+            let Some(r) = record.as_mut() else {
+                return (false, false);
+            };
+            let had = match method {
+                MethodKind::Totp => {
+                    let had = r.totp.is_some() || r.pending_totp.is_some();
+                    (r.totp, r.pending_totp) = (None, None);
+                    had
+                }
+                MethodKind::Email => r.email.take().is_some(),
+                MethodKind::Sms => r.phone.take().is_some(),
+            };
+            (had, had)
+        })
+        .await
+    }
+
     /// Forget the user entirely: enrollments, replay state, lockout.
     pub async fn reset(&self, user: &str) -> Result<(), StoreError> {
         self.disable(user).await?;

@@ -25,6 +25,8 @@ pub enum Purpose {
     Login,
     /// The user controls this address or number; it becomes their email or SMS method.
     Confirm(Via, String),
+    /// The owner of the mailbox on file agrees to turn a second factor off (`None`: all).
+    Disable(Option<otp_proto::MethodKind>),
 }
 
 /// A sent code, as the daemon remembers it.
@@ -80,15 +82,18 @@ pub enum Answer {
 
 pub struct Challenges {
     cfg: CodeConfig,
+    /// How long a mailed disable token stays valid (`[policy] disable_token_ttl`).
+    disable_ttl: Duration,
     users: Mutex<HashMap<String, UserChallenges>>,
     /// Send times per destination within the last hour, whoever asked.
     destinations: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Challenges {
-    pub fn new(cfg: CodeConfig) -> Challenges {
+    pub fn new(cfg: CodeConfig, disable_ttl: Duration) -> Challenges {
         Challenges {
             cfg,
+            disable_ttl,
             users: Mutex::new(HashMap::new()),
             destinations: Mutex::new(HashMap::new()),
         }
@@ -140,7 +145,12 @@ impl Challenges {
             return Err(SendRefusal::Quota);
         }
         to.push_back(now);
-        let code = new_code(self.cfg.length, self.cfg.charset);
+        // A disable token is typed from a mail at leisure: longer-lived, and long enough that
+        // its life does not make it guessable.
+        let (code, ttl) = match purpose {
+            Purpose::Disable(_) => (new_code(12, Charset::Alphanumeric), self.disable_ttl),
+            _ => (new_code(self.cfg.length, self.cfg.charset), self.cfg.ttl),
+        };
         let id = new_id();
         let salt = random::<16>();
         u.open.retain(|c| c.expires > now);
@@ -152,7 +162,7 @@ impl Challenges {
             id: id.clone(),
             purpose,
             salt,
-            expires: now + self.cfg.ttl,
+            expires: now + ttl,
             attempts: 0,
         });
         u.sends.push_back(now);
@@ -304,7 +314,7 @@ mod tests {
     fn challenges(f: impl FnOnce(&mut CodeConfig)) -> Challenges {
         let mut cfg = CodeConfig::default();
         f(&mut cfg);
-        Challenges::new(cfg)
+        Challenges::new(cfg, Duration::from_secs(900))
     }
 
     const DEST: &str = "alice@example.com";

@@ -8,7 +8,9 @@ use crate::policy::accounts::{hostname, EnrollError, ImportRefused, Target, Verd
 use crate::policy::challenge::{Answer, Purpose};
 use crate::policy::totp;
 use crate::state::State;
-use otp_proto::{Command, CommandReply, Refusal, Reply, Secret, TotpEnrollment, Via};
+use otp_proto::{
+    Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Secret, TotpEnrollment, Via,
+};
 use std::time::Instant;
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
@@ -97,14 +99,11 @@ async fn execute(
                 accounts.status(&user).await.map_err(internal)?,
             ))
         }
-        Command::Disable { user } => {
-            let user = caller.target(user)?;
-            if !accounts.disable(&user).await.map_err(internal)? {
-                return Err(Refusal::NotEnrolled(user));
-            }
-            changed(caller, &user, "second factors disabled");
-            Ok(CommandReply::Ok)
-        }
+        Command::Disable {
+            user,
+            method,
+            proof,
+        } => disable(caller, state, caller.target(user)?, method, proof).await,
         Command::Unlock { user } => {
             caller.require_admin()?;
             accounts.unlock(&user);
@@ -185,10 +184,12 @@ async fn verify(
         }
         Verdict::Accepted => Ok(CommandReply::Verified { activated: false }),
         Verdict::Wrong | Verdict::Replayed | Verdict::NotEnrolled => {
-            match state
-                .challenges
-                .answer(&user, code.expose(), |_| true, Instant::now())
-            {
+            match state.challenges.answer(
+                &user,
+                code.expose(),
+                |p| !matches!(p, Purpose::Disable(_)),
+                Instant::now(),
+            ) {
                 Answer::Accepted {
                     purpose: Purpose::Confirm(via, destination),
                     ..
@@ -201,7 +202,7 @@ async fn verify(
                     Ok(CommandReply::Verified { activated: true })
                 }
                 Answer::Accepted {
-                    purpose: Purpose::Login,
+                    purpose: Purpose::Login | Purpose::Disable(_),
                     ..
                 } => Ok(CommandReply::Verified { activated: false }),
                 Answer::Expired => Err(Refusal::CodeExpired),
@@ -254,6 +255,61 @@ async fn prove(state: &State, user: &str, code: &Secret) -> Result<(), Refusal> 
         accounts.fail(user);
         Err(Refusal::WrongCode)
     }
+}
+
+/// Turn a method (or all) off. An admin acting for someone else does it at once. A user with
+/// an address on file confirms with a token mailed there (so a stolen session cannot quietly
+/// drop the second factor); without one, with a current code or a recovery code.
+async fn disable(
+    caller: &Caller,
+    state: &State,
+    user: String,
+    method: Option<MethodKind>,
+    proof: Option<DisableProof>,
+) -> Result<CommandReply, Refusal> {
+    let for_someone_else = caller.admin && caller.name.as_deref() != Some(user.as_str());
+    let address = state.accounts.methods(&user).await.map_err(internal)?.email;
+    match (for_someone_else, proof, address) {
+        (true, _, _) => {}
+        (false, Some(DisableProof::Token(token)), _) => {
+            let answer = state.challenges.answer(
+                &user,
+                token.expose(),
+                |p| *p == Purpose::Disable(method),
+                Instant::now(),
+            );
+            if !matches!(answer, Answer::Accepted { .. }) {
+                return Err(Refusal::BadToken);
+            }
+        }
+        (false, Some(DisableProof::Code(code)), None) => prove(state, &user, &code).await?,
+        (false, _, Some(address)) => {
+            let purpose = Purpose::Disable(method);
+            return match send(state, &user, Via::Email, &address, purpose).await? {
+                CommandReply::CodeSent { destination, .. } => {
+                    changed(
+                        caller,
+                        &user,
+                        "disable requested; confirmation token mailed",
+                    );
+                    Ok(CommandReply::TokenSent { destination })
+                }
+                other => Ok(other),
+            };
+        }
+        (false, _, None) => return Err(Refusal::ProofRequired),
+    }
+    if !state
+        .accounts
+        .disable_method(&user, method)
+        .await
+        .map_err(internal)?
+    {
+        return Err(Refusal::NotEnrolled(user));
+    }
+    let what = method.map_or("all second factors".to_owned(), |m| format!("{m:?}"));
+    changed(caller, &user, &format!("{what} disabled"));
+    Ok(CommandReply::Ok)
 }
 
 /// Register an address or number: it counts once the code sent there comes back to `verify`.

@@ -1,7 +1,7 @@
 //! Sending a code: issue a challenge (cooldown, quotas, invalidation are the policy's), hand it
 //! to the channel, and void it if delivery fails. Shared by logins and `otpctl`.
 
-use crate::channel::{mask, CodeMessage};
+use crate::channel::{mask, CodeMessage, MessageKind};
 use crate::policy::challenge::{Purpose, SendRefusal};
 use crate::state::State;
 use otp_proto::Via;
@@ -35,6 +35,7 @@ pub async fn send_code(
     let Some(channel) = state.channel(via) else {
         return Err(SendError::Unavailable);
     };
+    let is_token = matches!(purpose, Purpose::Disable(_));
     let issued = state
         .challenges
         .issue(user, purpose, destination, Instant::now())
@@ -48,6 +49,11 @@ pub async fn send_code(
             }
         })?;
     let msg = CodeMessage {
+        kind: if is_token {
+            MessageKind::DisableToken
+        } else {
+            MessageKind::Code
+        },
         user,
         code: &issued.code,
         id: &issued.id,

@@ -7,7 +7,9 @@ mod output;
 
 use clap::Parser;
 use otp_proto::client::Connection;
-use otp_proto::{Command, CommandReply, MethodKind, Refusal, Reply, Request, Secret, Via};
+use otp_proto::{
+    Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Request, Secret, Via,
+};
 use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, ImportFormat, Method, ViaArg};
 use output::Output;
 use std::path::PathBuf;
@@ -123,12 +125,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
         },
         Cmd::Default { method } => Command::SetDefault {
             user,
-            method: match method {
-                DefaultArg::Totp => Some(MethodKind::Totp),
-                DefaultArg::Email => Some(MethodKind::Email),
-                DefaultArg::Sms => Some(MethodKind::Sms),
-                DefaultArg::None => None,
-            },
+            method: method_kind(*method),
         },
         Cmd::Send { via } => Command::Send {
             user,
@@ -145,7 +142,19 @@ fn build(cli: &Cli) -> Result<Request, String> {
             },
         },
         Cmd::Status => Command::Status { user },
-        Cmd::Disable => Command::Disable { user },
+        Cmd::Disable {
+            method,
+            token,
+            code,
+        } => Command::Disable {
+            user,
+            method: method.and_then(method_kind),
+            proof: match (token, code) {
+                (Some(t), _) => Some(DisableProof::Token(Secret::new(t.clone()))),
+                (None, Some(c)) => Some(DisableProof::Code(Secret::new(c.clone()))),
+                (None, None) => None,
+            },
+        },
         Cmd::Unlock => Command::Unlock {
             user: admin_target()?,
         },
@@ -309,6 +318,15 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+fn method_kind(arg: DefaultArg) -> Option<MethodKind> {
+    match arg {
+        DefaultArg::Totp => Some(MethodKind::Totp),
+        DefaultArg::Email => Some(MethodKind::Email),
+        DefaultArg::Sms => Some(MethodKind::Sms),
+        DefaultArg::None => None,
+    }
 }
 
 fn is_root() -> bool {

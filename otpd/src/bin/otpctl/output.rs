@@ -74,6 +74,10 @@ impl Output {
                 destination,
             } => println!("A code was sent to {destination} (request {challenge})."),
             CommandReply::RecoveryCodes(codes) => self.recovery_codes(codes),
+            CommandReply::TokenSent { destination } => println!(
+                "To confirm, run `otpctl disable --token TOKEN` with the token just mailed to \
+                 {destination}."
+            ),
             CommandReply::Ok => println!("Done."),
         }
     }
@@ -107,6 +111,9 @@ fn done_json(done: &CommandReply) -> serde_json::Value {
             challenge,
             destination,
         } => json!({ "ok": true, "challenge": challenge, "destination": destination }),
+        CommandReply::TokenSent { destination } => {
+            json!({ "ok": true, "token_sent": destination })
+        }
         CommandReply::RecoveryCodes(codes) => json!({
             "ok": true,
             "recovery_codes": codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
