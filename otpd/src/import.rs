@@ -80,7 +80,7 @@ pub fn oath_usersfile(text: &str) -> Result<Vec<(String, ImportedKey)>, ImportEr
                 digits = part.parse().map_err(|_| bad("bad digit count"))?;
             }
         }
-        let secret = unhex(hex).ok_or_else(|| bad("the secret is not hex"))?;
+        let secret = crate::hex::decode(hex).ok_or_else(|| bad("the secret is not hex"))?;
         let counter = match rest.first() {
             Some(c) if !totp => Some(c.parse().map_err(|_| bad("bad counter"))?),
             _ if !totp => Some(0),
@@ -103,17 +103,6 @@ pub fn oath_usersfile(text: &str) -> Result<Vec<(String, ImportedKey)>, ImportEr
         return Err(ImportError::Empty);
     }
     Ok(keys)
-}
-
-fn unhex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    bytes.map(zeroize::Zeroizing::new)
 }
 
 fn base32(bytes: &[u8]) -> String {

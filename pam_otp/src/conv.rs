@@ -9,41 +9,7 @@ use otp_proto::Secret;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
 
-const PAM_SUCCESS: c_int = 0;
-const PAM_SERVICE: c_int = 1;
-const PAM_TTY: c_int = 3;
-const PAM_RHOST: c_int = 4;
-const PAM_CONV: c_int = 5;
-
-const PAM_PROMPT_ECHO_OFF: c_int = 1;
-const PAM_PROMPT_ECHO_ON: c_int = 2;
-const PAM_ERROR_MSG: c_int = 3;
-const PAM_TEXT_INFO: c_int = 4;
-
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-type ConvFn = unsafe extern "C" fn(
-    c_int,
-    *mut *const PamMessage,
-    *mut *mut PamResponse,
-    *mut c_void,
-) -> c_int;
-
-#[repr(C)]
-struct PamConv {
-    conv: Option<ConvFn>,
-    appdata_ptr: *mut c_void,
-}
+use crate::ffi::*;
 
 #[link(name = "pam")]
 extern "C" {

@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conv;
+pub mod ffi;
 pub mod options;
 pub mod relay;
 

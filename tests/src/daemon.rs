@@ -95,6 +95,21 @@ impl Daemon {
             .expect("run otpctl")
     }
 
+    /// Run otpctl against this daemon as `nobody` (root only), to play an unprivileged user.
+    /// Opens the daemon's directory to others so the socket is reachable.
+    pub fn otpctl_as_nobody(&self, args: &[&str]) -> Output {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the test dir");
+        crate::skip::as_nobody(&artifacts::otpctl())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run otpctl as nobody")
+    }
+
     /// `otpctl --json ARGS`, parsed; panics with the output unless it exits 0.
     pub fn otpctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];

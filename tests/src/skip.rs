@@ -1,4 +1,5 @@
-//! Tests that need root or a system package say why they skip instead of passing silently.
+//! Tests that need root or a system package say why they skip instead of passing silently;
+//! root-only tests play an unprivileged user through `as_nobody`.
 
 use std::path::Path;
 
@@ -24,4 +25,13 @@ pub fn require_file(path: &str, package: &str) -> bool {
         Path::new(path).exists(),
         &format!("{path} missing (apt-get install {package})"),
     )
+}
+
+/// `program` run as `nobody` (uid and gid 65534, no groups) through util-linux's setpriv; the
+/// caller must be root.
+pub fn as_nobody(program: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program);
+    cmd
 }

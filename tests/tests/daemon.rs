@@ -9,7 +9,6 @@ use otp_proto::{Command, Refusal, Reply, Request, PROTOCOL_VERSION};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 fn connect(otpd: &Daemon) -> UnixStream {
@@ -151,47 +150,23 @@ fn otpctl_exit_codes_say_what_happened() {
     assert_eq!(down.status.code(), Some(3), "{}", describe(&down));
 }
 
-/// Run a program as `nobody`, with pam_wrapper when `service` is given.
-fn as_nobody(program: &std::path::Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
 #[test]
 fn another_uid_may_manage_and_authenticate_only_itself() {
     if !skip::require_root() {
         return;
     }
     let otpd = Daemon::start("");
-    std::fs::set_permissions(otpd.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     otpd.enroll_totp(&me());
-    let config = otpd.config.to_string_lossy().into_owned();
-    let otpctl = artifacts::otpctl();
 
-    let other = as_nobody(&otpctl, &["--config", &config, "--user", &me(), "status"])
-        .output()
-        .unwrap();
+    let other = otpd.otpctl_as_nobody(&["--user", &me(), "status"]);
     assert_eq!(other.status.code(), Some(1), "{}", describe(&other));
     assert!(String::from_utf8_lossy(&other.stderr).contains("permission denied"));
-    let enroll = as_nobody(
-        &otpctl,
-        &["--config", &config, "--user", &me(), "enroll", "totp"],
-    )
-    .output()
-    .unwrap();
+    let enroll = otpd.otpctl_as_nobody(&["--user", &me(), "enroll", "totp"]);
     assert_eq!(enroll.status.code(), Some(1), "{}", describe(&enroll));
-    let own = as_nobody(&otpctl, &["--config", &config, "--json", "status"])
-        .output()
-        .unwrap();
+    let own = otpd.otpctl_as_nobody(&["--json", "status"]);
     assert!(own.status.success(), "{}", describe(&own));
     assert!(String::from_utf8_lossy(&own.stdout).contains("\"user\":\"nobody\""));
-    let users = as_nobody(&otpctl, &["--config", &config, "users"])
-        .output()
-        .unwrap();
+    let users = otpd.otpctl_as_nobody(&["users"]);
     assert_eq!(
         users.status.code(),
         Some(1),
@@ -205,7 +180,8 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
     // A screen locker running as nobody tries to unlock someone else's session.
     let service = PamService::otp(&otpd, "");
     std::fs::set_permissions(service.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = as_nobody(&artifacts::pamclient(), &[&service.name, &me()])
+    let out = skip::as_nobody(&artifacts::pamclient())
+        .args([&service.name, &me()])
         .env("LD_PRELOAD", pam::wrapper().unwrap())
         .env("PAM_WRAPPER", "1")
         .env("PAM_WRAPPER_SERVICE_DIR", service.dir())

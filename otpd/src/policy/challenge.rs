@@ -257,8 +257,9 @@ fn forget_older_than_an_hour(sends: &mut VecDeque<Instant>, now: Instant) {
     }
 }
 
-/// Codes are compared without spaces or dashes and without case.
-fn normalize(code: &str) -> zeroize::Zeroizing<String> {
+/// Codes are compared without spaces or dashes and without case ("abcde-fghij", "ABCDE FGHIJ"
+/// and "ABCDEFGHIJ" are one code); recovery codes too.
+pub(crate) fn normalize(code: &str) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(
         code.chars()
             .filter(|c| !c.is_whitespace() && *c != '-')

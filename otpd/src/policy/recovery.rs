@@ -2,7 +2,9 @@
 //! Stored only as argon2id hashes with a salt each (slow on purpose: a stolen store does not
 //! give them away); checked only after the answer failed as an ordinary code.
 
+use super::challenge::normalize;
 use crate::config::Charset;
+use crate::hex;
 use argon2::{Algorithm, Argon2, Params, Version};
 use otp_proto::Secret;
 use serde::{Deserialize, Serialize};
@@ -51,11 +53,11 @@ pub fn find(code: &str, set: &[RecoveryHash]) -> Option<RecoveryHash> {
     let code = normalize(code);
     let mut found = None;
     for h in set {
-        let (Some(salt), Some(want)) = (unhex(&h.salt), unhex(&h.hash)) else {
+        let (Some(salt), Some(want)) = (hex::decode(&h.salt), hex::decode(&h.hash)) else {
             continue;
         };
         let got = derive(&code, &salt);
-        if bool::from(got.ct_eq(&want)) && found.is_none() {
+        if bool::from(got.ct_eq(want.as_slice())) && found.is_none() {
             found = Some(h.clone());
         }
     }
@@ -65,8 +67,8 @@ pub fn find(code: &str, set: &[RecoveryHash]) -> Option<RecoveryHash> {
 fn hash_new(code: &str) -> RecoveryHash {
     let salt = super::challenge::random::<16>();
     RecoveryHash {
-        salt: hex(&salt),
-        hash: hex(&derive(&normalize(code), &salt)),
+        salt: hex::encode(&salt),
+        hash: hex::encode(&derive(&normalize(code), &salt)),
     }
 }
 
@@ -84,27 +86,6 @@ fn derive(code: &str, salt: &[u8]) -> Vec<u8> {
         out.fill(0);
     }
     out
-}
-
-/// "abcde-fghij", "ABCDE FGHIJ" and "ABCDEFGHIJ" are the same code.
-fn normalize(code: &str) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(
-        code.chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-    )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

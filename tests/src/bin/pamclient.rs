@@ -7,23 +7,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io::{BufRead, Write};
 use std::ptr;
 
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-#[repr(C)]
-struct PamConv {
-    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
-    appdata_ptr: *mut c_void,
-}
+use pam_otp::ffi::{PamConv, PamMessage, PamResponse, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON};
 
 #[link(name = "pam")]
 extern "C" {
@@ -47,7 +31,7 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-extern "C" fn conversation(
+unsafe extern "C" fn conversation(
     n: c_int,
     msgs: *mut *const PamMessage,
     resp: *mut *mut PamResponse,
@@ -64,13 +48,13 @@ extern "C" fn conversation(
             .to_string_lossy()
             .replace('\n', "\\n");
         let kind = match msg.msg_style {
-            1 => "PROMPT_ECHO_OFF",
-            2 => "PROMPT_ECHO_ON",
+            PAM_PROMPT_ECHO_OFF => "PROMPT_ECHO_OFF",
+            PAM_PROMPT_ECHO_ON => "PROMPT_ECHO_ON",
             3 => "ERROR",
             _ => "INFO",
         };
         say(&format!("{kind}: {text}"));
-        if msg.msg_style == 1 || msg.msg_style == 2 {
+        if msg.msg_style == PAM_PROMPT_ECHO_OFF || msg.msg_style == PAM_PROMPT_ECHO_ON {
             let mut line = String::new();
             if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
                 unsafe { libc::free(replies as *mut c_void) };
@@ -93,7 +77,7 @@ fn main() {
     let service = CString::new(args[1].as_str()).expect("service");
     let user = CString::new(args[2].as_str()).expect("user");
     let conv = PamConv {
-        conv: conversation,
+        conv: Some(conversation),
         appdata_ptr: ptr::null_mut(),
     };
     let mut pamh: *mut c_void = ptr::null_mut();
