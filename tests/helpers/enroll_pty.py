@@ -20,7 +20,7 @@ def main():
         encoding="utf-8", timeout=20, dimensions=(80, 200),
     )
     child.expect("Scan this QR code with your authenticator app:")
-    child.expect("Can't scan it\\? Show the key instead\\? \\[y/N\\] ")
+    child.expect("Can't scan it\\? Show the key instead\\? \\[Y/n\\] ")
     qr = [l for l in child.before.replace("\r", "").split("\n") if l.strip()]
     with open(qr_out, "w") as f:
         f.write("\n".join(qr) + "\n")

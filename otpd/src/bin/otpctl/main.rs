@@ -39,7 +39,8 @@ fn main() -> ExitCode {
     match (cli.command, reply) {
         (Cmd::Enroll { codes_file, .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
             out.enrollment(&e);
-            if !cli.json && ask_yes("Can't scan it? Show the key instead? [y/N] ") {
+            // Shown unless declined: typing the key is the fallback when a camera cannot scan.
+            if !cli.json && !ask_no("Can't scan it? Show the key instead? [Y/n] ") {
                 out.key(&e);
             }
             out.recovery_codes(&e.recovery_codes);
@@ -333,8 +334,9 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn ask_yes(prompt: &str) -> bool {
-    ask_visible(prompt).is_some_and(|a| matches!(a.trim(), "y" | "Y" | "yes"))
+/// True only for an explicit no; an empty answer or no terminal takes the default (yes).
+fn ask_no(prompt: &str) -> bool {
+    ask_visible(prompt).is_some_and(|a| matches!(a.trim(), "n" | "N" | "no"))
 }
 
 fn ask_hidden(prompt: &str) -> Result<Secret, String> {
