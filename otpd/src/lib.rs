@@ -12,6 +12,7 @@ pub mod hex;
 pub mod import;
 pub mod logging;
 pub mod peer;
+pub mod peer_limit;
 pub mod policy;
 pub mod qr;
 pub mod server;

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::peer::Caller;
+use crate::peer_limit::{PeerLimit, PER_UID};
 use crate::session;
 use crate::state::State;
 use crate::store::{FileStore, StoreError};
@@ -41,6 +42,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let listener = bind(&shared.cfg.socket)?;
     log::info!("listening on {}", shared.cfg.socket.display());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_uid = PeerLimit::default();
     tokio::pin!(shutdown);
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -50,9 +52,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
+                    let (shared, per_uid) = (shared.clone(), per_uid.clone());
                     tokio::spawn(async move {
-                        serve(stream, &shared).await;
+                        serve(stream, &shared, &per_uid).await;
                         drop(permit);
                     });
                 }
@@ -66,12 +68,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
-async fn serve(stream: UnixStream, shared: &State) {
+async fn serve(stream: UnixStream, shared: &State, limit: &PeerLimit) {
     let Ok(cred) = stream.peer_cred() else {
         log::warn!("connection without peer credentials dropped");
         return;
     };
     let uid = cred.uid();
+    let Some(_slot) = limit.acquire(uid) else {
+        log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another");
+        return;
+    };
     let group = shared.cfg.admin_group.clone();
     let Ok(caller) =
         tokio::task::spawn_blocking(move || Caller::identify(uid, group.as_deref())).await

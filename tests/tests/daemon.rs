@@ -195,3 +195,52 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
         otpd.log()
     );
 }
+
+#[test]
+fn one_user_holding_connections_cannot_lock_others_out() {
+    if !skip::require_root() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    // Opens the test dir to others as a side effect, so nobody can reach the socket.
+    let before = otpd.otpctl_as_nobody(&["status"]);
+    assert!(before.status.success(), "{}", describe(&before));
+    let hold = "import socket, sys\n\
+                conns = [socket.socket(socket.AF_UNIX) for _ in range(16)]\n\
+                [c.connect(sys.argv[1]) for c in conns]\n\
+                print('HELD', flush=True)\n\
+                sys.stdin.read()\n";
+    let mut holder = skip::as_nobody(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", hold])
+        .arg(&otpd.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "HELD");
+    let refused = otpd.otpctl_as_nobody(&["status"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "the 17th is refused: {}",
+        describe(&refused)
+    );
+    let root = otpd.otpctl(&["status"]);
+    assert!(
+        root.status.success(),
+        "root is not affected: {}",
+        describe(&root)
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert!(
+        otpd.logged("more than 16 connections open"),
+        "{}",
+        otpd.log()
+    );
+}
