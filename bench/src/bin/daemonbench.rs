@@ -18,9 +18,18 @@ fn main() {
     let concs = list_arg("--conc", "1,2,8,64");
     std::fs::create_dir_all(&dir).expect("dir");
     let prefix = "d";
-    write_otpd_users(&dir.join("state"), prefix, 0, users, false);
-    let (cfg, socket) = otpd_config(&dir, "");
-    let daemon = Otpd::start(&otpd, &cfg, &socket);
+    // `--socket S --pid P`: drive a daemon someone else started (for profiling it).
+    let external: Option<PathBuf> = std::env::args().any(|a| a == "--socket").then(|| arg("--socket", PathBuf::new()));
+    let (daemon, socket, pid) = match external {
+        Some(s) => (None, s, arg("--pid", 0u32)),
+        None => {
+            write_otpd_users(&dir.join("state"), prefix, 0, users, false);
+            let (cfg, socket) = otpd_config(&dir, "");
+            let d = Otpd::start(&otpd, &cfg, &socket);
+            let pid = d.pid();
+            (Some(d), socket, pid)
+        }
+    };
     let next = Arc::new(AtomicUsize::new(0));
     for _ in 0..20 {
         otp_login(&socket, prefix, next.fetch_add(1, Ordering::Relaxed));
@@ -28,7 +37,7 @@ fn main() {
     let mut points = Vec::new();
     for &conc in &concs {
         let stop = Arc::new(AtomicBool::new(false));
-        let cpu0 = daemon.cpu_seconds();
+        let cpu0 = otp_bench::cpu_seconds(pid);
         let t0 = Instant::now();
         let handles: Vec<_> = (0..conc)
             .map(|_| {
@@ -59,7 +68,7 @@ fn main() {
             fails += f;
         }
         let elapsed = t0.elapsed().as_secs_f64();
-        let cpu = daemon.cpu_seconds() - cpu0;
+        let cpu = otp_bench::cpu_seconds(pid) - cpu0;
         let n = st.us.len();
         let rate = n as f64 / elapsed;
         let cpu_us = if n > 0 { cpu * 1e6 / n as f64 } else { 0.0 };
@@ -73,7 +82,7 @@ fn main() {
             "otpd_cores_busy": cpu / elapsed, "failed": fails,
         }));
     }
-    let rss = daemon.rss_kib();
+    let rss = daemon.as_ref().map(|d| d.rss_kib()).unwrap_or(0);
     drop(daemon);
     write_json(
         std::path::Path::new(&out),

@@ -1,4 +1,4 @@
-//! In-process PAM throughput: N threads, each looping pam_start / pam_authenticate / pam_end
+//! In-process PAM throughput: N client processes (forked), each looping pam_start / pam_authenticate / pam_end
 //! through the real libpam (run it under pam_wrapper), every login for a distinct user whose
 //! current TOTP code the conversation computes in-process.
 //!
@@ -8,8 +8,7 @@
 use otp_bench::{arg, list_arg, totp_now, user, write_json, Stats};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[repr(C)]
@@ -91,52 +90,78 @@ fn main() {
     let out: String = arg("--out", format!("{stack}.json"));
     let concs = list_arg("--conc", "1,2,8,64");
 
-    let next = Arc::new(AtomicUsize::new(0));
+    let warm = AtomicUsize::new(0);
+    let next = &warm;
     // Warm-up: load the modules, touch the files once.
     for _ in 0..20 {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let name = CString::new(user(&prefix, i % users)).expect("name");
         login(&service, &name, i % users);
     }
+    // The counter every client process takes users from, in shared memory.
+    let shared = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(shared != libc::MAP_FAILED, "mmap");
+    let next = unsafe { &*(shared as *const AtomicUsize) };
+    next.store(warm.load(Ordering::Relaxed), Ordering::SeqCst);
+    let scratch = std::env::temp_dir().join(format!("pambench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch");
     let mut points = Vec::new();
     for &conc in &concs {
-        let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
-        let handles: Vec<_> = (0..conc)
-            .map(|_| {
-                let (next, stop, service) = (next.clone(), stop.clone(), service.clone());
-                let prefix = prefix.clone();
-                std::thread::spawn(move || {
-                    let (mut st, mut fails) = (Stats::default(), 0usize);
-                    let deadline = t0 + Duration::from_secs_f64(secs);
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let mut i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= users {
-                            if !wrap {
-                                stop.store(true, Ordering::Relaxed);
-                                break;
-                            }
-                            i %= users;
+        let deadline = t0 + Duration::from_secs_f64(secs);
+        // One process per client, as sshd forks one per login: libpam and modules keep
+        // per-process state (pam_oath's fcntl lock on its users file is per process).
+        let mut kids = Vec::new();
+        for k in 0..conc {
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                let (mut st, mut fails) = (Stats::default(), 0usize);
+                while Instant::now() < deadline {
+                    let mut i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= users {
+                        if !wrap {
+                            break;
                         }
-                        let name = CString::new(user(&prefix, i)).expect("name");
-                        let s = Instant::now();
-                        let ok = login(&service, &name, i);
-                        st.us.push(s.elapsed().as_micros() as u64);
-                        if !ok {
-                            fails += 1;
-                        }
+                        i %= users;
                     }
-                    (st, fails)
-                })
-            })
-            .collect();
-        let (mut st, mut fails) = (Stats::default(), 0);
-        for h in handles {
-            let (s, f) = h.join().expect("thread");
-            st.merge(s);
-            fails += f;
+                    let name = CString::new(user(&prefix, i)).expect("name");
+                    let s = Instant::now();
+                    // Only successful logins count toward auth/s and the percentiles.
+                    if login(&service, &name, i) {
+                        st.us.push(s.elapsed().as_micros() as u64);
+                    } else {
+                        fails += 1;
+                    }
+                }
+                let text: Vec<String> = st.us.iter().map(|v| v.to_string()).collect();
+                let body = format!("{fails}\n{}\n", text.join("\n"));
+                let _ = std::fs::write(scratch.join(format!("{k}")), body);
+                unsafe { libc::_exit(0) };
+            }
+            kids.push(pid);
+        }
+        for pid in kids {
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        let (mut st, mut fails) = (Stats::default(), 0);
+        for k in 0..conc {
+            let text = std::fs::read_to_string(scratch.join(format!("{k}"))).unwrap_or_default();
+            let mut lines = text.lines();
+            fails += lines.next().and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+            st.us.extend(lines.filter_map(|l| l.parse::<u64>().ok()));
+        }
         let n = st.us.len();
         let rate = n as f64 / elapsed;
         eprintln!(
@@ -149,6 +174,7 @@ fn main() {
             "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "failed": fails,
         }));
     }
+    let _ = std::fs::remove_dir_all(&scratch);
     write_json(
         std::path::Path::new(&out),
         &serde_json::json!({"stack": stack, "users": users, "points": points}),
