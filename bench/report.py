@@ -81,7 +81,7 @@ o.append("```sh\nsudo bench/run        # as root: builds release, runs all four 
 o.append("Each data point runs for a few seconds (`SECS`, default 3). Every login is for a distinct "
          "user with that user's current TOTP code, computed in-process (HMAC-SHA1), so every code "
          "is used once and every login is valid; replay protection is on in all three OTP "
-         "modules. The clients are threads of one process (`bench/src/bin/pambench.rs`) looping "
+         "modules. The clients are forked processes of `bench/src/bin/pambench.rs` (one per concurrent client, as sshd forks per login), each looping "
          "`pam_start` / `pam_authenticate` / `pam_end` through the real libpam under pam_wrapper.\n")
 
 o.append("## Targets\n")

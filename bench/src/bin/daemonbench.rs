@@ -19,7 +19,9 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("dir");
     let prefix = "d";
     // `--socket S --pid P`: drive a daemon someone else started (for profiling it).
-    let external: Option<PathBuf> = std::env::args().any(|a| a == "--socket").then(|| arg("--socket", PathBuf::new()));
+    let external: Option<PathBuf> = std::env::args()
+        .any(|a| a == "--socket")
+        .then(|| arg("--socket", PathBuf::new()));
     let (daemon, socket, pid) = match external {
         Some(s) => (None, s, arg("--pid", 0u32)),
         None => {

@@ -146,7 +146,8 @@ fn main() {
                 let text: Vec<String> = st.us.iter().map(|v| v.to_string()).collect();
                 let body = format!("{fails}\n{}\n", text.join("\n"));
                 let _ = std::fs::write(scratch.join(format!("{k}")), body);
-                unsafe { libc::_exit(0) };
+                // exit, not _exit: pam_wrapper removes its per-process dir in a destructor.
+                unsafe { libc::exit(0) };
             }
             kids.push(pid);
         }
@@ -159,7 +160,10 @@ fn main() {
         for k in 0..conc {
             let text = std::fs::read_to_string(scratch.join(format!("{k}"))).unwrap_or_default();
             let mut lines = text.lines();
-            fails += lines.next().and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+            fails += lines
+                .next()
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(0);
             st.us.extend(lines.filter_map(|l| l.parse::<u64>().ok()));
         }
         let n = st.us.len();

@@ -55,5 +55,8 @@ fn main() {
             "write_seconds": write_s,
         }));
     }
-    write_json(std::path::Path::new(&out), &serde_json::json!({"points": points}));
+    write_json(
+        std::path::Path::new(&out),
+        &serde_json::json!({"points": points}),
+    );
 }

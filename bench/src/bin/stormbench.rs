@@ -73,7 +73,13 @@ fn raise_fd_limit() {
 }
 
 /// TOTP logins at `conc` for `secs`, each a fresh user from `next`.
-fn totp_phase(socket: &Path, next: &Arc<AtomicUsize>, users: usize, conc: usize, secs: f64) -> (Stats, usize) {
+fn totp_phase(
+    socket: &Path,
+    next: &Arc<AtomicUsize>,
+    users: usize,
+    conc: usize,
+    secs: f64,
+) -> (Stats, usize) {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..conc)
         .map(|_| {
@@ -140,7 +146,9 @@ fn main() {
     let (base, base_fail) = totp_phase(&socket, &next, totp_users, conc, secs);
     eprintln!(
         "stormbench quiet: {} TOTP logins, p50 {:.0}us p99 {:.0}us, failed {base_fail}",
-        base.us.len(), base.pct(50.0), base.pct(99.0)
+        base.us.len(),
+        base.pct(50.0),
+        base.pct(99.0)
     );
 
     // The storm: `emails` clients, each beginning an email login for a fresh user, waiting for
@@ -150,7 +158,8 @@ fn main() {
     let started = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..emails)
         .map(|_| {
-            let (stop, enext, socket, started) = (stop.clone(), enext.clone(), socket.clone(), started.clone());
+            let (stop, enext, socket, started) =
+                (stop.clone(), enext.clone(), socket.clone(), started.clone());
             std::thread::Builder::new()
                 .stack_size(STACK)
                 .spawn(move || {
@@ -159,10 +168,17 @@ fn main() {
                         if i >= email_users {
                             break;
                         }
-                        let Ok(mut c) = Connection::connect(&socket, Duration::from_secs(20)) else {
+                        let Ok(mut c) = Connection::connect(&socket, Duration::from_secs(20))
+                        else {
                             continue;
                         };
-                        let login = Login { user: user("e", i), service: "bench".into(), rhost: None, tty: None, nullok: false };
+                        let login = Login {
+                            user: user("e", i),
+                            service: "bench".into(),
+                            rhost: None,
+                            tty: None,
+                            nullok: false,
+                        };
                         started.fetch_add(1, Ordering::Relaxed);
                         if c.send(&Request::Begin(login)).is_ok() {
                             let _ = c.recv();
@@ -174,7 +190,9 @@ fn main() {
         .collect();
     // Let the storm build up to its steady state.
     let ramp = Instant::now();
-    while IN_FLIGHT.load(Ordering::SeqCst) < (emails as i64 * 9 / 10) && ramp.elapsed() < Duration::from_secs(5) {
+    while IN_FLIGHT.load(Ordering::SeqCst) < (emails as i64 * 9 / 10)
+        && ramp.elapsed() < Duration::from_secs(5)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let delivered0 = DELIVERED.load(Ordering::Relaxed);
