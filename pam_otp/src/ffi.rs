@@ -1,9 +1,12 @@
-//! The C side of the PAM conversation (`<security/pam_appl.h>`): item numbers, message styles
-//! and the structs an application and a module exchange. Shared with the tests' PAM client.
+//! The C side of PAM (`<security/pam_appl.h>`, `<security/pam_ext.h>`): item numbers, message
+//! styles, the structs an application and a module exchange, and the few libpam functions the
+//! module calls. The types are shared with the tests' PAM client.
 
 use std::ffi::{c_char, c_int, c_void};
 
 pub const PAM_SUCCESS: c_int = 0;
+pub const PAM_CONV_ERR: c_int = 19;
+
 pub const PAM_SERVICE: c_int = 1;
 pub const PAM_TTY: c_int = 3;
 pub const PAM_RHOST: c_int = 4;
@@ -37,4 +40,19 @@ pub type ConvFn = unsafe extern "C" fn(
 pub struct PamConv {
     pub conv: Option<ConvFn>,
     pub appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+extern "C" {
+    /// `const void **item`: string items are NUL-terminated and owned by libpam.
+    pub fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
+    /// PAM_USER, asking the application through the conversation if it is not set yet.
+    pub fn pam_get_user(
+        pamh: *const c_void,
+        user: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
+    /// syslog(3) at LOG_AUTHPRIV, prefixed with `module(service:facility): `. Variadic: call it
+    /// only with the format `"%s"` and one C string.
+    pub fn pam_syslog(pamh: *const c_void, priority: c_int, fmt: *const c_char, ...);
 }

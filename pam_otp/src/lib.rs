@@ -1,68 +1,98 @@
 //! `pam_otp.so`: after the first factor, relay a second-factor conversation to `otpd`.
 //!
 //! The module holds no secret and makes no decision: it parses its arguments (`options`),
-//! relays between the PAM conversation (`conv`) and the daemon (`relay`), and maps the result
-//! to a PAM code. It starts no thread or runtime in the host, bounds every socket operation by
-//! `timeout=`, and never unwinds into libpam.
+//! relays between the PAM conversation (`conv`) and the daemon (`relay`), maps the result to a
+//! PAM code (`relay::pam_code`) and logs through `pam_syslog` (`log`). It starts no thread or
+//! runtime in the host, bounds every socket operation by `timeout=`, and never unwinds into
+//! libpam: every entry point runs under `catch_unwind`, and a panic is PAM_SERVICE_ERR.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conv;
 pub mod ffi;
+pub mod log;
 pub mod options;
 pub mod relay;
 
-use conv::Handle;
+use conv::{Handle, PamConversation};
+use log::Log;
 use options::{FailMode, Options};
-use otp_proto::Login;
+use otp_proto::{Login, Outcome, Secret};
 use pamsm::{pam_module, Pam, PamError, PamFlags, PamServiceModule};
-use relay::{PamCode, Relayed};
+use relay::{ConvError, Conversation, Relayed};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-const LOG_ERR: i32 = libc::LOG_ERR;
-const LOG_WARNING: i32 = libc::LOG_WARNING;
-const LOG_INFO: i32 = libc::LOG_INFO;
-const LOG_DEBUG: i32 = libc::LOG_DEBUG;
 
 struct PamOtp;
 
 impl PamServiceModule for PamOtp {
     fn authenticate(pamh: Pam, _flags: PamFlags, args: Vec<String>) -> PamError {
-        guarded(&pamh, || authenticate(&pamh, &args))
+        guarded(&pamh, |log| authenticate(&pamh, log, &args))
     }
 
-    /// No credentials to set; succeed like pam_google_authenticator.
-    fn setcred(_pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
-        PamError::SUCCESS
+    /// No credentials to set; succeed, as pam_google_authenticator does, so that a stack's
+    /// setcred phase does not fail because of this line.
+    fn setcred(pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
+        guarded(&pamh, |_| PamError::SUCCESS)
+    }
+
+    fn acct_mgmt(pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
+        guarded(&pamh, |log| auth_only(log, "account"))
+    }
+
+    fn open_session(pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
+        guarded(&pamh, |log| auth_only(log, "session"))
+    }
+
+    fn close_session(pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
+        guarded(&pamh, |log| auth_only(log, "session"))
+    }
+
+    fn chauthtok(pamh: Pam, _flags: PamFlags, _args: Vec<String>) -> PamError {
+        guarded(&pamh, |log| auth_only(log, "password"))
     }
 }
 
 pam_module!(PamOtp);
 
-/// A panic must not unwind into sshd: turn it into PAM_SERVICE_ERR.
-fn guarded(pamh: &Pam, f: impl FnOnce() -> PamError) -> PamError {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        // SAFETY: the handle libpam passed to this entry point.
-        let handle = unsafe { Handle::from_pamsm(pamh) };
-        handle.log(LOG_ERR, "internal error (panic); failing closed");
-        PamError::SERVICE_ERR
-    })
+/// Run an entry point's body; a panic must not unwind into the application: it becomes
+/// PAM_SERVICE_ERR and a log line.
+fn guarded(pamh: &Pam, body: impl FnOnce(&mut Log) -> PamError) -> PamError {
+    // SAFETY: the handle libpam passed to this entry point; used only during the call.
+    let handle = unsafe { Handle::from_pamsm(pamh) };
+    let mut log = Log::new(handle);
+    match catch_unwind(AssertUnwindSafe(|| body(&mut log))) {
+        Ok(code) => code,
+        Err(_) => {
+            log.err("internal error (panic); failing closed");
+            PamError::SERVICE_ERR
+        }
+    }
 }
 
-fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
-    // SAFETY: the handle libpam passed to this entry point.
-    let mut handle = unsafe { Handle::from_pamsm(pamh) };
+fn auth_only(log: &Log, facility: &str) -> PamError {
+    log.err(&format!(
+        "pam_otp provides only the auth facility, not {facility}; check the PAM configuration"
+    ));
+    PamError::SERVICE_ERR
+}
+
+fn authenticate(pamh: &Pam, log: &mut Log, args: &[String]) -> PamError {
+    // SAFETY: the handle libpam passed to this entry point; used only during the call.
+    let handle = unsafe { Handle::from_pamsm(pamh) };
     let options = match Options::parse(args) {
         Ok(o) => o,
         Err(e) => {
-            handle.log(LOG_ERR, &format!("{e}; failing closed"));
+            log.err(&format!("{e}; failing closed"));
             return PamError::SERVICE_ERR;
         }
     };
+    log.set_debug(options.debug);
     let Some(user) = handle.user() else {
-        handle.log(LOG_ERR, "no user name; failing closed");
-        return PamError::USER_UNKNOWN;
+        log.err("no usable user name (PAM_USER unset, empty or not UTF-8); failing closed");
+        return PamError::AUTH_ERR;
     };
+    log.set_user(&user);
+    let name = log::printable(&user);
     let begin = Login {
         service: handle.service().unwrap_or_default(),
         rhost: handle.rhost(),
@@ -70,32 +100,131 @@ fn authenticate(pamh: &Pam, args: &[String]) -> PamError {
         nullok: options.nullok,
         user,
     };
-    let user = begin.user.clone();
-    let result = relay::login(&options, begin, &mut handle);
-    log_result(&handle, &options, &user, &result);
-    match relay::pam_code(&result, options.failmode) {
-        PamCode::Success => PamError::SUCCESS,
-        PamCode::Ignore => PamError::IGNORE,
-        PamCode::AuthErr => PamError::AUTH_ERR,
-        PamCode::AuthInfoUnavail => PamError::AUTHINFO_UNAVAIL,
-        PamCode::ConvErr => PamError::CONV_ERR,
+    log.debug(&format!(
+        "asking otpd at {} (timeout {} s, failmode {:?}, nullok {})",
+        options.socket.display(),
+        options.timeout.as_secs(),
+        options.failmode,
+        options.nullok
+    ));
+    let mut conv = Traced {
+        conv: PamConversation::new(handle),
+        log,
+    };
+    let result = relay::login(&options, begin, &mut conv);
+    let code = relay::pam_code(&result, &options);
+    report(log, &name, &options, &result, code);
+    code
+}
+
+/// One line about how the login ended. otpd writes the audit line for every decision, so a
+/// decision is logged here only with `debug`; everything the daemon cannot know is logged.
+fn report(log: &Log, user: &str, options: &Options, result: &Relayed, code: PamError) {
+    match result {
+        Relayed::Decided(outcome) => log.debug(&format!(
+            "otpd decided {}: {code:?}",
+            match outcome {
+                Outcome::Allow => "allow".to_owned(),
+                Outcome::Ignore => "ignore".to_owned(),
+                Outcome::Deny(why) => format!("deny ({why:?})"),
+            }
+        )),
+        Relayed::Unavailable(e) => match options.failmode {
+            FailMode::Safe => log.warning(&format!(
+                "otpd unreachable ({e}), letting {user} in without a second factor \
+                 (failmode=safe)"
+            )),
+            FailMode::Secure => log.err(&format!(
+                "otpd unreachable ({e}); denying (failmode=secure)"
+            )),
+        },
+        Relayed::Broken(e) => log.err(&format!("exchange with otpd failed ({e}); denying")),
+        Relayed::ConvFailed => {
+            log.notice("the conversation failed (the user gave up or could not be asked); denying")
+        }
     }
 }
 
-fn log_result(handle: &Handle, options: &Options, user: &str, result: &Relayed) {
-    match result {
-        Relayed::Unreachable(e) if options.failmode == FailMode::Safe => handle.log(
-            LOG_WARNING,
-            &format!("user={user}: otpd unreachable ({e}); letting in without a second factor (failmode=safe)"),
-        ),
-        Relayed::Unreachable(e) => {
-            handle.log(LOG_ERR, &format!("user={user}: otpd unreachable: {e}"))
+/// The PAM conversation with a debug line for each message: its kind, never its text.
+struct Traced<'a> {
+    conv: PamConversation,
+    log: &'a Log,
+}
+
+impl Conversation for Traced<'_> {
+    fn prompt(&mut self, text: &str, echo: bool) -> Result<Secret, ConvError> {
+        self.log.debug(&format!(
+            "prompt (echo {})",
+            if echo { "on" } else { "off" }
+        ));
+        let answer = self.conv.prompt(text, echo);
+        if answer.is_err() {
+            self.log.debug("the prompt got no answer");
         }
-        Relayed::Broken(e) => handle.log(LOG_ERR, &format!("user={user}: otpd exchange failed: {e}")),
-        Relayed::ConvFailed => handle.log(LOG_INFO, &format!("user={user}: conversation ended")),
-        Relayed::Decided(outcome) if options.debug => {
-            handle.log(LOG_DEBUG, &format!("user={user}: {outcome:?}"))
-        }
-        Relayed::Decided(_) => {}
+        answer
+    }
+
+    fn info(&mut self, text: &str) {
+        self.log.debug("info message");
+        self.conv.info(text);
+    }
+
+    fn error(&mut self, text: &str) {
+        self.log.debug("error message");
+        self.conv.error(text);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::ffi::c_void;
+
+    /// libpam's functions accept a null handle (pam_get_user fails, pam_syslog logs without a
+    /// prefix), which lets the entry points run here without an application.
+    fn null_handle() -> Pam {
+        // SAFETY: `Pam` is `#[repr(transparent)]` over `*const c_void`.
+        unsafe { std::mem::transmute::<*const c_void, Pam>(std::ptr::null()) }
+    }
+
+    #[test]
+    fn a_panic_becomes_service_err() {
+        let code = guarded(&null_handle(), |_| panic!("boom"));
+        assert_eq!(code, PamError::SERVICE_ERR);
+    }
+
+    #[test]
+    fn a_bad_argument_fails_closed_before_anything_else() {
+        let args = vec!["nullok".to_owned(), "failmode=open".to_owned()];
+        let code = PamOtp::authenticate(null_handle(), PamFlags::empty(), args);
+        assert_eq!(code, PamError::SERVICE_ERR);
+    }
+
+    #[test]
+    fn no_user_is_a_failure_even_in_safe_mode() {
+        let args = vec!["failmode=safe".to_owned()];
+        let code = PamOtp::authenticate(null_handle(), PamFlags::empty(), args);
+        assert_eq!(code, PamError::AUTH_ERR);
+    }
+
+    #[test]
+    fn setcred_succeeds_and_other_facilities_are_refused() {
+        assert_eq!(
+            PamOtp::setcred(null_handle(), PamFlags::empty(), vec![]),
+            PamError::SUCCESS
+        );
+        assert_eq!(
+            PamOtp::acct_mgmt(null_handle(), PamFlags::empty(), vec![]),
+            PamError::SERVICE_ERR
+        );
+        assert_eq!(
+            PamOtp::open_session(null_handle(), PamFlags::empty(), vec![]),
+            PamError::SERVICE_ERR
+        );
+        assert_eq!(
+            PamOtp::chauthtok(null_handle(), PamFlags::empty(), vec![]),
+            PamError::SERVICE_ERR
+        );
     }
 }

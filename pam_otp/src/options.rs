@@ -1,13 +1,17 @@
-//! The module's arguments, parsed once into a typed `Options`. An unknown or malformed argument
-//! is an error naming it: the module then logs it and fails closed.
+//! The module's arguments from the PAM line, parsed once into a typed [`Options`]. An unknown or
+//! malformed argument is an [`OptionError`] naming it; the module then logs it and fails closed.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Largest `timeout=`: an hour is already absurd for a local daemon, and a bound keeps
+/// `now + timeout` arithmetic far from overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
 /// What to do when otpd cannot be reached or does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
-    /// Deny (PAM_AUTHINFO_UNAVAIL). The default.
+    /// Deny with PAM_AUTHINFO_UNAVAIL. The default.
     Secure,
     /// Let the login through without a second factor, logged at warning.
     Safe,
@@ -15,12 +19,15 @@ pub enum FailMode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// otpd's socket (`socket=`, absolute).
     pub socket: PathBuf,
-    /// Bounds the connect and every read and write to the daemon.
+    /// Bounds the connect and every read and write to the daemon (`timeout=`, whole seconds).
     pub timeout: Duration,
+    /// `failmode=secure|safe`.
     pub failmode: FailMode,
-    /// A user with nothing enrolled passes (PAM_IGNORE).
+    /// `nullok`: a user with nothing enrolled passes (PAM_IGNORE).
     pub nullok: bool,
+    /// `debug`: log each step and the outcome (never a message text or an answer).
     pub debug: bool,
 }
 
@@ -36,22 +43,47 @@ impl Default for Options {
     }
 }
 
+/// An argument the module does not understand; `Display` names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("bad argument {0:?}: want a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}")]
+    Timeout(String),
+    #[error("bad argument {0:?}: want failmode=secure or failmode=safe")]
+    FailMode(String),
+    #[error("bad argument {0:?}: want an absolute path")]
+    Socket(String),
+}
+
 impl Options {
-    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Options, String> {
+    /// Parse the PAM arguments; the last of a repeated argument wins.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Options, OptionError> {
         let mut o = Options::default();
         for arg in args {
             let arg = arg.as_ref();
             match arg.split_once('=') {
                 None if arg == "nullok" => o.nullok = true,
                 None if arg == "debug" => o.debug = true,
-                Some(("socket", path)) if path.starts_with('/') => o.socket = path.into(),
-                Some(("timeout", secs)) => match secs.parse::<u64>() {
-                    Ok(n) if (1..=3600).contains(&n) => o.timeout = Duration::from_secs(n),
-                    _ => return Err(format!("bad argument {arg:?}: want 1 to 3600 seconds")),
-                },
+                Some(("socket", path)) => {
+                    if !path.starts_with('/') {
+                        return Err(OptionError::Socket(arg.into()));
+                    }
+                    o.socket = path.into();
+                }
+                Some(("timeout", secs)) => {
+                    // Digits only: `parse` would also take "+5".
+                    let n = Some(secs)
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n))
+                        .ok_or_else(|| OptionError::Timeout(arg.into()))?;
+                    o.timeout = Duration::from_secs(n);
+                }
                 Some(("failmode", "secure")) => o.failmode = FailMode::Secure,
                 Some(("failmode", "safe")) => o.failmode = FailMode::Safe,
-                _ => return Err(format!("unknown or malformed argument {arg:?}")),
+                Some(("failmode", _)) => return Err(OptionError::FailMode(arg.into())),
+                _ => return Err(OptionError::Unknown(arg.into())),
             }
         }
         Ok(o)
@@ -70,6 +102,7 @@ mod tests {
         assert_eq!(o.socket, PathBuf::from("/run/otpd/otpd.sock"));
         assert_eq!(o.timeout, Duration::from_secs(10));
         assert_eq!(o.failmode, FailMode::Secure);
+        assert!(!o.nullok && !o.debug);
     }
 
     #[test]
@@ -82,24 +115,70 @@ mod tests {
             "debug",
         ])
         .unwrap();
-        assert_eq!(o.socket, PathBuf::from("/tmp/x.sock"));
-        assert_eq!(o.timeout, Duration::from_secs(3));
-        assert_eq!(o.failmode, FailMode::Safe);
-        assert!(o.nullok && o.debug);
+        assert_eq!(
+            o,
+            Options {
+                socket: PathBuf::from("/tmp/x.sock"),
+                timeout: Duration::from_secs(3),
+                failmode: FailMode::Safe,
+                nullok: true,
+                debug: true,
+            }
+        );
+        let o = Options::parse(&["failmode=safe", "failmode=secure", "timeout=3600"]).unwrap();
+        assert_eq!(o.failmode, FailMode::Secure, "the last one wins");
+        assert_eq!(o.timeout, Duration::from_secs(3600));
     }
 
     #[test]
-    fn unknown_or_malformed_arguments_are_named() {
+    fn an_unknown_argument_is_named() {
         for bad in [
             "nulok",
-            "timeout=0",
-            "timeout=ten",
-            "failmode=open",
-            "socket=relative",
             "debug=1",
+            "nullok=yes",
+            "use_first_pass",
+            "",
+            "=",
+            "Socket=/x",
         ] {
             let err = Options::parse(&[bad]).unwrap_err();
-            assert!(err.contains(bad), "{err}");
+            assert_eq!(err, OptionError::Unknown(bad.into()));
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_timeout_is_named() {
+        for bad in [
+            "timeout=0",
+            "timeout=",
+            "timeout=ten",
+            "timeout=-1",
+            "timeout=+5",
+            "timeout=1.5",
+            "timeout= 5",
+            "timeout=3601",
+            "timeout=99999999999999999999999",
+        ] {
+            let err = Options::parse(&["nullok", bad]).unwrap_err();
+            assert_eq!(err, OptionError::Timeout(bad.into()));
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_failmode_or_socket_is_named() {
+        for bad in ["failmode=open", "failmode=", "failmode=SAFE"] {
+            assert_eq!(
+                Options::parse(&[bad]).unwrap_err(),
+                OptionError::FailMode(bad.into())
+            );
+        }
+        for bad in ["socket=", "socket=relative.sock", "socket=./x"] {
+            assert_eq!(
+                Options::parse(&[bad]).unwrap_err(),
+                OptionError::Socket(bad.into())
+            );
         }
     }
 }

@@ -1,104 +1,175 @@
-//! The relay loop: send `Begin`, then show what the daemon says and send back what the user
-//! types, until the daemon decides. Written against the `Conversation` trait so that it is
-//! tested with a scripted user, and could serve a CLI as well as PAM.
+//! The relay loop and the one mapping from its result to a PAM code.
+//!
+//! Send `Begin`, then show the user what the daemon says and send back what the user types,
+//! until the daemon decides. The loop is written against two small traits, [`Conversation`]
+//! (the person) and [`Transport`] (the daemon), so tests script both sides; the module plugs in
+//! the PAM conversation and an `otp_proto` [`Connection`].
 
 use crate::options::{FailMode, Options};
 use otp_proto::client::Connection;
 use otp_proto::frame::FrameError;
-use otp_proto::{Login, Outcome, Reply, Request, Secret};
+use otp_proto::{Login, Outcome, Refusal, Reply, Request, Secret};
+use pamsm::PamError;
+use std::io;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Replies one login may take before the module gives up on a daemon that never decides.
+/// otpd's longest login (first-login enrollment, or ten rounds of sent codes) is far below.
+pub const MAX_REPLIES: usize = 256;
 
 /// The person at the other end of the PAM conversation.
 pub trait Conversation {
     /// Ask something; `echo` false hides the typing. `Err` when the user or the application
-    /// gave up (Ctrl-D, closed session).
+    /// gave up (Ctrl-D, closed session, no terminal).
     fn prompt(&mut self, text: &str, echo: bool) -> Result<Secret, ConvError>;
+    /// Show a notice (PAM_TEXT_INFO). Failing to show it is not an error.
     fn info(&mut self, text: &str);
+    /// Show a warning (PAM_ERROR_MSG). Failing to show it is not an error.
     fn error(&mut self, text: &str);
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The conversation could not get an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the conversation with the user failed")]
 pub struct ConvError;
 
-/// How a relayed login ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Relayed {
-    /// The daemon decided.
-    Decided(Outcome),
-    /// The daemon could not be reached or did not answer the first request.
-    Unreachable(String),
-    /// The daemon engaged, then the exchange broke (timeout, closed, bad frame, refusal).
-    Broken(String),
-    /// The conversation with the user failed.
-    ConvFailed,
+/// One connection to the daemon, one frame at a time, each step bounded in time.
+pub trait Transport {
+    fn send(&mut self, request: &Request) -> Result<(), FrameError>;
+    fn recv(&mut self) -> Result<Reply, FrameError>;
 }
 
-/// Connect and relay one login.
-pub fn login(options: &Options, begin: Login, conv: &mut dyn Conversation) -> Relayed {
-    match Connection::connect(&options.socket, options.timeout) {
-        Ok(mut conn) => relay(&mut conn, begin, conv),
-        Err(e) => Relayed::Unreachable(format!("{}: {e}", options.socket.display())),
+impl Transport for Connection {
+    fn send(&mut self, request: &Request) -> Result<(), FrameError> {
+        Connection::send(self, request)
+    }
+
+    fn recv(&mut self) -> Result<Reply, FrameError> {
+        Connection::recv(self)
     }
 }
 
-/// Relay over an open connection.
-pub fn relay(conn: &mut Connection, begin: Login, conv: &mut dyn Conversation) -> Relayed {
-    if let Err(e) = conn.send(&Request::Begin(begin)) {
-        return Relayed::Unreachable(e.to_string());
-    }
-    let mut engaged = false;
-    loop {
-        let reply = match conn.recv() {
-            Ok(r) => r,
-            Err(e) => return failed(engaged, e),
-        };
-        engaged = true;
-        match reply {
-            Reply::Prompt { text, echo } => {
-                let Ok(answer) = conv.prompt(&text, echo) else {
-                    return Relayed::ConvFailed;
-                };
-                if let Err(e) = conn.send(&Request::Answer(answer)) {
-                    return Relayed::Broken(e.to_string());
-                }
-            }
-            Reply::Info { text } => conv.info(&text),
-            Reply::Error { text } => conv.error(&text),
-            Reply::Outcome(outcome) => return Relayed::Decided(outcome),
-            Reply::Refused(r) => return Relayed::Broken(format!("otpd refused: {r}")),
-            Reply::Done(_) => return Relayed::Broken("otpd sent a command reply".into()),
+/// What went wrong between the module and the daemon. `Display` is for the log; it never
+/// contains an answer or a message text.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot connect to {}: {source}", path.display())]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("otpd refused the login: {0}")]
+    Refused(Refusal),
+    #[error("otpd sent a command reply during a login")]
+    CommandReply,
+    #[error("otpd sent {MAX_REPLIES} replies without deciding")]
+    TooManyReplies,
+}
+
+impl Failure {
+    /// The daemon did not connect, answer or take a request within `timeout=`.
+    pub fn timed_out(&self) -> bool {
+        match self {
+            Failure::Connect { source, .. } => source.kind() == io::ErrorKind::TimedOut,
+            Failure::Frame(FrameError::TimedOut) => true,
+            _ => false,
         }
     }
 }
 
-fn failed(engaged: bool, e: FrameError) -> Relayed {
-    if engaged {
-        Relayed::Broken(e.to_string())
-    } else {
-        Relayed::Unreachable(e.to_string())
+/// How a relayed login ended.
+#[derive(Debug)]
+pub enum Relayed {
+    /// The daemon decided.
+    Decided(Outcome),
+    /// The daemon could not be reached or did not answer `Begin` with a readable reply:
+    /// connect failed or timed out, the connection closed or timed out before the first reply,
+    /// or the first reply was of another protocol version or malformed. Only this lets
+    /// `failmode=safe` through.
+    Unavailable(Failure),
+    /// The daemon had answered, then the exchange broke: a timeout, a closed connection or a
+    /// bad frame mid-way, a refusal, a reply that makes no sense in a login.
+    Broken(Failure),
+    /// The conversation with the user failed (Ctrl-D, closed session). The daemon is not told
+    /// anything; it sees the connection close.
+    ConvFailed,
+}
+
+/// Connect to the daemon and relay one login.
+pub fn login(options: &Options, begin: Login, conv: &mut dyn Conversation) -> Relayed {
+    match Connection::connect(&options.socket, options.timeout) {
+        Ok(mut conn) => relay(&mut conn, begin, conv),
+        Err(source) => Relayed::Unavailable(Failure::Connect {
+            path: options.socket.clone(),
+            source,
+        }),
     }
 }
 
-/// The PAM return codes this module uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PamCode {
-    Success,
-    Ignore,
-    AuthErr,
-    AuthInfoUnavail,
-    ConvErr,
+/// Relay one login over an open transport.
+pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversation) -> Relayed {
+    if let Err(e) = daemon.send(&Request::Begin(begin)) {
+        return Relayed::Unavailable(e.into());
+    }
+    for n in 0..MAX_REPLIES {
+        let reply = match daemon.recv() {
+            Ok(reply) => reply,
+            Err(e) if n == 0 => return Relayed::Unavailable(e.into()),
+            Err(e) => return Relayed::Broken(e.into()),
+        };
+        match reply {
+            Reply::Prompt { text, echo } => {
+                // Prompts and notices may carry a new TOTP key or recovery codes (first-login
+                // enrollment): wipe this copy once shown.
+                let text = Zeroizing::new(text);
+                let Ok(answer) = conv.prompt(&text, echo) else {
+                    return Relayed::ConvFailed;
+                };
+                // The request owns the answer and wipes it when dropped, right after the send.
+                if let Err(e) = daemon.send(&Request::Answer(answer)) {
+                    return Relayed::Broken(e.into());
+                }
+            }
+            Reply::Info { text } => conv.info(&Zeroizing::new(text)),
+            Reply::Error { text } => conv.error(&Zeroizing::new(text)),
+            Reply::Outcome(outcome) => return Relayed::Decided(outcome),
+            Reply::Refused(refusal) => return Relayed::Broken(Failure::Refused(refusal)),
+            Reply::Done(_) => return Relayed::Broken(Failure::CommandReply),
+        }
+    }
+    Relayed::Broken(Failure::TooManyReplies)
 }
 
-/// The one place results become PAM codes. `failmode=safe` only opens the door when the daemon
-/// never engaged: after it has spoken, a broken exchange is a failure whatever the mode.
-pub fn pam_code(result: &Relayed, failmode: FailMode) -> PamCode {
-    match (result, failmode) {
-        (Relayed::Decided(Outcome::Allow), _) => PamCode::Success,
-        (Relayed::Decided(Outcome::Ignore), _) => PamCode::Ignore,
-        (Relayed::Decided(Outcome::Deny(_)), _) => PamCode::AuthErr,
-        (Relayed::Unreachable(_), FailMode::Safe) => PamCode::Success,
-        (Relayed::Unreachable(_), FailMode::Secure) => PamCode::AuthInfoUnavail,
-        (Relayed::Broken(_), _) => PamCode::AuthInfoUnavail,
-        (Relayed::ConvFailed, _) => PamCode::ConvErr,
+/// The one place a result becomes a PAM code.
+///
+/// | result                              | secure             | safe        |
+/// |-------------------------------------|--------------------|-------------|
+/// | `Decided(Allow)`                    | `SUCCESS`          | `SUCCESS`   |
+/// | `Decided(Ignore)`                   | `IGNORE`           | `IGNORE`    |
+/// | `Decided(Deny(_))`, every reason    | `AUTH_ERR`         | `AUTH_ERR`  |
+/// | `Unavailable(_)`                    | `AUTHINFO_UNAVAIL` | `SUCCESS`   |
+/// | `Broken(_)`                         | `AUTH_ERR`         | `AUTH_ERR`  |
+/// | `ConvFailed`                        | `AUTH_ERR`         | `AUTH_ERR`  |
+///
+/// `failmode=safe` opens only for a daemon that never answered. Once it has spoken it may have
+/// been about to deny: a user who waits at the prompt until otpd gives up on them, or a daemon
+/// that breaks mid-way, must not get in, and not through a stack's `authinfo_unavail=ignore`
+/// either, so a broken exchange is a plain `AUTH_ERR`. A failed conversation is `AUTH_ERR` as
+/// in pam_google_authenticator: the user did not authenticate, and applications treat
+/// `AUTH_ERR` as a failed attempt, while some treat `CONV_ERR` as an internal error.
+/// `Deny(Locked)` stays `AUTH_ERR`, not `MAXTRIES`: the daemon already told the user, and a
+/// different code would tell a guesser which accounts are locked.
+pub fn pam_code(result: &Relayed, options: &Options) -> PamError {
+    match result {
+        Relayed::Decided(Outcome::Allow) => PamError::SUCCESS,
+        Relayed::Decided(Outcome::Ignore) => PamError::IGNORE,
+        Relayed::Decided(Outcome::Deny(_)) => PamError::AUTH_ERR,
+        Relayed::Unavailable(_) => match options.failmode {
+            FailMode::Secure => PamError::AUTHINFO_UNAVAIL,
+            FailMode::Safe => PamError::SUCCESS,
+        },
+        Relayed::Broken(_) => PamError::AUTH_ERR,
+        Relayed::ConvFailed => PamError::AUTH_ERR,
     }
 }
 
@@ -106,18 +177,28 @@ pub fn pam_code(result: &Relayed, failmode: FailMode) -> PamCode {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use otp_proto::frame::{read_frame, write_frame};
-    use otp_proto::DenyReason;
+    use otp_proto::frame::{encode, read_frame, write_frame, HEADER_LEN};
+    use otp_proto::{CommandReply, DenyReason};
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
-    use std::path::PathBuf;
+    use std::path::Path;
     use std::thread::JoinHandle;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     /// A user who types the scripted answers and remembers what was shown.
     #[derive(Default)]
     struct User {
         answers: Vec<&'static str>,
         seen: Vec<String>,
+    }
+
+    impl User {
+        fn typing(answers: &[&'static str]) -> User {
+            User {
+                answers: answers.to_vec(),
+                seen: Vec::new(),
+            }
+        }
     }
 
     impl Conversation for User {
@@ -136,38 +217,77 @@ mod tests {
         }
     }
 
-    /// A daemon on a real socket playing a script: for each step, the replies to send, then
-    /// whether to read one request. Returns every request it read.
-    fn daemon(
-        script: Vec<(Vec<Reply>, bool)>,
-    ) -> (tempfile::TempDir, PathBuf, JoinHandle<Vec<Request>>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("otpd.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let handle = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut seen = vec![read_frame::<Request>(&mut s).unwrap()];
-            for (replies, then_read) in script {
-                for r in replies {
-                    write_frame(&mut s, &r).unwrap();
-                }
-                if then_read {
-                    match read_frame::<Request>(&mut s) {
-                        Ok(req) => seen.push(req),
-                        Err(_) => break,
-                    }
-                }
-            }
-            seen
-        });
-        (dir, path, handle)
+    /// One step of a scripted daemon.
+    enum Step {
+        Send(Reply),
+        /// Read one request; the script ends when the client has gone.
+        Read,
+        /// Raw bytes, e.g. garbage or a frame of another version.
+        Raw(Vec<u8>),
+        /// Wait without answering.
+        Sleep(Duration),
     }
 
-    fn options(socket: PathBuf) -> Options {
+    /// Everything the fake daemon read: `Ok` requests, then how reading ended if it failed.
+    type Heard = (Vec<Request>, Option<FrameError>);
+
+    /// A daemon on a real socket in a temp dir: reads `Begin`, then plays `script` and hangs
+    /// up. Returns every request it read.
+    struct Daemon {
+        _dir: tempfile::TempDir,
+        socket: PathBuf,
+        thread: JoinHandle<Heard>,
+    }
+
+    impl Daemon {
+        fn play(script: Vec<Step>) -> Daemon {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("otpd.sock");
+            let listener = UnixListener::bind(&socket).unwrap();
+            let thread = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut heard = vec![read_frame::<Request>(&mut s).unwrap()];
+                for step in script {
+                    match step {
+                        Step::Send(r) => write_frame(&mut s, &r).unwrap(),
+                        Step::Raw(bytes) => s.write_all(&bytes).unwrap(),
+                        Step::Sleep(d) => std::thread::sleep(d),
+                        Step::Read => match read_frame::<Request>(&mut s) {
+                            Ok(req) => heard.push(req),
+                            Err(e) => return (heard, Some(e)),
+                        },
+                    }
+                }
+                (heard, None)
+            });
+            Daemon {
+                _dir: dir,
+                socket,
+                thread,
+            }
+        }
+
+        fn options(&self) -> Options {
+            options(&self.socket)
+        }
+
+        fn heard(self) -> Heard {
+            self.thread.join().unwrap()
+        }
+    }
+
+    fn options(socket: &Path) -> Options {
         Options {
-            socket,
+            socket: socket.into(),
             timeout: Duration::from_secs(2),
             ..Options::default()
+        }
+    }
+
+    fn safe(o: &Options) -> Options {
+        Options {
+            failmode: FailMode::Safe,
+            ..o.clone()
         }
     }
 
@@ -175,146 +295,434 @@ mod tests {
         Login {
             user: "alice".into(),
             service: "sshd".into(),
-            rhost: None,
-            tty: None,
+            rhost: Some("192.0.2.7".into()),
+            tty: Some("ssh".into()),
             nullok: false,
         }
     }
 
-    fn prompt(text: &str) -> Reply {
-        Reply::Prompt {
+    fn prompt(text: &str) -> Step {
+        Step::Send(Reply::Prompt {
             text: text.into(),
             echo: false,
-        }
+        })
+    }
+
+    fn outcome(o: Outcome) -> Step {
+        Step::Send(Reply::Outcome(o))
+    }
+
+    /// Both fail modes give `code`.
+    fn always(result: &Relayed, o: &Options, code: PamError) {
+        assert_eq!(pam_code(result, o), code, "{result:?}");
+        assert_eq!(pam_code(result, &safe(o)), code, "{result:?} (safe)");
     }
 
     #[test]
     fn the_typed_code_reaches_the_daemon_and_allow_is_success() {
-        let (_d, path, daemon) = daemon(vec![
-            (vec![prompt("Verification code: ")], true),
-            (vec![Reply::Outcome(Outcome::Allow)], false),
+        let d = Daemon::play(vec![
+            prompt("Verification code: "),
+            Step::Read,
+            outcome(Outcome::Allow),
         ]);
-        let mut user = User {
-            answers: vec!["123456"],
-            ..User::default()
-        };
-        let result = login(&options(path), begin(), &mut user);
-        assert_eq!(result, Relayed::Decided(Outcome::Allow));
-        assert_eq!(pam_code(&result, FailMode::Secure), PamCode::Success);
-        assert_eq!(user.seen, vec!["prompt(echo=false): Verification code: "]);
-        let requests = daemon.join().unwrap();
-        assert_eq!(requests[0], Request::Begin(begin()));
-        assert_eq!(requests[1], Request::Answer(Secret::new("123456")));
-    }
-
-    #[test]
-    fn info_and_error_messages_are_shown_in_order() {
-        let (_d, path, _daemon) = daemon(vec![
-            (
-                vec![
-                    Reply::Info {
-                        text: "sent".into(),
-                    },
-                    prompt("Code: "),
-                ],
-                true,
-            ),
-            (
-                vec![
-                    Reply::Error {
-                        text: "Invalid code.".into(),
-                    },
-                    Reply::Outcome(Outcome::Deny(DenyReason::WrongCode)),
-                ],
-                false,
-            ),
-        ]);
-        let mut user = User {
-            answers: vec!["000000"],
-            ..User::default()
-        };
-        let result = login(&options(path), begin(), &mut user);
-        assert_eq!(pam_code(&result, FailMode::Safe), PamCode::AuthErr);
+        let mut user = User::typing(&["123456"]);
+        let result = login(&d.options(), begin(), &mut user);
+        assert!(
+            matches!(result, Relayed::Decided(Outcome::Allow)),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::SUCCESS);
+        assert_eq!(user.seen, ["prompt(echo=false): Verification code: "]);
+        let (requests, _) = d.heard();
         assert_eq!(
-            user.seen,
-            vec![
-                "info: sent",
-                "prompt(echo=false): Code: ",
-                "error: Invalid code."
+            requests,
+            [
+                Request::Begin(begin()),
+                Request::Answer(Secret::new("123456"))
             ]
         );
     }
 
     #[test]
-    fn ignore_maps_to_pam_ignore() {
-        let (_d, path, _daemon) = daemon(vec![(vec![Reply::Outcome(Outcome::Ignore)], false)]);
-        let result = login(&options(path), begin(), &mut User::default());
-        assert_eq!(pam_code(&result, FailMode::Secure), PamCode::Ignore);
+    fn info_and_error_messages_are_shown_in_order_and_echo_is_passed_on() {
+        let d = Daemon::play(vec![
+            Step::Send(Reply::Info {
+                text: "A code was sent.".into(),
+            }),
+            Step::Send(Reply::Prompt {
+                text: "Choose [1]: ".into(),
+                echo: true,
+            }),
+            Step::Read,
+            prompt("Code: "),
+            Step::Read,
+            Step::Send(Reply::Error {
+                text: "Invalid code.".into(),
+            }),
+            outcome(Outcome::Deny(DenyReason::WrongCode)),
+        ]);
+        let mut user = User::typing(&["1", "000000"]);
+        let result = login(&d.options(), begin(), &mut user);
+        always(&result, &d.options(), PamError::AUTH_ERR);
+        assert_eq!(
+            user.seen,
+            [
+                "info: A code was sent.",
+                "prompt(echo=true): Choose [1]: ",
+                "prompt(echo=false): Code: ",
+                "error: Invalid code."
+            ]
+        );
+        let (requests, _) = d.heard();
+        assert_eq!(requests[1], Request::Answer(Secret::new("1")));
+        assert_eq!(requests[2], Request::Answer(Secret::new("000000")));
     }
 
     #[test]
-    fn a_missing_daemon_is_unavailable_or_let_through_in_safe_mode() {
+    fn deny_is_auth_err_even_in_safe_mode() {
+        let d = Daemon::play(vec![
+            Step::Send(Reply::Error {
+                text: "Too many failed attempts.".into(),
+            }),
+            outcome(Outcome::Deny(DenyReason::Locked)),
+        ]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(result, Relayed::Decided(Outcome::Deny(DenyReason::Locked))),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+    }
+
+    #[test]
+    fn ignore_is_pam_ignore() {
+        let d = Daemon::play(vec![outcome(Outcome::Ignore)]);
+        let mut user = User::default();
+        let result = login(&d.options(), begin(), &mut user);
+        always(&result, &d.options(), PamError::IGNORE);
+        assert!(user.seen.is_empty());
+    }
+
+    #[test]
+    fn a_missing_daemon_is_unavailable_and_only_safe_mode_lets_in() {
         let dir = tempfile::tempdir().unwrap();
-        let result = login(
-            &options(dir.path().join("none.sock")),
-            begin(),
-            &mut User::default(),
+        let o = options(&dir.path().join("none.sock"));
+        let mut user = User::default();
+        let result = login(&o, begin(), &mut user);
+        assert!(
+            matches!(result, Relayed::Unavailable(Failure::Connect { .. })),
+            "{result:?}"
         );
-        assert!(matches!(result, Relayed::Unreachable(_)), "{result:?}");
-        assert_eq!(
-            pam_code(&result, FailMode::Secure),
-            PamCode::AuthInfoUnavail
-        );
-        assert_eq!(pam_code(&result, FailMode::Safe), PamCode::Success);
+        assert!(result_text(&result).contains("none.sock"), "{result:?}");
+        assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
+        assert_eq!(pam_code(&result, &safe(&o)), PamError::SUCCESS);
+        assert!(user.seen.is_empty(), "no prompt without a daemon");
     }
 
     #[test]
     fn a_daemon_that_never_answers_is_timed_out() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("silent.sock");
-        let _listener = UnixListener::bind(&path).unwrap();
-        let mut o = options(path);
-        o.timeout = Duration::from_millis(300);
+        let socket = dir.path().join("silent.sock");
+        let _listener = UnixListener::bind(&socket).unwrap();
+        let o = Options {
+            timeout: Duration::from_millis(300),
+            ..options(&socket)
+        };
+        let started = Instant::now();
         let result = login(&o, begin(), &mut User::default());
         assert!(
-            matches!(result, Relayed::Unreachable(ref e) if e.contains("timed out")),
+            matches!(&result, Relayed::Unavailable(f) if f.timed_out()),
             "{result:?}"
         );
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded");
+        assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
+        assert_eq!(pam_code(&result, &safe(&o)), PamError::SUCCESS);
     }
 
     #[test]
-    fn a_daemon_that_breaks_off_after_engaging_fails_even_in_safe_mode() {
-        let (_d, path, _daemon) = daemon(vec![(vec![prompt("Code: ")], true)]);
-        let mut user = User {
-            answers: vec!["123456"],
-            ..User::default()
+    fn a_daemon_that_falls_silent_after_the_prompt_is_timed_out_and_denied() {
+        let d = Daemon::play(vec![
+            prompt("Code: "),
+            Step::Read,
+            Step::Sleep(Duration::from_millis(900)),
+        ]);
+        let o = Options {
+            timeout: Duration::from_millis(300),
+            ..d.options()
         };
-        let result = login(&options(path), begin(), &mut user);
-        assert!(matches!(result, Relayed::Broken(_)), "{result:?}");
-        assert_eq!(pam_code(&result, FailMode::Safe), PamCode::AuthInfoUnavail);
+        let result = login(&o, begin(), &mut User::typing(&["123456"]));
+        assert!(
+            matches!(&result, Relayed::Broken(f) if f.timed_out()),
+            "{result:?}"
+        );
+        always(&result, &o, PamError::AUTH_ERR);
+        d.heard();
     }
 
     #[test]
-    fn garbage_from_the_daemon_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("garbage.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let t = std::thread::spawn(move || {
-            use std::io::Write;
-            let (mut s, _) = listener.accept().unwrap();
-            let _ = read_frame::<Request>(&mut s);
-            s.write_all(&[0, 0, 0, 5, 0, 1, 0xff, 0xff, 0xff]).unwrap();
-        });
-        let result = login(&options(path), begin(), &mut User::default());
-        t.join().unwrap();
-        assert!(matches!(result, Relayed::Unreachable(_)), "{result:?}");
+    fn a_daemon_that_hangs_up_before_answering_is_unavailable() {
+        let d = Daemon::play(vec![]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(
+                result,
+                Relayed::Unavailable(Failure::Frame(FrameError::Closed))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(pam_code(&result, &d.options()), PamError::AUTHINFO_UNAVAIL);
     }
 
     #[test]
-    fn a_user_who_gives_up_is_not_let_in() {
-        let (_d, path, _daemon) = daemon(vec![(vec![prompt("Code: ")], true)]);
-        let result = login(&options(path), begin(), &mut User::default());
-        assert_eq!(result, Relayed::ConvFailed);
-        assert_eq!(pam_code(&result, FailMode::Safe), PamCode::ConvErr);
+    fn a_daemon_that_hangs_up_mid_conversation_is_denied_even_in_safe_mode() {
+        // Gone before the answer is sent: the write fails (EPIPE), never SIGPIPE or a panic.
+        let d = Daemon::play(vec![prompt("Code: ")]);
+        let result = login(
+            &d.options(),
+            begin(),
+            &mut SlowUser(Duration::from_millis(200)),
+        );
+        assert!(
+            matches!(result, Relayed::Broken(Failure::Frame(_))),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+        d.heard();
+        // Gone after reading the answer, before deciding.
+        let d = Daemon::play(vec![prompt("Code: "), Step::Read]);
+        let result = login(&d.options(), begin(), &mut User::typing(&["123456"]));
+        assert!(
+            matches!(result, Relayed::Broken(Failure::Frame(FrameError::Closed))),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+    }
+
+    /// A user who types "123456" after a while.
+    struct SlowUser(Duration);
+
+    impl Conversation for SlowUser {
+        fn prompt(&mut self, _: &str, _: bool) -> Result<Secret, ConvError> {
+            std::thread::sleep(self.0);
+            Ok(Secret::new("123456"))
+        }
+        fn info(&mut self, _: &str) {}
+        fn error(&mut self, _: &str) {}
+    }
+
+    #[test]
+    fn garbage_before_the_first_reply_is_unavailable_and_after_it_denied() {
+        let garbage = vec![0, 0, 0, 5, 0, 1, 0xff, 0xff, 0xff];
+        let d = Daemon::play(vec![Step::Raw(garbage.clone())]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(
+                result,
+                Relayed::Unavailable(Failure::Frame(FrameError::Malformed(_)))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(pam_code(&result, &d.options()), PamError::AUTHINFO_UNAVAIL);
+
+        let d = Daemon::play(vec![
+            Step::Send(Reply::Info { text: "hi".into() }),
+            Step::Raw(garbage),
+        ]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(
+                result,
+                Relayed::Broken(Failure::Frame(FrameError::Malformed(_)))
+            ),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+    }
+
+    #[test]
+    fn hostile_frames_are_errors_not_panics() {
+        let mut other_version = encode(&Reply::Outcome(Outcome::Allow)).unwrap().to_vec();
+        other_version[HEADER_LEN + 1] = 99;
+        let cases: Vec<Vec<u8>> = vec![
+            other_version,
+            u32::MAX.to_be_bytes().to_vec(),
+            vec![0, 0, 0, 1, 0],
+            vec![0, 0],
+            vec![0, 0, 0, 40, 0, 1, 0],
+        ];
+        for bytes in cases {
+            let d = Daemon::play(vec![Step::Raw(bytes.clone())]);
+            let o = Options {
+                timeout: Duration::from_millis(500),
+                ..d.options()
+            };
+            let result = login(&o, begin(), &mut User::default());
+            assert!(
+                matches!(result, Relayed::Unavailable(Failure::Frame(_))),
+                "{bytes:?}: {result:?}"
+            );
+            assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
+        }
+    }
+
+    #[test]
+    fn another_protocol_version_is_named() {
+        let mut bytes = encode(&Reply::Outcome(Outcome::Allow)).unwrap().to_vec();
+        bytes[HEADER_LEN + 1] = 2;
+        let d = Daemon::play(vec![Step::Raw(bytes)]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(
+                result,
+                Relayed::Unavailable(Failure::Frame(FrameError::Version(2)))
+            ),
+            "{result:?}"
+        );
+        assert!(result_text(&result).contains("version 2"), "{result:?}");
+    }
+
+    #[test]
+    fn a_refusal_or_a_command_reply_is_denied_even_in_safe_mode() {
+        let d = Daemon::play(vec![Step::Send(Reply::Refused(Refusal::BadRequest(
+            "no".into(),
+        )))]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(result, Relayed::Broken(Failure::Refused(_))),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+
+        let d = Daemon::play(vec![Step::Send(Reply::Done(CommandReply::Ok))]);
+        let result = login(&d.options(), begin(), &mut User::default());
+        assert!(
+            matches!(result, Relayed::Broken(Failure::CommandReply)),
+            "{result:?}"
+        );
+        always(&result, &d.options(), PamError::AUTH_ERR);
+    }
+
+    #[test]
+    fn a_user_who_gives_up_is_not_let_in_and_no_empty_answer_is_sent() {
+        let d = Daemon::play(vec![prompt("Code: "), Step::Read]);
+        let mut user = User::default();
+        let result = login(&d.options(), begin(), &mut user);
+        assert!(matches!(result, Relayed::ConvFailed), "{result:?}");
+        always(&result, &d.options(), PamError::AUTH_ERR);
+        assert_eq!(user.seen, ["prompt(echo=false): Code: "]);
+        // An empty answer would ask otpd for a new code; the daemon sees the hang-up instead.
+        let (requests, end) = d.heard();
+        assert_eq!(requests, [Request::Begin(begin())]);
+        assert!(matches!(end, Some(FrameError::Closed)), "{end:?}");
+    }
+
+    /// An in-memory daemon for the properties the socket cannot stage cheaply.
+    struct Scripted {
+        replies: Vec<Reply>,
+        sent: Vec<Request>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, request: &Request) -> Result<(), FrameError> {
+            self.sent.push(request.clone());
+            Ok(())
+        }
+        fn recv(&mut self) -> Result<Reply, FrameError> {
+            if self.replies.is_empty() {
+                return Err(FrameError::Closed);
+            }
+            Ok(self.replies.remove(0))
+        }
+    }
+
+    #[test]
+    fn a_daemon_that_never_decides_is_cut_off() {
+        let mut daemon = Scripted {
+            replies: vec![Reply::Info { text: "x".into() }; MAX_REPLIES + 5],
+            sent: Vec::new(),
+        };
+        let mut user = User::default();
+        let result = relay(&mut daemon, begin(), &mut user);
+        assert!(
+            matches!(result, Relayed::Broken(Failure::TooManyReplies)),
+            "{result:?}"
+        );
+        assert_eq!(user.seen.len(), MAX_REPLIES);
+        assert_eq!(daemon.sent, [Request::Begin(begin())]);
+    }
+
+    #[test]
+    fn the_log_text_of_a_failure_never_holds_the_answer() {
+        let mut daemon = Scripted {
+            replies: vec![Reply::Prompt {
+                text: "Code: ".into(),
+                echo: false,
+            }],
+            sent: Vec::new(),
+        };
+        let result = relay(&mut daemon, begin(), &mut User::typing(&["987654"]));
+        assert!(
+            matches!(result, Relayed::Broken(Failure::Frame(FrameError::Closed))),
+            "{result:?}"
+        );
+        assert_eq!(daemon.sent[1], Request::Answer(Secret::new("987654")));
+        assert!(!result_text(&result).contains("987654"));
+        assert!(!format!("{daemon_sent:?}", daemon_sent = daemon.sent).contains("987654"));
+    }
+
+    #[test]
+    fn the_pam_code_table() {
+        let secure = Options::default();
+        let unavailable = || Relayed::Unavailable(Failure::Frame(FrameError::TimedOut));
+        assert_eq!(
+            pam_code(&Relayed::Decided(Outcome::Allow), &secure),
+            PamError::SUCCESS
+        );
+        assert_eq!(
+            pam_code(&Relayed::Decided(Outcome::Ignore), &secure),
+            PamError::IGNORE
+        );
+        for reason in [
+            DenyReason::WrongCode,
+            DenyReason::Replayed,
+            DenyReason::Locked,
+            DenyReason::NotEnrolled,
+            DenyReason::Expired,
+            DenyReason::TooManyAttempts,
+            DenyReason::SendFailed,
+            DenyReason::Cancelled,
+            DenyReason::Forbidden,
+            DenyReason::Internal,
+        ] {
+            always(
+                &Relayed::Decided(Outcome::Deny(reason)),
+                &secure,
+                PamError::AUTH_ERR,
+            );
+        }
+        assert_eq!(
+            pam_code(&unavailable(), &secure),
+            PamError::AUTHINFO_UNAVAIL
+        );
+        assert_eq!(pam_code(&unavailable(), &safe(&secure)), PamError::SUCCESS);
+        for broken in [
+            Failure::Frame(FrameError::TimedOut),
+            Failure::Frame(FrameError::Closed),
+            Failure::Frame(FrameError::Version(2)),
+            Failure::Frame(FrameError::Malformed("x".into())),
+            Failure::Refused(Refusal::Internal),
+            Failure::CommandReply,
+            Failure::TooManyReplies,
+        ] {
+            always(&Relayed::Broken(broken), &secure, PamError::AUTH_ERR);
+        }
+        always(&Relayed::ConvFailed, &secure, PamError::AUTH_ERR);
+    }
+
+    fn result_text(r: &Relayed) -> String {
+        match r {
+            Relayed::Unavailable(f) | Relayed::Broken(f) => f.to_string(),
+            other => format!("{other:?}"),
+        }
     }
 }

@@ -48,7 +48,10 @@ impl Connection {
 /// A blocking `connect(2)` can hang forever when the daemon has stopped accepting and its backlog
 /// is full, so connect non-blocking and retry `EAGAIN` until the deadline.
 fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or(start + Duration::from_secs(3600));
     let (addr, addr_len) = sockaddr(path)?;
     loop {
         // SAFETY: plain socket(2); the fd is owned right away.

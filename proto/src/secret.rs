@@ -4,7 +4,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// Holds a code or key. `Debug` and `Display` print `<redacted>`; the memory is wiped on drop.
+/// Holds a code or key. `Debug` prints `<redacted>` and there is no `Display`; the memory is
+/// wiped on drop.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
 

@@ -486,3 +486,28 @@ fn a_user_with_an_app_and_an_address_chooses() {
     login.send(&server.next_mail().code());
     assert_eq!(login.finish().code, PAM_SUCCESS);
 }
+
+#[test]
+fn a_delivery_slower_than_the_module_timeout_fails_the_login_even_in_safe_mode() {
+    if !ready() {
+        return;
+    }
+    let server = SmtpServer::start(
+        SmtpOptions {
+            delay: 5,
+            ..SmtpOptions::default()
+        },
+        None,
+    );
+    let otpd = daemon(&server, "", "");
+    // otpd answers at once ("Sending a code..."), so the module knows the daemon is there; a
+    // timeout after that is a broken exchange, never "daemon unreachable".
+    let run = PamService::otp(&otpd, "timeout=2 failmode=safe").login(&me(), &["000000"]);
+    assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}");
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.starts_with("INFO: Sending a code to m***@e***.com")),
+        "{run:?}"
+    );
+}

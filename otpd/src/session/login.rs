@@ -310,6 +310,10 @@ impl Session<'_> {
         {
             format!("Enter the code already sent to {masked}.")
         } else {
+            // Answer before the slow part: a delivery that outlasts pam_otp's timeout must end
+            // the login as a failure, not look like an unreachable daemon (failmode=safe).
+            let text = format!("Sending a code to {masked}...");
+            self.conn.write(&Reply::Info { text }).await?;
             match send_code(state, &user, via, destination, Purpose::Login).await {
                 Ok(sent) => format!(
                     "A code was sent to {masked} (valid {valid}, request {}).",
