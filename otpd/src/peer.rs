@@ -5,6 +5,51 @@
 
 use nix::unistd::{Gid, Group, Uid, User};
 use otp_proto::Refusal;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a uid's name and admin membership are trusted before NSS is asked again: long
+/// enough that a busy host does not ask per login, short enough that removing someone from
+/// `admin_group` takes effect at once for practical purposes.
+const IDENTITY_TTL: Duration = Duration::from_secs(10);
+
+/// Peers by uid, each looked up at most once per `IDENTITY_TTL`.
+pub struct Callers {
+    admin_group: Option<String>,
+    known: Mutex<HashMap<u32, (Instant, Caller)>>,
+}
+
+impl Callers {
+    pub fn new(admin_group: Option<String>) -> Callers {
+        Callers {
+            admin_group,
+            known: Mutex::default(),
+        }
+    }
+
+    /// The caller behind `uid`; `None` only if the blocking pool is gone (shutting down).
+    pub async fn identify(&self, uid: u32) -> Option<Caller> {
+        let now = Instant::now();
+        if let Some((at, caller)) = self.known().get(&uid) {
+            if now.duration_since(*at) < IDENTITY_TTL {
+                return Some(caller.clone());
+            }
+        }
+        let group = self.admin_group.clone();
+        let caller = tokio::task::spawn_blocking(move || Caller::identify(uid, group.as_deref()))
+            .await
+            .ok()?;
+        let mut known = self.known();
+        known.retain(|_, (at, _)| now.duration_since(*at) < IDENTITY_TTL);
+        known.insert(uid, (now, caller.clone()));
+        Some(caller)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Instant, Caller)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -103,6 +148,17 @@ mod tests {
         assert!(!admin.may_authenticate("bob"));
         assert_eq!(admin.target(Some("bob".into())).unwrap(), "bob");
         assert!(admin.require_admin().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_caller_is_looked_up_once_and_remembered() {
+        let callers = Callers::new(None);
+        let first = callers.identify(0).await.unwrap();
+        assert_eq!(first.name.as_deref(), Some("root"));
+        assert!(callers.known().contains_key(&0));
+        let again = callers.identify(0).await.unwrap();
+        assert_eq!(again.name, first.name);
+        assert!(again.admin);
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::peer::Caller;
 use crate::peer_limit::{PeerLimit, PER_UID};
+use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
-use crate::store::{FileStore, StoreError};
+use crate::store::{CachedStore, FileStore, StoreError};
 use otp_proto::frame::FrameError;
 use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
 use std::future::Future;
@@ -24,6 +24,9 @@ const MAX_CONNECTIONS: usize = 1024;
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for logins in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the TOTP steps spent at login are saved. A crash loses at most this much, and the
+/// restart guard covers that (policy::replay).
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -37,9 +40,11 @@ pub enum ServerError {
 
 /// Serve until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let store = Arc::new(FileStore::open(&cfg.state_dir)?);
-    let shared = Arc::new(State::new(cfg, store).map_err(ServerError::Channel)?);
+    let store = Arc::new(CachedStore::new(FileStore::open(&cfg.state_dir)?));
+    let accounts = Accounts::new(store, cfg.clone())?;
+    let shared = Arc::new(State::new(cfg, accounts).map_err(ServerError::Channel)?);
     let listener = bind(&shared.cfg.socket)?;
+    let flusher = tokio::spawn(flush_periodically(shared.clone()));
     log::info!("listening on {}", shared.cfg.socket.display());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_uid = PeerLimit::default();
@@ -65,7 +70,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     log::info!("shutting down");
     let _ = std::fs::remove_file(&shared.cfg.socket);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, limit.acquire_many(MAX_CONNECTIONS as u32)).await;
+    flusher.abort();
+    match shared.accounts.close().await {
+        Ok(()) => log::info!("used codes saved; stopped cleanly"),
+        Err(e) => log::error!(
+            "cannot save used codes ({e}); the next start will treat recent codes as used"
+        ),
+    }
     Ok(())
+}
+
+/// Save the steps spent at login every `FLUSH_EVERY`; a failure is logged and retried.
+async fn flush_periodically(shared: Arc<State>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = shared.accounts.flush().await {
+            log::error!("cannot save used codes: {e}");
+        }
+    }
 }
 
 async fn serve(stream: UnixStream, shared: &State, limit: &PeerLimit) {
@@ -78,10 +102,7 @@ async fn serve(stream: UnixStream, shared: &State, limit: &PeerLimit) {
         log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another");
         return;
     };
-    let group = shared.cfg.admin_group.clone();
-    let Ok(caller) =
-        tokio::task::spawn_blocking(move || Caller::identify(uid, group.as_deref())).await
-    else {
+    let Some(caller) = shared.callers.identify(uid).await else {
         return;
     };
     let mut conn = Connection::new(stream);

@@ -5,15 +5,16 @@ use crate::channel::email::EmailChannel;
 use crate::channel::sms::SmsChannel;
 use crate::channel::Channel;
 use crate::config::Config;
+use crate::peer::Callers;
 use crate::policy::accounts::{hostname, Accounts};
 use crate::policy::challenge::Challenges;
-use crate::store::Store;
 use otp_proto::Via;
-use std::sync::Arc;
 
 pub struct State {
     pub cfg: Config,
     pub accounts: Accounts,
+    /// Who each peer uid is, looked up once in a while rather than per connection.
+    pub callers: Callers,
     pub challenges: Challenges,
     /// `None` when `[email]` is not configured.
     pub email: Option<Box<dyn Channel>>,
@@ -25,7 +26,7 @@ pub struct State {
 
 impl State {
     /// Build every configured channel; an error names the section and key to fix.
-    pub fn new(cfg: Config, store: Arc<dyn Store>) -> Result<State, String> {
+    pub fn new(cfg: Config, accounts: Accounts) -> Result<State, String> {
         let email = match &cfg.email {
             Some(e) => {
                 Some(Box::new(EmailChannel::new(e).map_err(|e| e.to_string())?) as Box<dyn Channel>)
@@ -40,7 +41,8 @@ impl State {
         };
         Ok(State {
             sms,
-            accounts: Accounts::new(store, cfg.clone()),
+            accounts,
+            callers: Callers::new(cfg.admin_group.clone()),
             challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
             email,
             host: hostname(),

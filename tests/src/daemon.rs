@@ -52,6 +52,15 @@ impl Daemon {
         self.spawn();
     }
 
+    /// SIGKILL (a crash: nothing saved on the way out) and start again on the same state.
+    pub fn restart_after_crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Everything otpd wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.0.lock().map(|l| l.clone()).unwrap_or_default()

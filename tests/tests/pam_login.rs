@@ -87,6 +87,47 @@ fn a_used_code_is_refused_after_otpd_restarts() {
 }
 
 #[test]
+fn a_clean_stop_saves_the_used_codes() {
+    if !pam::available() {
+        return;
+    }
+    let mut otpd = Daemon::start("");
+    otpd.enroll_totp(&me());
+    otpd.restart();
+    assert!(
+        otpd.logged("used codes saved; stopped cleanly"),
+        "{}",
+        otpd.log()
+    );
+    assert!(
+        !otpd.log().contains("last stop was not clean"),
+        "{}",
+        otpd.log()
+    );
+}
+
+/// otpd spends codes in memory and saves them every few seconds; after a kill -9 the codes of
+/// the last moments are unknown, so every code up to the restart (plus the skew) counts as used.
+#[test]
+fn a_used_code_is_refused_after_otpd_is_killed() {
+    if !pam::available() {
+        return;
+    }
+    let mut otpd = Daemon::start("");
+    let secret = otpd.enroll_totp(&me());
+    let service = PamService::otp(&otpd, "");
+    let c = code(&secret, now());
+    assert_eq!(service.login(&me(), &[&c]).code, PAM_SUCCESS);
+    otpd.restart_after_crash();
+    assert!(otpd.logged("last stop was not clean"), "{}", otpd.log());
+    for step_code in [c, code(&secret, now() + 30)] {
+        let run = service.login(&me(), &[&step_code]);
+        assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}\n{}", otpd.log());
+    }
+    assert!(otpd.logged("denied: code already used"), "{}", otpd.log());
+}
+
+#[test]
 fn a_pending_enrollment_does_not_count() {
     if !pam::available() {
         return;

@@ -1,9 +1,12 @@
 //! Per-user bookkeeping: one user's record is read, changed and written back under that user's
 //! own lock, so two logins of the same user cannot both spend one code, while logins of
-//! different users never wait for each other. Store I/O runs on the blocking pool.
+//! different users never wait for each other. Store I/O runs on the blocking pool, and only on a
+//! cache miss. A TOTP login writes nothing: its step is spent in memory (`Replay`) and saved in
+//! batches by `flush`.
 
 use super::lockout::Lockout;
 use super::recovery;
+use super::replay::Replay;
 use super::totp::{self, Check};
 use crate::channel::mask;
 use crate::config::Algorithm;
@@ -64,17 +67,43 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     cfg: Config,
     lockout: Mutex<Lockout>,
+    replay: Replay,
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, cfg: Config) -> Accounts {
-        Accounts {
+    /// Take over the store for this run (blocking I/O: call before serving).
+    pub fn new(store: Arc<dyn Store>, cfg: Config) -> Result<Accounts, StoreError> {
+        let previous = store.begin_run()?;
+        Ok(Accounts {
             lockout: Mutex::new(Lockout::new(cfg.lockout.clone())),
+            replay: Replay::new(previous, cfg.totp.skew, unix_now()),
             store,
             cfg,
             user_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Save the TOTP steps spent since the last flush (one atomic file write for all of them).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let Some(steps) = self.replay.unsaved(unix_now()) else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let saved = blocking(move || store.save_used_steps(&steps)).await;
+        if saved.is_err() {
+            self.replay.save_failed();
         }
+        saved
+    }
+
+    /// A clean stop: save the spent steps, then mark the run ended, so the next start trusts
+    /// them. If saving fails the mark stays, and the next start applies the restart guard.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.replay.seal();
+        self.flush().await?;
+        let store = self.store.clone();
+        blocking(move || store.end_run()).await
     }
 
     /// The second factors that count at login for this user.
@@ -89,49 +118,52 @@ impl Accounts {
         })
     }
 
-    /// Judge a TOTP code; a fresh match is recorded as used before this returns. Lockout is the
-    /// caller's business (`locked_for`, `fail`, `succeed`), since one answer may be tried
-    /// against several methods.
+    /// Judge a TOTP code; a fresh match is spent before this returns (in memory for TOTP,
+    /// durably for HOTP and for the code that confirms an enrollment). Lockout is the caller's
+    /// business (`locked_for`, `fail`, `succeed`), since one answer may be tried against
+    /// several methods.
     pub async fn verify_totp(
         &self,
         user: &str,
         code: &Secret,
         target: Target,
     ) -> Result<Verdict, StoreError> {
-        let skew = self.cfg.totp.skew;
+        let Some(record) = self.load(user).await? else {
+            return Ok(Verdict::NotEnrolled);
+        };
+        if target == Target::PendingOrActive && record.pending_totp.is_some() {
+            if let Some(verdict) = self.confirm_totp(user, code).await? {
+                return Ok(verdict);
+            }
+        }
+        match record.totp {
+            None if record.pending_totp.is_some() => Ok(Verdict::Wrong),
+            None => Ok(Verdict::NotEnrolled),
+            Some(key) if key.kind == KeyKind::Hotp => self.verify_hotp(user, code).await,
+            Some(key) => Ok(self.spend_totp(user, key, code)),
+        }
+    }
+
+    /// TOTP at login: check against the steps spent so far and spend the match in memory.
+    fn spend_totp(&self, user: &str, mut key: TotpKey, code: &Secret) -> Verdict {
+        key.last_step = self.replay.last_used(user, &key);
+        match totp::check(&key, code.expose(), unix_now(), self.cfg.totp.skew) {
+            Check::Fresh(step) if self.replay.spend(user, &key, step) => Verdict::Accepted,
+            Check::Fresh(_) | Check::Used => Verdict::Replayed,
+            Check::Wrong => Verdict::Wrong,
+        }
+    }
+
+    /// HOTP counters are not bound to time, so no restart guard can cover them: the counter is
+    /// stored before the code is accepted.
+    async fn verify_hotp(&self, user: &str, code: &Secret) -> Result<Verdict, StoreError> {
         self.update(user, |record| {
-            let now = unix_now();
-            let Some(record) = record.as_mut() else {
+            let Some(key) = record.as_mut().and_then(|r| r.totp.as_mut()) else {
                 return (Verdict::NotEnrolled, false);
             };
-            if target == Target::PendingOrActive {
-                if let Some(pending) = &record.pending_totp {
-                    if let Check::Fresh(step) = totp::check(pending, code.expose(), now, skew) {
-                        let mut key = pending.clone();
-                        key.last_step = Some(step);
-                        record.totp = Some(key);
-                        record.pending_totp = None;
-                        if !record.pending_recovery.is_empty() {
-                            record.recovery = std::mem::take(&mut record.pending_recovery);
-                        }
-                        return (Verdict::Activated, true);
-                    }
-                }
-            }
-            let Some(key) = record.totp.as_mut() else {
-                let pending = record.pending_totp.is_some();
-                return (
-                    if pending {
-                        Verdict::Wrong
-                    } else {
-                        Verdict::NotEnrolled
-                    },
-                    false,
-                );
-            };
-            match totp::check(key, code.expose(), now, skew) {
-                Check::Fresh(step) => {
-                    key.last_step = Some(step);
+            match totp::check(key, code.expose(), unix_now(), 0) {
+                Check::Fresh(counter) => {
+                    key.last_step = Some(counter);
                     (Verdict::Accepted, true)
                 }
                 Check::Used => (Verdict::Replayed, false),
@@ -139,6 +171,38 @@ impl Accounts {
             }
         })
         .await
+    }
+
+    /// A code for the pending key makes it the active one (with its recovery codes), stored
+    /// before this returns; `None` when the code is not the pending key's.
+    async fn confirm_totp(&self, user: &str, code: &Secret) -> Result<Option<Verdict>, StoreError> {
+        let skew = self.cfg.totp.skew;
+        let confirmed = self
+            .update(user, |record| {
+                let Some(record) = record.as_mut() else {
+                    return (false, false);
+                };
+                let Some(pending) = &record.pending_totp else {
+                    return (false, false);
+                };
+                let Check::Fresh(step) = totp::check(pending, code.expose(), unix_now(), skew)
+                else {
+                    return (false, false);
+                };
+                let mut key = pending.clone();
+                key.last_step = Some(step);
+                record.totp = Some(key);
+                record.pending_totp = None;
+                if !record.pending_recovery.is_empty() {
+                    record.recovery = std::mem::take(&mut record.pending_recovery);
+                }
+                (true, true)
+            })
+            .await?;
+        if confirmed {
+            self.replay.new_key(user);
+        }
+        Ok(confirmed.then_some(Verdict::Activated))
     }
 
     /// Time left on the user's lockout, if any.
@@ -262,7 +326,9 @@ impl Accounts {
             ((), true)
         })
         .await
-        .map_err(ImportRefused::Store)
+        .map_err(ImportRefused::Store)?;
+        self.replay.new_key(user);
+        Ok(())
     }
 
     /// The pending TOTP key, if an enrollment is waiting for its first code.
@@ -300,12 +366,15 @@ impl Accounts {
 
     /// Remove every enrollment; true if there was one.
     pub async fn disable(&self, user: &str) -> Result<bool, StoreError> {
-        self.update(user, |record| {
-            let had = record.as_ref().is_some_and(|r| !r.is_empty());
-            *record = None;
-            (had, had)
-        })
-        .await
+        let had = self
+            .update(user, |record| {
+                let had = record.as_ref().is_some_and(|r| !r.is_empty());
+                *record = None;
+                (had, had)
+            })
+            .await?;
+        self.replay.new_key(user);
+        Ok(had)
     }
 
     /// Remove one method; true if it was there. (`None` is `disable`.)
@@ -317,6 +386,9 @@ impl Accounts {
         let Some(method) = method else {
             return self.disable(user).await;
         };
+        if method == MethodKind::Totp {
+            self.replay.new_key(user);
+        }
         self.update(user, move |record| {
             let Some(r) = record.as_mut() else {
                 return (false, false);
@@ -378,6 +450,9 @@ impl Accounts {
     }
 
     async fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(cached) = self.store.peek(user) {
+            return Ok(cached);
+        }
         let (store, user) = (self.store.clone(), user.to_owned());
         blocking(move || store.load(&user)).await
     }
@@ -482,7 +557,7 @@ mod tests {
     fn accounts(dir: &std::path::Path) -> Accounts {
         let mut cfg = Config::default();
         cfg.lockout.max_failures = 3;
-        Accounts::new(Arc::new(FileStore::open(dir).unwrap()), cfg)
+        Accounts::new(Arc::new(FileStore::open(dir).unwrap()), cfg).unwrap()
     }
 
     fn code(key: &TotpKey, offset: i64) -> Secret {
@@ -535,24 +610,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replay_protection_survives_a_restart() {
+    async fn a_used_code_stays_used_after_a_clean_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let key = enrolled(&accounts(dir.path())).await;
+        let first = accounts(dir.path());
+        let key = enrolled(&first).await;
         let c = code(&key, 0);
-        assert_eq!(
-            accounts(dir.path())
-                .verify_totp("alice", &c, Target::Active)
-                .await
-                .unwrap(),
-            Verdict::Accepted
-        );
-        assert_eq!(
-            accounts(dir.path())
-                .verify_totp("alice", &c, Target::Active)
-                .await
-                .unwrap(),
-            Verdict::Replayed
-        );
+        let v = first.verify_totp("alice", &c, Target::Active).await;
+        assert_eq!(v.unwrap(), Verdict::Accepted);
+        first.close().await.unwrap();
+        let second = accounts(dir.path());
+        let v = second.verify_totp("alice", &c, Target::Active).await;
+        assert_eq!(v.unwrap(), Verdict::Replayed);
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_recent_codes_count_as_used_except_for_new_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = accounts(dir.path());
+        let key = enrolled(&first).await;
+        // Neither a login nor a flush: everything spent in memory is lost with the process.
+        drop(first);
+        let second = accounts(dir.path());
+        for offset in [0, 30] {
+            let v = second
+                .verify_totp("alice", &code(&key, offset), Target::Active)
+                .await;
+            assert_eq!(v.unwrap(), Verdict::Replayed, "offset {offset}");
+        }
+        // Bob enrolls after the restart: his codes work at once.
+        let (bob, _) = second.enroll_totp("bob").await.unwrap();
+        let v = second
+            .verify_totp("bob", &code(&bob, -30), Target::PendingOrActive)
+            .await;
+        assert_eq!(v.unwrap(), Verdict::Activated);
+        let v = second
+            .verify_totp("bob", &code(&bob, 0), Target::Active)
+            .await;
+        assert_eq!(v.unwrap(), Verdict::Accepted);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_spent_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = enrolled(&a).await;
+        a.close().await.unwrap();
+        let v = a.verify_totp("alice", &code(&key, 0), Target::Active).await;
+        assert_eq!(v.unwrap(), Verdict::Replayed);
     }
 
     #[tokio::test]
@@ -589,7 +693,7 @@ mod tests {
                 phone: None,
             },
         );
-        let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg);
+        let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg).unwrap();
         let m = a.methods("alice").await.unwrap();
         assert_eq!(m.email.as_deref(), Some("alice@corp.example"));
         assert!(!m.totp);

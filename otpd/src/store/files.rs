@@ -1,14 +1,18 @@
 //! The embedded store: one JSON file per user under `state_dir/users`, all 0600 in 0700
 //! directories. Writes go to a temp file, are fsynced, renamed over the old file, and the
 //! directory is fsynced, so a kill -9 at any moment leaves the old record or the new one.
+//!
+//! Beside `users/`: `used-steps.json`, the TOTP steps spent at login (written in batches), and
+//! `running`, which exists while otpd runs, so the next start can tell a crash from a clean stop.
 
-use super::{Store, StoreError, UserRecord};
+use super::{PreviousRun, Store, StoreError, UsedStep, UserRecord};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub struct FileStore {
+    state_dir: PathBuf,
     users_dir: PathBuf,
 }
 
@@ -24,7 +28,29 @@ impl FileStore {
                 .map_err(|e| io(dir, e))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
         }
-        Ok(FileStore { users_dir })
+        Ok(FileStore {
+            state_dir: state_dir.to_owned(),
+            users_dir,
+        })
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.state_dir.join("running")
+    }
+
+    fn used_steps_path(&self) -> PathBuf {
+        self.state_dir.join("used-steps.json")
+    }
+
+    /// The saved used steps; `None` when the file is unreadable, which the caller must treat
+    /// like a crash (every recent step may have been used).
+    fn load_used_steps(&self) -> Result<Option<Vec<UsedStep>>, StoreError> {
+        let path = self.used_steps_path();
+        match fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(Vec::new())),
+            Err(e) => Err(io(&path, e)),
+        }
     }
 
     fn path(&self, user: &str) -> Result<PathBuf, StoreError> {
@@ -82,6 +108,41 @@ impl Store for FileStore {
         }
         users.sort();
         Ok(users)
+    }
+
+    fn begin_run(&self) -> Result<PreviousRun, StoreError> {
+        let marker = self.marker();
+        let crashed = marker.exists();
+        let used = self.load_used_steps()?;
+        if used.is_none() {
+            log::warn!(
+                "{}: unreadable; treating the last stop as unclean",
+                self.used_steps_path().display()
+            );
+        }
+        write_atomically(&marker, format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(PreviousRun {
+            unclean: crashed || used.is_none(),
+            used: used.unwrap_or_default(),
+        })
+    }
+
+    fn end_run(&self) -> Result<(), StoreError> {
+        let marker = self.marker();
+        match fs::remove_file(&marker) {
+            Ok(()) => sync_dir(&self.state_dir),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&marker, e)),
+        }
+    }
+
+    fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError> {
+        let path = self.used_steps_path();
+        let json = serde_json::to_vec(steps).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomically(&path, &json)
     }
 }
 
@@ -257,5 +318,52 @@ mod tests {
         store.remove("alice").unwrap();
         store.remove("alice").unwrap();
         assert!(store.load("alice").unwrap().is_none());
+    }
+
+    fn used(user: &str, step: u64) -> UsedStep {
+        UsedStep {
+            user: user.into(),
+            step,
+            period: 30,
+        }
+    }
+
+    #[test]
+    fn a_clean_stop_is_told_from_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let first = store.begin_run().unwrap();
+        assert!(!first.unclean, "a new store has no previous run");
+        assert_eq!(mode(&dir.path().join("running")), 0o600);
+        store.save_used_steps(&[used("alice", 42)]).unwrap();
+        store.end_run().unwrap();
+        assert!(!dir.path().join("running").exists());
+
+        let second = store.begin_run().unwrap();
+        assert!(!second.unclean);
+        assert_eq!(second.used, vec![used("alice", 42)]);
+        assert_eq!(mode(&dir.path().join("used-steps.json")), 0o600);
+        // No end_run: as if killed.
+        let third = store.begin_run().unwrap();
+        assert!(third.unclean);
+        assert_eq!(
+            third.used,
+            vec![used("alice", 42)],
+            "what was saved still counts"
+        );
+    }
+
+    #[test]
+    fn unreadable_used_steps_count_as_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join("used-steps.json"), b"{ torn").unwrap();
+        let run = store.begin_run().unwrap();
+        assert!(run.unclean);
+        assert!(run.used.is_empty());
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 }

@@ -1,6 +1,7 @@
 //! Where enrollments live. Policy talks to the `Store` trait only, so a shared backend for fleets
 //! (PostgreSQL) can be added without touching it.
 
+pub mod cache;
 pub mod files;
 
 use crate::config::Algorithm;
@@ -8,6 +9,7 @@ use crate::policy::recovery::RecoveryHash;
 use otp_proto::Secret;
 use serde::{Deserialize, Serialize};
 
+pub use cache::CachedStore;
 pub use files::FileStore;
 
 /// Everything the daemon keeps about one user.
@@ -95,6 +97,27 @@ pub enum StoreError {
     BadName(String),
 }
 
+/// A TOTP step spent at login and kept in memory, written to the store in batches rather than
+/// once per login (design.md, "Replay protection without an fsync per login").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsedStep {
+    pub user: String,
+    pub step: u64,
+    /// The key's period, so the step can be placed in time when deciding whether it still matters.
+    pub period: u64,
+}
+
+/// What the store knew of the previous run of otpd when this one began.
+#[derive(Debug, Default)]
+pub struct PreviousRun {
+    /// The previous run ended without writing its last used steps (killed, crashed, power
+    /// lost): steps it spent since its last flush are unknown.
+    pub unclean: bool,
+    /// The used steps it wrote last.
+    pub used: Vec<UsedStep>,
+}
+
 /// A durable map from user name to record. Implementations must make `save` atomic and durable:
 /// after it returns, a crash leaves the new record; during it, the old one.
 pub trait Store: Send + Sync + 'static {
@@ -102,4 +125,17 @@ pub trait Store: Send + Sync + 'static {
     fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError>;
     fn remove(&self, user: &str) -> Result<(), StoreError>;
     fn users(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The record if it is already in memory (`Some(None)`: known absent), without I/O, so the
+    /// caller can skip a trip to the blocking pool.
+    fn peek(&self, _user: &str) -> Option<Option<UserRecord>> {
+        None
+    }
+
+    /// Mark the store in use by this run and read what the previous run left.
+    fn begin_run(&self) -> Result<PreviousRun, StoreError>;
+    /// Mark a clean end of this run, after its used steps were saved.
+    fn end_run(&self) -> Result<(), StoreError>;
+    /// Replace the saved used steps, atomically and durably.
+    fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError>;
 }

@@ -1,0 +1,262 @@
+//! Replay protection for TOTP without an fsync per login (design.md): the steps spent at login
+//! live in memory and are written to the store in batches (every few seconds and at a clean
+//! stop). After a stop that did not write them (kill -9, crash, power loss), every step up to
+//! the start of this run plus the skew counts as used for every key that existed before, so no
+//! code accepted before the crash can be accepted again; the price is a pause of at most
+//! (skew + 1) periods for those users right after such a restart.
+//!
+//! HOTP counters and recovery codes are rare and not time-bound: they stay durable before
+//! Allow (`Accounts`).
+
+use crate::store::{PreviousRun, TotpKey, UsedStep};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+pub struct Replay {
+    state: Mutex<Spent>,
+    skew: u64,
+    /// Unix seconds at start, when the previous run ended uncleanly.
+    guard_from: Option<u64>,
+}
+
+#[derive(Default)]
+struct Spent {
+    /// The newest step spent per user (with its key's period), newer than the stored one.
+    used: HashMap<String, Step>,
+    /// Users whose key was set up during this run: the restart guard is not for them.
+    new_keys: HashSet<String>,
+    /// Something changed since the last `unsaved`.
+    dirty: bool,
+    /// The final save has begun: nothing more may be spent.
+    sealed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    step: u64,
+    period: u64,
+}
+
+impl Replay {
+    /// Start from what the previous run left; `now` is the start of this run (Unix seconds).
+    pub fn new(previous: PreviousRun, skew: u8, now: u64) -> Replay {
+        let used = previous
+            .used
+            .into_iter()
+            .map(|u| {
+                let step = Step {
+                    step: u.step,
+                    period: u.period,
+                };
+                (u.user, step)
+            })
+            .collect();
+        let guard_from = previous.unclean.then_some(now);
+        if guard_from.is_some() {
+            log::warn!(
+                "the last stop was not clean: codes up to {} step(s) from now count as used for \
+                 every existing key",
+                skew
+            );
+        }
+        Replay {
+            state: Mutex::new(Spent {
+                used,
+                ..Spent::default()
+            }),
+            skew: skew as u64,
+            guard_from,
+        }
+    }
+
+    /// The last step to treat as used for this user's TOTP key: the stored one, a newer one
+    /// spent in memory, or the restart guard's, whichever is latest.
+    pub fn last_used(&self, user: &str, key: &TotpKey) -> Option<u64> {
+        self.last_in(&self.spent(), user, key)
+    }
+
+    /// Spend `step` of this user's key: false when it, or a later step, was spent meanwhile
+    /// (two logins racing with one code: exactly one wins).
+    pub fn spend(&self, user: &str, key: &TotpKey, step: u64) -> bool {
+        let mut spent = self.spent();
+        if spent.sealed
+            || self
+                .last_in(&spent, user, key)
+                .is_some_and(|last| step <= last)
+        {
+            return false;
+        }
+        let period = key.period;
+        spent.used.insert(user.to_owned(), Step { step, period });
+        spent.dirty = true;
+        true
+    }
+
+    fn last_in(&self, spent: &Spent, user: &str, key: &TotpKey) -> Option<u64> {
+        let in_memory = spent
+            .used
+            .get(user)
+            .filter(|s| s.period == key.period)
+            .map(|s| s.step);
+        let guard = match (self.guard_from, spent.new_keys.contains(user)) {
+            (Some(start), false) if key.period > 0 => Some(start / key.period + self.skew),
+            _ => None,
+        };
+        [key.last_step, in_memory, guard]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    /// The user's key was replaced or removed during this run; steps of the old key no longer
+    /// matter, and a new key (whose own last step is stored) is not under the restart guard.
+    pub fn new_key(&self, user: &str) {
+        let mut spent = self.spent();
+        spent.used.remove(user);
+        spent.new_keys.insert(user.to_owned());
+        spent.dirty = true;
+    }
+
+    /// The steps to save, if anything changed since the last call; steps too old to be
+    /// accepted again anyway (before `now` − skew) are dropped, so memory and the file hold only
+    /// the last few periods' logins. Call `save_failed` if saving them fails.
+    pub fn unsaved(&self, now: u64) -> Option<Vec<UsedStep>> {
+        let skew = self.skew;
+        let mut spent = self.spent();
+        if !spent.dirty {
+            return None;
+        }
+        spent.dirty = false;
+        spent
+            .used
+            .retain(|_, s| s.period > 0 && s.step + skew >= now / s.period);
+        Some(
+            spent
+                .used
+                .iter()
+                .map(|(user, s)| UsedStep {
+                    user: user.clone(),
+                    step: s.step,
+                    period: s.period,
+                })
+                .collect(),
+        )
+    }
+
+    /// Refuse every further spend: the final save is about to be taken, and a step spent after
+    /// it would be forgotten by the next run.
+    pub fn seal(&self) {
+        self.spent().sealed = true;
+    }
+
+    /// Saving what `unsaved` returned failed: try again next time.
+    pub fn save_failed(&self) {
+        self.spent().dirty = true;
+    }
+
+    fn spent(&self) -> MutexGuard<'_, Spent> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algorithm;
+    use crate::store::KeyKind;
+    use otp_proto::Secret;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key(last_step: Option<u64>) -> TotpKey {
+        TotpKey {
+            secret: Secret::new("JBSWY3DPEHPK3PXP"),
+            algorithm: Algorithm::SHA1,
+            digits: 6,
+            period: 30,
+            last_step,
+            kind: KeyKind::Totp,
+            window: None,
+            created: 1,
+        }
+    }
+
+    fn clean(used: Vec<UsedStep>) -> PreviousRun {
+        PreviousRun {
+            unclean: false,
+            used,
+        }
+    }
+
+    #[test]
+    fn a_step_is_spent_once_and_earlier_steps_with_it() {
+        let r = Replay::new(clean(vec![]), 1, NOW);
+        let k = key(Some(10));
+        assert_eq!(r.last_used("alice", &k), Some(10));
+        assert!(!r.spend("alice", &k, 10), "the stored step is used");
+        assert!(r.spend("alice", &k, 12));
+        assert!(!r.spend("alice", &k, 12));
+        assert!(!r.spend("alice", &k, 11));
+        assert_eq!(r.last_used("alice", &k), Some(12));
+        assert!(r.spend("bob", &k, 12), "users do not share steps");
+    }
+
+    #[test]
+    fn steps_saved_at_a_clean_stop_count_after_the_restart() {
+        let step = NOW / 30;
+        let r = Replay::new(clean(vec![]), 1, NOW);
+        assert!(r.spend("alice", &key(None), step));
+        let saved = r.unsaved(NOW).unwrap();
+        assert!(r.unsaved(NOW).is_none(), "nothing new to save");
+        let again = Replay::new(clean(saved), 1, NOW + 5);
+        assert_eq!(again.last_used("alice", &key(None)), Some(step));
+        assert_eq!(again.last_used("bob", &key(None)), None);
+    }
+
+    #[test]
+    fn after_a_crash_every_step_up_to_start_plus_skew_is_used_for_old_keys() {
+        let r = Replay::new(
+            PreviousRun {
+                unclean: true,
+                used: vec![],
+            },
+            1,
+            NOW,
+        );
+        let floor = NOW / 30 + 1;
+        assert_eq!(r.last_used("alice", &key(Some(5))), Some(floor));
+        assert!(!r.spend("alice", &key(None), floor));
+        assert!(r.spend("alice", &key(None), floor + 1));
+        // A key set up after the start is not under the guard.
+        r.new_key("carol");
+        assert_eq!(r.last_used("carol", &key(Some(7))), Some(7));
+    }
+
+    #[test]
+    fn old_steps_are_dropped_when_saved() {
+        let r = Replay::new(clean(vec![]), 1, NOW);
+        let step = NOW / 30;
+        assert!(r.spend("old", &key(None), step - 5));
+        assert!(r.spend("recent", &key(None), step - 1));
+        let saved = r.unsaved(NOW).unwrap();
+        let users: Vec<_> = saved.iter().map(|u| u.user.as_str()).collect();
+        assert_eq!(users, vec!["recent"]);
+    }
+
+    #[test]
+    fn a_failed_save_is_tried_again() {
+        let r = Replay::new(clean(vec![]), 1, NOW);
+        assert!(r.spend("alice", &key(None), NOW / 30));
+        assert!(r.unsaved(NOW).is_some());
+        r.save_failed();
+        assert_eq!(r.unsaved(NOW).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_new_key_forgets_the_old_keys_steps() {
+        let r = Replay::new(clean(vec![]), 1, NOW);
+        assert!(r.spend("alice", &key(None), NOW / 30));
+        r.new_key("alice");
+        assert_eq!(r.last_used("alice", &key(Some(3))), Some(3));
+    }
+}
