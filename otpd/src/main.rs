@@ -74,6 +74,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     log::info!("configuration: {source}");
+    raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -93,6 +94,23 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every login holds a socket and every code being delivered one more (SMTP or HTTPS), so the
+/// common soft limit of 1,024 descriptors would cap otpd near 500 sent-code logins at once.
+/// Raise the soft limit toward the hard one (the systemd unit sets both with LimitNOFILE).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const WANTED: u64 = 16_384;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let target = hard.min(WANTED);
+    if soft < target {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            log::warn!("cannot raise the open-file limit from {soft} to {target}: {e}");
         }
     }
 }

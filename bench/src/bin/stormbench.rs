@@ -5,7 +5,7 @@
 
 use otp_bench::{arg, otp_login, otpd_config, user, write_json, write_otpd_users, Otpd, Stats};
 use otp_proto::client::Connection;
-use otp_proto::{Login, Request};
+use otp_proto::{Login, Reply, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -181,7 +181,10 @@ fn main() {
                         };
                         started.fetch_add(1, Ordering::Relaxed);
                         if c.send(&Request::Begin(login)).is_ok() {
-                            let _ = c.recv();
+                            // otpd says "Sending a code to ..." at once and prompts once the
+                            // mail is delivered: wait for the prompt, so each client keeps one
+                            // email in flight.
+                            while let Ok(Reply::Info { .. }) = c.recv() {}
                         }
                     }
                 })

@@ -45,6 +45,13 @@ impl<S: Store> CachedStore<S> {
         }
     }
 
+    /// The record if it is cached (`Some(None)`: known to be absent).
+    fn peek(&self, user: &str) -> Option<Option<UserRecord>> {
+        let cache = self.cache();
+        let hit = cache.records.get(user)?;
+        Some(hit.as_deref().cloned())
+    }
+
     fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -64,12 +71,6 @@ impl<S: Store> CachedStore<S> {
 }
 
 impl<S: Store> Store for CachedStore<S> {
-    fn peek(&self, user: &str) -> Option<Option<UserRecord>> {
-        let cache = self.cache();
-        let hit = cache.records.get(user)?;
-        Some(hit.as_deref().cloned())
-    }
-
     fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         if let Some(hit) = self.peek(user) {
             return Ok(hit);

@@ -126,12 +126,6 @@ pub trait Store: Send + Sync + 'static {
     fn remove(&self, user: &str) -> Result<(), StoreError>;
     fn users(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The record if it is already in memory (`Some(None)`: known absent), without I/O, so the
-    /// caller can skip a trip to the blocking pool.
-    fn peek(&self, _user: &str) -> Option<Option<UserRecord>> {
-        None
-    }
-
     /// Mark the store in use by this run and read what the previous run left.
     fn begin_run(&self) -> Result<PreviousRun, StoreError>;
     /// Mark a clean end of this run, after its used steps were saved.
