@@ -126,7 +126,7 @@ o.append("Stacks (each its own pam_wrapper service directory, one `auth required
 o.append("- **pam_permit**: `pam_permit.so` — the cost of libpam itself, no second factor.")
 o.append("- **pam_google_authenticator**: `secret=DIR/${USER} user=root`, one secret file per user with `\" RATE_LIMIT 3 30`, `\" WINDOW_SIZE 3`, `\" DISALLOW_REUSE`, `\" TOTP_AUTH`.")
 o.append(f"- **pam_oath**: `usersfile=users.oath window=1`, `HOTP/T30 user - hexkey` lines ({(pam['oath'] or {}).get('users', 0):,} users in the file).")
-o.append("- **pam_otp**: `libpam_otp.so socket=...` → otpd (skew 1, replay protection on: each accepted step is on disk before Allow).\n")
+o.append("- **pam_otp**: `libpam_otp.so socket=...` → otpd (skew 1, replay protection on: each accepted step is spent in memory under a lock and saved every 5 s and at a clean stop, with a restart guard after a crash).\n")
 o.append("| stack | concurrency | logins | auth/s | p50 ms | p99 ms | failed | auth/s ÷ google-auth | p50 ÷ google-auth |")
 o.append("|---|---|---|---|---|---|---|---|---|")
 for k, label in stacks:
