@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::peer_limit::{PeerLimit, PER_UID};
+use crate::peer_limit::{PeerLimit, Slot, PER_UID};
 use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
@@ -57,10 +57,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (shared, per_uid) = (shared.clone(), per_uid.clone());
+                    // The uid's slot is taken here, in accept order, not in the task: a
+                    // connection accepted later can never overtake one accepted earlier.
+                    let Some((uid, slot)) = admit(&stream, &per_uid) else {
+                        continue;
+                    };
+                    let shared = shared.clone();
                     tokio::spawn(async move {
-                        serve(stream, &shared, &per_uid).await;
-                        drop(permit);
+                        serve(stream, uid, &shared).await;
+                        drop((slot, permit));
                     });
                 }
                 Err(e) => log::warn!("accept: {e}"),
@@ -92,16 +97,21 @@ async fn flush_periodically(shared: Arc<State>) {
     }
 }
 
-async fn serve(stream: UnixStream, shared: &State, limit: &PeerLimit) {
+/// Who is calling (SO_PEERCRED), and a slot among that uid's connections; `None` drops it.
+fn admit(stream: &UnixStream, limit: &PeerLimit) -> Option<(u32, Slot)> {
     let Ok(cred) = stream.peer_cred() else {
         log::warn!("connection without peer credentials dropped");
-        return;
+        return None;
     };
     let uid = cred.uid();
-    let Some(_slot) = limit.acquire(uid) else {
+    let Some(slot) = limit.acquire(uid) else {
         log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another");
-        return;
+        return None;
     };
+    Some((uid, slot))
+}
+
+async fn serve(stream: UnixStream, uid: u32, shared: &State) {
     let Some(caller) = shared.callers.identify(uid).await else {
         return;
     };

@@ -1,10 +1,15 @@
 //! The C side of PAM (`<security/pam_appl.h>`, `<security/pam_ext.h>`): item numbers, message
 //! styles, the structs an application and a module exchange, and the few libpam functions the
-//! module calls. The types are shared with the tests' PAM client.
+//! module calls; `app` holds the calls of the application side, for the tests' PAM client and
+//! the benchmark. One set of declarations for the whole workspace.
 
 use std::ffi::{c_char, c_int, c_void};
 
 pub const PAM_SUCCESS: c_int = 0;
+pub const PAM_SERVICE_ERR: c_int = 3;
+pub const PAM_PERM_DENIED: c_int = 6;
+pub const PAM_AUTH_ERR: c_int = 7;
+pub const PAM_AUTHINFO_UNAVAIL: c_int = 9;
 pub const PAM_CONV_ERR: c_int = 19;
 
 pub const PAM_SERVICE: c_int = 1;
@@ -55,4 +60,23 @@ extern "C" {
     /// syslog(3) at LOG_AUTHPRIV, prefixed with `module(service:facility): `. Variadic: call it
     /// only with the format `"%s"` and one C string.
     pub fn pam_syslog(pamh: *const c_void, priority: c_int, fmt: *const c_char, ...);
+}
+
+/// The application side of libpam (`<security/pam_appl.h>`): what a login program calls.
+pub mod app {
+    use super::PamConv;
+    use std::ffi::{c_char, c_int, c_void};
+
+    #[link(name = "pam")]
+    extern "C" {
+        pub fn pam_start(
+            service: *const c_char,
+            user: *const c_char,
+            conv: *const PamConv,
+            pamh: *mut *mut c_void,
+        ) -> c_int;
+        pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+        pub fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+        pub fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
+    }
 }

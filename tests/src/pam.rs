@@ -162,12 +162,9 @@ pub struct PamRun {
     pub lines: Vec<String>,
 }
 
-pub const PAM_SUCCESS: i32 = 0;
-pub const PAM_SERVICE_ERR: i32 = 3;
-pub const PAM_PERM_DENIED: i32 = 6;
-pub const PAM_AUTH_ERR: i32 = 7;
-pub const PAM_AUTHINFO_UNAVAIL: i32 = 9;
-pub const PAM_CONV_ERR: i32 = 19;
+pub use pam_otp::ffi::{
+    PAM_AUTHINFO_UNAVAIL, PAM_AUTH_ERR, PAM_CONV_ERR, PAM_PERM_DENIED, PAM_SERVICE_ERR, PAM_SUCCESS,
+};
 
 impl PamRun {
     fn parse(lines: Vec<String>) -> PamRun {

@@ -6,43 +6,16 @@
 //!  --out FILE.json [--wrap 1]` (`--wrap 1`: reuse users, for stacks without codes).
 
 use otp_bench::{arg, list_arg, totp_now, user, write_json, Stats};
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_int, c_void, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-#[repr(C)]
-struct PamConv {
-    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
-    appdata_ptr: *mut c_void,
-}
-
-#[link(name = "pam")]
-extern "C" {
-    fn pam_start(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-}
+use pam_otp::ffi::app::{pam_authenticate, pam_end, pam_start};
+use pam_otp::ffi::{PamConv, PamMessage, PamResponse, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON};
 
 /// Answers every prompt with the current code of the user whose index `appdata` points at.
-extern "C" fn conversation(
+unsafe extern "C" fn conversation(
     n: c_int,
     msgs: *mut *const PamMessage,
     resp: *mut *mut PamResponse,
@@ -54,7 +27,7 @@ extern "C" fn conversation(
         unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
     for i in 0..n {
         let msg = unsafe { &**msgs.add(i) };
-        if msg.msg_style == 1 || msg.msg_style == 2 {
+        if msg.msg_style == PAM_PROMPT_ECHO_OFF || msg.msg_style == PAM_PROMPT_ECHO_ON {
             let code = CString::new(totp_now(index)).expect("code");
             unsafe { (*replies.add(i)).resp = libc::strdup(code.as_ptr()) };
         }
@@ -66,7 +39,7 @@ extern "C" fn conversation(
 fn login(service: &CString, name: &CString, index: usize) -> bool {
     let mut idx = index;
     let conv = PamConv {
-        conv: conversation,
+        conv: Some(conversation),
         appdata_ptr: &mut idx as *mut usize as *mut c_void,
     };
     let mut pamh: *mut c_void = ptr::null_mut();

@@ -3,26 +3,15 @@
 //! newlines escaped as `\n`) and answers each prompt with the next line of stdin (end of input
 //! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::{BufRead, Write};
 use std::ptr;
 
-use pam_otp::ffi::{PamConv, PamMessage, PamResponse, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON};
-
-#[link(name = "pam")]
-extern "C" {
-    fn pam_start(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
-}
-
-const PAM_CONV_ERR: c_int = 19;
+use pam_otp::ffi::app::{pam_authenticate, pam_end, pam_start, pam_strerror};
+use pam_otp::ffi::{
+    PamConv, PamMessage, PamResponse, PAM_CONV_ERR, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF,
+    PAM_PROMPT_ECHO_ON,
+};
 
 /// One line to the test; a test that stopped listening is not an error here.
 fn say(line: &str) {
@@ -50,7 +39,7 @@ unsafe extern "C" fn conversation(
         let kind = match msg.msg_style {
             PAM_PROMPT_ECHO_OFF => "PROMPT_ECHO_OFF",
             PAM_PROMPT_ECHO_ON => "PROMPT_ECHO_ON",
-            3 => "ERROR",
+            PAM_ERROR_MSG => "ERROR",
             _ => "INFO",
         };
         say(&format!("{kind}: {text}"));
