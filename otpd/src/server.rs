@@ -43,7 +43,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let store = Arc::new(CachedStore::new(FileStore::open(&cfg.state_dir)?));
     let accounts = Accounts::new(store, cfg.clone())?;
     let shared = Arc::new(State::new(cfg, accounts).map_err(ServerError::Channel)?);
-    let listener = bind(&shared.cfg.socket)?;
+    let listener = match bind(&shared.cfg.socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            // Nothing was served: this was a clean stop, not a crash.
+            let _ = shared.accounts.close().await;
+            return Err(e);
+        }
+    };
     let flusher = tokio::spawn(flush_periodically(shared.clone()));
     log::info!("listening on {}", shared.cfg.socket.display());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

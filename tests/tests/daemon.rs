@@ -113,6 +113,33 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
     );
 }
 
+/// Two daemons on one state directory would each keep their own used codes in memory, so a code
+/// could be used once on each: the second one refuses to start.
+#[test]
+fn a_second_otpd_on_the_same_state_directory_refuses_to_start() {
+    let otpd = Daemon::start("");
+    let config = otpd.dir().join("second.toml");
+    let toml = format!(
+        "socket = {:?}\nstate_dir = {:?}\n",
+        otpd.dir().join("second.sock"),
+        otpd.state_dir()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = std::process::Command::new(artifacts::otpd())
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run a second otpd");
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another otpd is using this state directory"),
+        "{stderr}"
+    );
+    assert!(!otpd.dir().join("second.sock").exists());
+}
+
 #[test]
 fn check_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,10 +2,13 @@
 //! directories. Writes go to a temp file, are fsynced, renamed over the old file, and the
 //! directory is fsynced, so a kill -9 at any moment leaves the old record or the new one.
 //!
-//! Beside `users/`: `used-steps.json`, the TOTP steps spent at login (written in batches), and
-//! `running`, which exists while otpd runs, so the next start can tell a crash from a clean stop.
+//! Beside `users/`: `used-steps.json`, the TOTP steps spent at login (written in batches);
+//! `running`, which exists while otpd runs, so the next start can tell a crash from a clean stop;
+//! and `lock`, held (flock) by the running otpd, so that two daemons never share one state
+//! directory (each would keep its own used steps, and a code could be used once on each).
 
 use super::{PreviousRun, Store, StoreError, UsedStep, UserRecord};
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -14,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct FileStore {
     state_dir: PathBuf,
     users_dir: PathBuf,
+    /// Held from `begin_run` to `end_run`.
+    lock: std::sync::Mutex<Option<Flock<File>>>,
 }
 
 impl FileStore {
@@ -31,11 +36,33 @@ impl FileStore {
         Ok(FileStore {
             state_dir: state_dir.to_owned(),
             users_dir,
+            lock: std::sync::Mutex::new(None),
         })
     }
 
     fn marker(&self) -> PathBuf {
         self.state_dir.join("running")
+    }
+
+    /// Take the state directory for this process, or say who has it.
+    fn take_lock(&self) -> Result<(), StoreError> {
+        let path = self.state_dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                StoreError::InUse(path.clone())
+            } else {
+                io(&path, errno.into())
+            }
+        })?;
+        *self.lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        Ok(())
     }
 
     fn used_steps_path(&self) -> PathBuf {
@@ -111,6 +138,7 @@ impl Store for FileStore {
     }
 
     fn begin_run(&self) -> Result<PreviousRun, StoreError> {
+        self.take_lock()?;
         let marker = self.marker();
         let crashed = marker.exists();
         let used = self.load_used_steps()?;
@@ -129,11 +157,13 @@ impl Store for FileStore {
 
     fn end_run(&self) -> Result<(), StoreError> {
         let marker = self.marker();
-        match fs::remove_file(&marker) {
+        let removed = match fs::remove_file(&marker) {
             Ok(()) => sync_dir(&self.state_dir),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(&marker, e)),
-        }
+        };
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        removed
     }
 
     fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError> {
@@ -343,14 +373,26 @@ mod tests {
         assert!(!second.unclean);
         assert_eq!(second.used, vec![used("alice", 42)]);
         assert_eq!(mode(&dir.path().join("used-steps.json")), 0o600);
-        // No end_run: as if killed.
-        let third = store.begin_run().unwrap();
+        // No end_run: as if killed (the process, and with it the lock, is gone).
+        drop(store);
+        let third = FileStore::open(dir.path()).unwrap().begin_run().unwrap();
         assert!(third.unclean);
         assert_eq!(
             third.used,
             vec![used("alice", 42)],
             "what was saved still counts"
         );
+    }
+
+    #[test]
+    fn two_runs_cannot_share_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileStore::open(dir.path()).unwrap();
+        let second = FileStore::open(dir.path()).unwrap();
+        first.begin_run().unwrap();
+        assert!(matches!(second.begin_run(), Err(StoreError::InUse(_))));
+        first.end_run().unwrap();
+        assert!(!second.begin_run().unwrap().unclean);
     }
 
     #[test]

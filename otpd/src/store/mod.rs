@@ -95,6 +95,8 @@ pub enum StoreError {
     },
     #[error("user name {0:?} cannot be stored")]
     BadName(String),
+    #[error("{}: another otpd is using this state directory", .0.display())]
+    InUse(std::path::PathBuf),
 }
 
 /// A TOTP step spent at login and kept in memory, written to the store in batches rather than
