@@ -27,8 +27,11 @@ impl Connection {
             .unwrap_or(Err(FrameError::TimedOut))
     }
 
-    pub async fn write(&mut self, reply: &Reply) -> Result<(), FrameError> {
-        let bytes = frame::encode(reply)?;
+    /// Send `reply`, whose texts are wiped once encoded (the frame buffer wipes itself).
+    pub async fn write(&mut self, mut reply: Reply) -> Result<(), FrameError> {
+        let encoded = frame::encode(&reply);
+        reply.wipe();
+        let bytes = encoded?;
         tokio::time::timeout(WRITE_TIMEOUT, async {
             self.stream.write_all(&bytes).await?;
             self.stream.flush().await

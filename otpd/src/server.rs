@@ -127,7 +127,7 @@ async fn serve(stream: UnixStream, uid: u32, shared: &State) {
         Ok(Request::Begin(login)) => session::login::run(&mut conn, &caller, shared, login).await,
         Ok(Request::Command(command)) => {
             let reply = session::command::run(&caller, shared, command).await;
-            conn.write(&reply).await
+            conn.write(reply).await
         }
         Ok(Request::Answer(_)) => Err(FrameError::Malformed("an answer before any prompt".into())),
         Err(e) => Err(e),
@@ -152,7 +152,7 @@ async fn refuse(conn: &mut Connection, uid: u32, e: FrameError) {
         }
     };
     log::warn!("uid={uid}: bad request: {e}");
-    let _ = conn.write(&Reply::Refused(refusal)).await;
+    let _ = conn.write(Reply::Refused(refusal)).await;
 }
 
 /// Bind the socket, refusing to steal it from a running daemon, and open it to every local user:

@@ -143,6 +143,17 @@ pub enum Reply {
     Refused(Refusal),
 }
 
+impl Reply {
+    /// Zero the texts before their memory is freed: a first-login enrollment puts the key and
+    /// the recovery codes in them. (Not `Drop`: the module moves the texts out.)
+    pub fn wipe(&mut self) {
+        use zeroize::Zeroize;
+        if let Reply::Prompt { text, .. } | Reply::Info { text } | Reply::Error { text } = self {
+            text.zeroize();
+        }
+    }
+}
+
 /// How a login ends. The module maps each to a PAM return code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -315,5 +326,28 @@ impl fmt::Display for MethodState {
             MethodState::Pending => "pending",
             MethodState::Active => "active",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wiping_a_reply_empties_its_text_and_leaves_the_rest() {
+        let mut info = Reply::Info {
+            text: "key JBSWY3DPEHPK3PXP".into(),
+        };
+        info.wipe();
+        assert!(matches!(&info, Reply::Info { text } if text.is_empty()));
+        let mut prompt = Reply::Prompt {
+            text: "Code: ".into(),
+            echo: true,
+        };
+        prompt.wipe();
+        assert!(matches!(&prompt, Reply::Prompt { text, echo: true } if text.is_empty()));
+        let mut outcome = Reply::Outcome(Outcome::Allow);
+        outcome.wipe();
+        assert!(matches!(outcome, Reply::Outcome(Outcome::Allow)));
     }
 }

@@ -16,6 +16,7 @@ use crate::state::State;
 use otp_proto::frame::FrameError;
 use otp_proto::{DenyReason, Login, MethodKind, Outcome, Reply, Request, Secret, Via};
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// The TOTP prompt; it names "code" so users (and tests) know what is asked.
 pub const PROMPT: &str = "Verification code: ";
@@ -75,7 +76,7 @@ pub async fn run(
         }
     };
     audit(&login, caller, &note);
-    session.conn.write(&Reply::Outcome(outcome)).await
+    session.conn.write(Reply::Outcome(outcome)).await
 }
 
 impl Session<'_> {
@@ -117,7 +118,7 @@ impl Session<'_> {
                 Flow::Decided(decision) => return Ok(decision),
                 Flow::NotSent(e) if choices.len() > 1 => {
                     let text = format!("Could not send the code by {via}; choose another way.");
-                    self.conn.write(&Reply::Error { text }).await?;
+                    self.conn.write(Reply::Error { text }).await?;
                     log::warn!(
                         "user={}: {via} failed ({e:?}); offering the others",
                         self.user()
@@ -163,19 +164,25 @@ impl Session<'_> {
         };
         let account = format!("{user}@{}", self.state.host);
         let uri = crate::policy::totp::uri(&key, &accounts.issuer(), &account);
-        let picture = crate::qr::qr(uri.expose()).unwrap_or_default();
+        // The picture and the key are secrets too: every copy is wiped when dropped, and
+        // `Connection::write` wipes the reply's text.
+        let picture = Zeroizing::new(crate::qr::qr(uri.expose()).unwrap_or_default());
         self.conn
-            .write(&Reply::Info {
-                text: format!("Set up your second factor: scan this QR code with an authenticator app.\n{picture}"),
+            .write(Reply::Info {
+                text: format!(
+                    "Set up your second factor: scan this QR code with an authenticator app.\n{}",
+                    picture.as_str()
+                ),
             })
             .await?;
-        let prompt = format!(
+        let grouped = Zeroizing::new(crate::qr::grouped(key.secret.expose()));
+        let prompt = Zeroizing::new(format!(
             "Or type the key {} ({}, {} digits, {} s).\nEnter the code your app shows: ",
-            crate::qr::grouped(key.secret.expose()),
+            grouped.as_str(),
             key.algorithm,
             key.digits,
             key.period
-        );
+        ));
         for _ in 0..3 {
             let code = self.ask(&prompt, false).await?;
             if code.is_empty() {
@@ -189,7 +196,7 @@ impl Session<'_> {
                 Ok(_) => {
                     accounts.fail(&user);
                     self.conn
-                        .write(&Reply::Error {
+                        .write(Reply::Error {
                             text: "That code did not match; try the next one.".into(),
                         })
                         .await?;
@@ -216,11 +223,12 @@ impl Session<'_> {
             Err(e) => return self.internal(e).await,
         };
         let list: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
+        let list = Zeroizing::new(list.join("  "));
         let text = format!(
             "Enrolled. Your recovery codes, each good once if you lose your phone (not shown again):\n    {}",
-            list.join("  ")
+            list.as_str()
         );
-        self.conn.write(&Reply::Info { text }).await?;
+        self.conn.write(Reply::Info { text }).await?;
         Ok((Outcome::Allow, "allowed (enrolled at first login)".into()))
     }
 
@@ -313,7 +321,7 @@ impl Session<'_> {
             // Answer before the slow part: a delivery that outlasts pam_otp's timeout must end
             // the login as a failure, not look like an unreachable daemon (failmode=safe).
             let text = format!("Sending a code to {masked}...");
-            self.conn.write(&Reply::Info { text }).await?;
+            self.conn.write(Reply::Info { text }).await?;
             match send_code(state, &user, via, destination, Purpose::Login).await {
                 Ok(sent) => format!(
                     "A code was sent to {masked} (valid {valid}, request {}).",
@@ -406,7 +414,7 @@ impl Session<'_> {
                     Ok(n) => format!("Recovery code accepted; {n} left."),
                     Err(_) => "Recovery code accepted.".into(),
                 };
-                self.conn.write(&Reply::Info { text }).await?;
+                self.conn.write(Reply::Info { text }).await?;
                 Ok(Some((Outcome::Allow, "allowed (recovery code)".into())))
             }
             Ok(false) => Ok(None),
@@ -419,7 +427,7 @@ impl Session<'_> {
 
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
         self.conn
-            .write(&Reply::Prompt {
+            .write(Reply::Prompt {
                 text: text.into(),
                 echo,
             })
@@ -436,7 +444,7 @@ impl Session<'_> {
         text: &str,
         note: String,
     ) -> Result<Decision, FrameError> {
-        self.conn.write(&Reply::Error { text: text.into() }).await?;
+        self.conn.write(Reply::Error { text: text.into() }).await?;
         Ok((deny(reason), note))
     }
 
