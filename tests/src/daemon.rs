@@ -87,6 +87,16 @@ impl Daemon {
         true
     }
 
+    /// Panic with the whole log unless otpd says `needle` (within `logged`'s wait).
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str) {
+        assert!(
+            self.logged(needle),
+            "otpd never said {needle:?}:\n{}",
+            self.log()
+        );
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

@@ -106,7 +106,7 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
     assert!(otpd.socket.exists());
     otpd.stop();
     assert!(!otpd.socket.exists(), "the socket is removed on SIGTERM");
-    assert!(otpd.logged("shutting down"), "{}", otpd.log());
+    otpd.assert_logged("shutting down");
     assert!(
         otpd.state_dir().join("users").is_dir(),
         "state survives a stop"
@@ -216,11 +216,7 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("RESULT: {PAM_AUTH_ERR} ")), "{text}");
-    assert!(
-        otpd.logged("may not authenticate this user"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("may not authenticate this user");
 }
 
 #[test]
@@ -265,9 +261,5 @@ fn one_user_holding_connections_cannot_lock_others_out() {
     );
     drop(holder.stdin.take());
     holder.wait().unwrap();
-    assert!(
-        otpd.logged("more than 16 connections open"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("more than 16 connections open");
 }

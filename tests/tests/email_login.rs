@@ -67,7 +67,7 @@ fn an_emailed_code_logs_in_and_the_mail_is_a_proper_mail() {
     login.send(&code);
     let run = login.finish();
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
-    assert!(otpd.logged("allowed (email, challenge "), "{}", otpd.log());
+    otpd.assert_logged("allowed (email, challenge ");
     let log = otpd.log();
     assert!(
         !log.contains(&code),
@@ -347,11 +347,7 @@ fn a_dead_smtp_server_means_could_not_send_and_a_denied_login() {
             .any(|e| e.contains("Could not send the code")),
         "{run:?}"
     );
-    assert!(
-        otpd.logged("could not send the code by email"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("could not send the code by email");
 }
 
 #[test]
@@ -408,7 +404,7 @@ fn a_refused_recipient_is_reported() {
     let sent = otpd.otpctl(&["send"]);
     assert_eq!(sent.status.code(), Some(1), "{}", describe(&sent));
     assert!(String::from_utf8_lossy(&sent.stderr).contains("could not send the code"));
-    assert!(otpd.logged("550"), "{}", otpd.log());
+    otpd.assert_logged("550");
 }
 
 #[test]

@@ -163,7 +163,7 @@ fn a_recovery_code_logs_in_once_at_the_code_prompt() {
         "a recovery code works once: {again:?}"
     );
     assert_eq!(otpd.otpctl_json(&["status"])["recovery_codes_left"], 7);
-    assert!(otpd.logged("allowed (recovery code)"), "{}", otpd.log());
+    otpd.assert_logged("allowed (recovery code)");
 }
 
 #[test]
@@ -312,7 +312,7 @@ fn policy_allow_lets_unenrolled_users_in_and_says_so() {
         PamService::otp_line(&otpd, "")
     ));
     assert_eq!(service.login(&me(), &[]).code, PAM_SUCCESS);
-    assert!(otpd.logged("policy unenrolled = allow"), "{}", otpd.log());
+    otpd.assert_logged("policy unenrolled = allow");
 }
 
 #[test]
@@ -521,7 +521,7 @@ fn disabling_needs_the_token_mailed_to_the_user() {
     let status = otpd.otpctl_json(&["status"]);
     assert_eq!(status["totp"], "none");
     assert_eq!(status["email"], "active", "only the named method is off");
-    assert!(otpd.logged("Totp disabled"), "{}", otpd.log());
+    otpd.assert_logged("Totp disabled");
 }
 
 #[test]
@@ -567,9 +567,5 @@ fn an_admin_disables_another_user_at_once() {
         otpd.otpctl_json(&["--user", "someone-else", "status"])["totp"],
         "none"
     );
-    assert!(
-        otpd.logged("user=someone-else by uid=0: all second factors disabled"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("user=someone-else by uid=0: all second factors disabled");
 }

@@ -48,7 +48,7 @@ fn a_wrong_code_is_refused() {
         run.errors().iter().any(|e| e.contains("Invalid code")),
         "{run:?}"
     );
-    assert!(otpd.logged("denied: wrong code"), "{}", otpd.log());
+    otpd.assert_logged("denied: wrong code");
 }
 
 #[test]
@@ -94,11 +94,7 @@ fn a_clean_stop_saves_the_used_codes() {
     let mut otpd = Daemon::start("");
     otpd.enroll_totp(&me());
     otpd.restart();
-    assert!(
-        otpd.logged("used codes saved; stopped cleanly"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("used codes saved; stopped cleanly");
     assert!(
         !otpd.log().contains("last stop was not clean"),
         "{}",
@@ -119,12 +115,12 @@ fn a_used_code_is_refused_after_otpd_is_killed() {
     let c = code(&secret, now());
     assert_eq!(service.login(&me(), &[&c]).code, PAM_SUCCESS);
     otpd.restart_after_crash();
-    assert!(otpd.logged("last stop was not clean"), "{}", otpd.log());
+    otpd.assert_logged("last stop was not clean");
     for step_code in [c, code(&secret, now() + 30)] {
         let run = service.login(&me(), &[&step_code]);
         assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}\n{}", otpd.log());
     }
-    assert!(otpd.logged("denied: code already used"), "{}", otpd.log());
+    otpd.assert_logged("denied: code already used");
 }
 
 #[test]
@@ -216,11 +212,7 @@ fn an_unenrolled_user_is_denied_without_nullok_and_passes_with_it() {
     ));
     let run = with.login(&me(), &[]);
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
-    assert!(
-        otpd.logged("ignored: not enrolled (nullok)"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("ignored: not enrolled (nullok)");
 }
 
 #[test]

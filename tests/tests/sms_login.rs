@@ -65,7 +65,7 @@ fn login_with_texted_code(otpd: &Daemon, provider: &SmsProvider) {
     login.send(&code_in(&body));
     let run = login.finish();
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
-    assert!(otpd.logged("allowed (SMS, challenge "), "{}", otpd.log());
+    otpd.assert_logged("allowed (SMS, challenge ");
 }
 
 fn refused_with_could_not_send(otpd: &Daemon) {
@@ -256,7 +256,7 @@ fn a_provider_that_never_answers_times_out_and_says_could_not_send() {
         "",
     );
     refused_with_could_not_send(&otpd);
-    assert!(otpd.logged("timed out"), "{}", otpd.log());
+    otpd.assert_logged("timed out");
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn quotas_and_the_cooldown_refuse_sends_with_a_clear_message() {
     let third = quota.otpctl(&["send", "--via", "sms"]);
     assert_eq!(third.status.code(), Some(1), "{}", describe(&third));
     assert!(String::from_utf8_lossy(&third.stderr).contains("too many codes"));
-    assert!(quota.logged("quota reached"), "{}", quota.log());
+    quota.assert_logged("quota reached");
     assert!(!provider.has_event(), "nothing was sent past the quota");
     drop(quota);
 

@@ -46,7 +46,7 @@ fn ssh_login_with_a_wrong_code_is_refused() {
     let (ok, transcript) = server.login(&user, wrong, "echo OTP-OK");
     assert!(!ok, "{transcript}");
     assert!(!transcript.contains("OTP-OK"), "{transcript}");
-    assert!(otpd.logged("denied: wrong code"), "{}", otpd.log());
+    otpd.assert_logged("denied: wrong code");
 }
 
 #[test]
@@ -67,11 +67,7 @@ fn a_new_user_enrolls_during_the_ssh_login_itself() {
         transcript.contains('█'),
         "the QR code reached the ssh client: {transcript}"
     );
-    assert!(
-        otpd.logged("allowed (enrolled at first login)"),
-        "{}",
-        otpd.log()
-    );
+    otpd.assert_logged("allowed (enrolled at first login)");
     let status = otpd.otpctl_json(&["--user", &user.name, "status"]);
     assert_eq!(status["totp"], "active");
 }

@@ -1,8 +1,8 @@
 //! Per-user bookkeeping: one user's record is read, changed and written back under that user's
 //! own lock, so two logins of the same user cannot both spend one code, while logins of
 //! different users never wait for each other. Reads come from a cache or one small file; writes
-//! run on the blocking pool. A TOTP login writes nothing: its step is spent in memory (`Replay`) and saved in
-//! batches by `flush`.
+//! run on the blocking pool. A TOTP login writes nothing: its step is spent in memory (`Replay`)
+//! and saved in batches by `flush`.
 
 use super::lockout::Lockout;
 use super::recovery;
@@ -107,15 +107,20 @@ impl Accounts {
     }
 
     /// The second factors that count at login for this user.
-    pub async fn methods(&self, user: &str) -> Result<Methods, StoreError> {
+    pub fn methods(&self, user: &str) -> Result<Methods, StoreError> {
         let record = self.load(user)?.unwrap_or_default();
-        let directory = self.cfg.users.get(user).cloned().unwrap_or_default();
-        Ok(Methods {
+        Ok(self.methods_of(user, &record))
+    }
+
+    /// The user's own record first, then the static directory (`[users.NAME]`).
+    fn methods_of(&self, user: &str, record: &UserRecord) -> Methods {
+        let directory = self.cfg.users.get(user);
+        Methods {
             default: record.default_method,
             totp: record.totp.is_some(),
-            email: record.email.or(directory.email),
-            sms: record.phone.or(directory.phone),
-        })
+            email: (record.email.clone()).or_else(|| directory.and_then(|d| d.email.clone())),
+            sms: (record.phone.clone()).or_else(|| directory.and_then(|d| d.phone.clone())),
+        }
     }
 
     /// Judge a TOTP code; a fresh match is spent before this returns (in memory for TOTP,
@@ -199,9 +204,6 @@ impl Accounts {
                 (true, true)
             })
             .await?;
-        if confirmed {
-            self.replay.new_key(user);
-        }
         Ok(confirmed.then_some(Verdict::Activated))
     }
 
@@ -326,13 +328,11 @@ impl Accounts {
             ((), true)
         })
         .await
-        .map_err(ImportRefused::Store)?;
-        self.replay.new_key(user);
-        Ok(())
+        .map_err(ImportRefused::Store)
     }
 
     /// The pending TOTP key, if an enrollment is waiting for its first code.
-    pub async fn pending_totp(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
+    pub fn pending_totp(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
         Ok(self.load(user)?.and_then(|r| r.pending_totp))
     }
 
@@ -366,15 +366,12 @@ impl Accounts {
 
     /// Remove every enrollment; true if there was one.
     pub async fn disable(&self, user: &str) -> Result<bool, StoreError> {
-        let had = self
-            .update(user, |record| {
-                let had = record.as_ref().is_some_and(|r| !r.is_empty());
-                *record = None;
-                (had, had)
-            })
-            .await?;
-        self.replay.new_key(user);
-        Ok(had)
+        self.update(user, |record| {
+            let had = record.as_ref().is_some_and(|r| !r.is_empty());
+            *record = None;
+            (had, had)
+        })
+        .await
     }
 
     /// Remove one method; true if it was there. (`None` is `disable`.)
@@ -386,9 +383,6 @@ impl Accounts {
         let Some(method) = method else {
             return self.disable(user).await;
         };
-        if method == MethodKind::Totp {
-            self.replay.new_key(user);
-        }
         self.update(user, move |record| {
             let Some(r) = record.as_mut() else {
                 return (false, false);
@@ -418,9 +412,9 @@ impl Accounts {
         self.lockout().unlock(user);
     }
 
-    pub async fn status(&self, user: &str) -> Result<UserStatus, StoreError> {
-        let methods = self.methods(user).await?;
+    pub fn status(&self, user: &str) -> Result<UserStatus, StoreError> {
         let record = self.load(user)?.unwrap_or_default();
+        let methods = self.methods_of(user, &record);
         let now = Instant::now();
         let mut lockout = self.lockout();
         Ok(UserStatus {
@@ -458,7 +452,9 @@ impl Accounts {
     }
 
     /// Read-modify-write under the user's lock. `change` returns its result and whether the
-    /// record changed; a changed `None` deletes the record.
+    /// record changed; a changed `None` deletes the record. When the change replaced or removed
+    /// the active TOTP key, the steps spent with the old one are forgotten here, whichever
+    /// command did it.
     async fn update<T>(
         &self,
         user: &str,
@@ -468,14 +464,19 @@ impl Accounts {
         let result = async {
             let _guard = lock.lock().await;
             let mut record = self.load(user)?;
+            let before = active_key(&record);
             let (result, changed) = change(&mut record);
             if changed {
+                let replaced = before != active_key(&record);
                 let (store, name) = (self.store.clone(), user.to_owned());
                 blocking(move || match record {
                     Some(r) => store.save(&name, &r),
                     None => store.remove(&name),
                 })
                 .await?;
+                if replaced {
+                    self.replay.key_replaced(user);
+                }
             }
             Ok(result)
         }
@@ -500,6 +501,13 @@ impl Accounts {
     fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {
         self.lockout.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What tells one active key from another: its secret and when it was made (a secret is never
+/// reused, `created` guards against a re-import of the same one).
+fn active_key(record: &Option<UserRecord>) -> Option<(Secret, u64)> {
+    let key = record.as_ref()?.totp.as_ref()?;
+    Some((key.secret.clone(), key.created))
 }
 
 fn state_of(destination: &Option<String>) -> MethodState {
@@ -579,13 +587,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = accounts(dir.path());
         let (key, _) = a.enroll_totp("alice").await.unwrap();
-        assert!(!a.methods("alice").await.unwrap().totp);
+        assert!(!a.methods("alice").unwrap().totp);
         let v = a
             .verify_totp("alice", &code(&key, 0), Target::Active)
             .await
             .unwrap();
         assert_eq!(v, Verdict::Wrong);
-        assert_eq!(a.status("alice").await.unwrap().totp, MethodState::Pending);
+        assert_eq!(a.status("alice").unwrap().totp, MethodState::Pending);
     }
 
     #[tokio::test]
@@ -694,15 +702,15 @@ mod tests {
             },
         );
         let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg).unwrap();
-        let m = a.methods("alice").await.unwrap();
+        let m = a.methods("alice").unwrap();
         assert_eq!(m.email.as_deref(), Some("alice@corp.example"));
         assert!(!m.totp);
         a.set_destination("alice", Via::Email, "alice@home.example")
             .await
             .unwrap();
-        let m = a.methods("alice").await.unwrap();
+        let m = a.methods("alice").unwrap();
         assert_eq!(m.email.as_deref(), Some("alice@home.example"));
-        assert!(a.methods("bob").await.unwrap().is_empty());
+        assert!(a.methods("bob").unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -712,7 +720,7 @@ mod tests {
         enrolled(&a).await;
         assert!(a.disable("alice").await.unwrap());
         assert!(!a.disable("alice").await.unwrap());
-        assert_eq!(a.status("alice").await.unwrap().totp, MethodState::None);
+        assert_eq!(a.status("alice").unwrap().totp, MethodState::None);
         assert!(a.users().await.unwrap().is_empty());
     }
 }

@@ -23,7 +23,8 @@ pub struct Replay {
 struct Spent {
     /// The newest step spent per user (with its key's period), newer than the stored one.
     used: HashMap<String, Step>,
-    /// Users whose key was set up during this run: the restart guard is not for them.
+    /// Users whose key was set up during this run: the restart guard is not for them. Kept
+    /// only while there is a guard.
     new_keys: HashSet<String>,
     /// Something changed since the last `unsaved`.
     dirty: bool,
@@ -110,10 +111,12 @@ impl Replay {
 
     /// The user's key was replaced or removed during this run; steps of the old key no longer
     /// matter, and a new key (whose own last step is stored) is not under the restart guard.
-    pub fn new_key(&self, user: &str) {
+    pub fn key_replaced(&self, user: &str) {
         let mut spent = self.spent();
         spent.used.remove(user);
-        spent.new_keys.insert(user.to_owned());
+        if self.guard_from.is_some() {
+            spent.new_keys.insert(user.to_owned());
+        }
         spent.dirty = true;
     }
 
@@ -228,7 +231,7 @@ mod tests {
         assert!(!r.spend("alice", &key(None), floor));
         assert!(r.spend("alice", &key(None), floor + 1));
         // A key set up after the start is not under the guard.
-        r.new_key("carol");
+        r.key_replaced("carol");
         assert_eq!(r.last_used("carol", &key(Some(7))), Some(7));
     }
 
@@ -253,10 +256,10 @@ mod tests {
     }
 
     #[test]
-    fn a_new_key_forgets_the_old_keys_steps() {
+    fn a_replaced_key_forgets_the_old_keys_steps() {
         let r = Replay::new(clean(vec![]), 1, NOW);
         assert!(r.spend("alice", &key(None), NOW / 30));
-        r.new_key("alice");
+        r.key_replaced("alice");
         assert_eq!(r.last_used("alice", &key(Some(3))), Some(3));
     }
 }

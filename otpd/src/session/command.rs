@@ -42,7 +42,7 @@ async fn execute(
         }
         Command::Send { user, via } => {
             let user = caller.target(user)?;
-            let methods = accounts.methods(&user).await.map_err(internal)?;
+            let methods = accounts.methods(&user).map_err(internal)?;
             let pick = |v: Via| methods.destination(v).map(|d| (v, d.to_owned()));
             let found = match via {
                 Some(v) => pick(v),
@@ -96,7 +96,7 @@ async fn execute(
         Command::Status { user } => {
             let user = caller.target(user)?;
             Ok(CommandReply::Status(
-                accounts.status(&user).await.map_err(internal)?,
+                accounts.status(&user).map_err(internal)?,
             ))
         }
         Command::Disable {
@@ -120,7 +120,7 @@ async fn execute(
             caller.require_admin()?;
             let mut all = Vec::new();
             for user in accounts.users().await.map_err(internal)? {
-                all.push(accounts.status(&user).await.map_err(internal)?);
+                all.push(accounts.status(&user).map_err(internal)?);
             }
             Ok(CommandReply::Users(all))
         }
@@ -268,7 +268,7 @@ async fn disable(
     proof: Option<DisableProof>,
 ) -> Result<CommandReply, Refusal> {
     let for_someone_else = caller.admin && caller.name.as_deref() != Some(user.as_str());
-    let address = state.accounts.methods(&user).await.map_err(internal)?.email;
+    let address = state.accounts.methods(&user).map_err(internal)?.email;
     match (for_someone_else, proof, address) {
         (true, _, _) => {}
         (false, Some(DisableProof::Token(token)), _) => {

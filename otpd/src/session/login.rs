@@ -91,7 +91,7 @@ impl Session<'_> {
                 .deny(DenyReason::Forbidden, "Permission denied.", note)
                 .await;
         }
-        let methods = match self.state.accounts.methods(self.user()).await {
+        let methods = match self.state.accounts.methods(self.user()) {
             Ok(m) => m,
             Err(e) => return self.internal(e).await,
         };
@@ -154,7 +154,7 @@ impl Session<'_> {
     async fn enroll(&mut self) -> Result<Decision, FrameError> {
         let user = self.user().to_owned();
         let accounts = &self.state.accounts;
-        let key = match accounts.pending_totp(&user).await {
+        let key = match accounts.pending_totp(&user) {
             Ok(Some(key)) => key,
             Ok(None) => match accounts.enroll_totp(&user).await {
                 Ok((key, _)) => key,
@@ -404,7 +404,6 @@ impl Session<'_> {
                     .state
                     .accounts
                     .status(&user)
-                    .await
                     .map(|s| s.recovery_codes_left);
                 let text = match left {
                     Ok(0) => {

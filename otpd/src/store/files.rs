@@ -281,7 +281,6 @@ mod tests {
         let key = back.totp.unwrap();
         assert_eq!(key.secret.expose(), "JBSWY3DPEHPK3PXP");
         assert_eq!(key.last_step, Some(7));
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/users")), 0o700);
         assert_eq!(mode(&dir.path().join("state/users/alice.json")), 0o600);
