@@ -116,11 +116,22 @@ fn a_used_code_is_refused_after_otpd_is_killed() {
     assert_eq!(service.login(&me(), &[&c]).code, PAM_SUCCESS);
     otpd.restart_after_crash();
     otpd.assert_logged("last stop was not clean");
-    for step_code in [c, code(&secret, now() + 30)] {
-        let run = service.login(&me(), &[&step_code]);
+    // More tries than `max_failures` (5): a right code refused by the guard is not the user's
+    // fault and must not lock them out.
+    for step_code in [&c, &c, &c, &c, &c, &c, &code(&secret, now() + 30)] {
+        let run = service.login(&me(), &[step_code]);
         assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}\n{}", otpd.log());
+        assert!(
+            run.errors()
+                .iter()
+                .any(|e| e.contains("will work again in")),
+            "{run:?}"
+        );
     }
-    otpd.assert_logged("denied: code already used");
+    otpd.assert_logged("denied: code from before an unclean restart (not counted)");
+    let status = otpd.otpctl_json(&["status"]);
+    assert_eq!(status["recent_failures"], 0, "{status}");
+    assert!(status["locked_for_secs"].is_null(), "{status}");
 }
 
 #[test]

@@ -60,6 +60,12 @@ pub enum Verdict {
     Activated,
     Wrong,
     Replayed,
+    /// A right code refused only because otpd restarted after a crash and cannot know whether
+    /// it was used (policy::replay); not the user's fault, so not a failure toward lockout.
+    /// Codes work again from this Unix time.
+    RestartGuard {
+        until: u64,
+    },
     NotEnrolled,
 }
 
@@ -151,10 +157,14 @@ impl Accounts {
 
     /// TOTP at login: check against the steps spent so far and spend the match in memory.
     fn spend_totp(&self, user: &str, mut key: TotpKey, code: &Secret) -> Verdict {
-        key.last_step = self.replay.last_used(user, &key);
+        key.last_step = self.replay.last_spent(user, &key);
         match totp::check(&key, code.expose(), unix_now(), self.cfg.totp.skew) {
-            Check::Fresh(step) if self.replay.spend(user, &key, step) => Verdict::Accepted,
-            Check::Fresh(_) | Check::Used => Verdict::Replayed,
+            Check::Fresh(step) => match self.replay.guarded(user, &key, step) {
+                Some(until) => Verdict::RestartGuard { until },
+                None if self.replay.spend(user, &key, step) => Verdict::Accepted,
+                None => Verdict::Replayed,
+            },
+            Check::Used => Verdict::Replayed,
             Check::Wrong => Verdict::Wrong,
         }
     }
@@ -643,7 +653,10 @@ mod tests {
             let v = second
                 .verify_totp("alice", &code(&key, offset), Target::Active)
                 .await;
-            assert_eq!(v.unwrap(), Verdict::Replayed, "offset {offset}");
+            assert!(
+                matches!(v.unwrap(), Verdict::RestartGuard { .. }),
+                "offset {offset}"
+            );
         }
         // Bob enrolls after the restart: his codes work at once.
         let (bob, _) = second.enroll_totp("bob").await.unwrap();

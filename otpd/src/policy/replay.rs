@@ -70,21 +70,29 @@ impl Replay {
         }
     }
 
-    /// The last step to treat as used for this user's TOTP key: the stored one, a newer one
-    /// spent in memory, or the restart guard's, whichever is latest.
-    pub fn last_used(&self, user: &str, key: &TotpKey) -> Option<u64> {
-        self.last_in(&self.spent(), user, key)
+    /// The last step this user's TOTP key spent: the stored one, or a newer one spent in
+    /// memory. The restart guard is apart (`guarded`), so a code it refuses can be told from a
+    /// replayed one.
+    pub fn last_spent(&self, user: &str, key: &TotpKey) -> Option<u64> {
+        Self::spent_in(&self.spent(), user, key)
+    }
+
+    /// If `step` is refused only by the restart guard, the Unix time its codes run out, after
+    /// which the user's next code works.
+    pub fn guarded(&self, user: &str, key: &TotpKey, step: u64) -> Option<u64> {
+        let floor = self.guard_floor(&self.spent(), user, key)?;
+        (step <= floor).then(|| (floor + 1) * key.period)
     }
 
     /// Spend `step` of this user's key: false when it, or a later step, was spent meanwhile
-    /// (two logins racing with one code: exactly one wins).
+    /// (two logins racing with one code: exactly one wins), or the restart guard covers it.
     pub fn spend(&self, user: &str, key: &TotpKey, step: u64) -> bool {
         let mut spent = self.spent();
-        if spent.sealed
-            || self
-                .last_in(&spent, user, key)
-                .is_some_and(|last| step <= last)
-        {
+        let last = [
+            Self::spent_in(&spent, user, key),
+            self.guard_floor(&spent, user, key),
+        ];
+        if spent.sealed || last.into_iter().flatten().any(|l| step <= l) {
             return false;
         }
         let period = key.period;
@@ -93,20 +101,22 @@ impl Replay {
         true
     }
 
-    fn last_in(&self, spent: &Spent, user: &str, key: &TotpKey) -> Option<u64> {
+    fn spent_in(spent: &Spent, user: &str, key: &TotpKey) -> Option<u64> {
         let in_memory = spent
             .used
             .get(user)
             .filter(|s| s.period == key.period)
             .map(|s| s.step);
-        let guard = match (self.guard_from, spent.new_keys.contains(user)) {
+        key.last_step.max(in_memory)
+    }
+
+    /// After an unclean stop: the last step of this run's start plus the skew, for keys that
+    /// existed before it.
+    fn guard_floor(&self, spent: &Spent, user: &str, key: &TotpKey) -> Option<u64> {
+        match (self.guard_from, spent.new_keys.contains(user)) {
             (Some(start), false) if key.period > 0 => Some(start / key.period + self.skew),
             _ => None,
-        };
-        [key.last_step, in_memory, guard]
-            .into_iter()
-            .flatten()
-            .max()
+        }
     }
 
     /// The user's key was replaced or removed during this run; steps of the old key no longer
@@ -195,12 +205,12 @@ mod tests {
     fn a_step_is_spent_once_and_earlier_steps_with_it() {
         let r = Replay::new(clean(vec![]), 1, NOW);
         let k = key(Some(10));
-        assert_eq!(r.last_used("alice", &k), Some(10));
+        assert_eq!(r.last_spent("alice", &k), Some(10));
         assert!(!r.spend("alice", &k, 10), "the stored step is used");
         assert!(r.spend("alice", &k, 12));
         assert!(!r.spend("alice", &k, 12));
         assert!(!r.spend("alice", &k, 11));
-        assert_eq!(r.last_used("alice", &k), Some(12));
+        assert_eq!(r.last_spent("alice", &k), Some(12));
         assert!(r.spend("bob", &k, 12), "users do not share steps");
     }
 
@@ -212,8 +222,8 @@ mod tests {
         let saved = r.unsaved(NOW).unwrap();
         assert!(r.unsaved(NOW).is_none(), "nothing new to save");
         let again = Replay::new(clean(saved), 1, NOW + 5);
-        assert_eq!(again.last_used("alice", &key(None)), Some(step));
-        assert_eq!(again.last_used("bob", &key(None)), None);
+        assert_eq!(again.last_spent("alice", &key(None)), Some(step));
+        assert_eq!(again.last_spent("bob", &key(None)), None);
     }
 
     #[test]
@@ -227,12 +237,18 @@ mod tests {
             NOW,
         );
         let floor = NOW / 30 + 1;
-        assert_eq!(r.last_used("alice", &key(Some(5))), Some(floor));
+        assert_eq!(r.last_spent("alice", &key(Some(5))), Some(5));
+        assert_eq!(
+            r.guarded("alice", &key(Some(5)), floor),
+            Some((floor + 1) * 30)
+        );
+        assert_eq!(r.guarded("alice", &key(Some(5)), floor + 1), None);
         assert!(!r.spend("alice", &key(None), floor));
         assert!(r.spend("alice", &key(None), floor + 1));
         // A key set up after the start is not under the guard.
         r.key_replaced("carol");
-        assert_eq!(r.last_used("carol", &key(Some(7))), Some(7));
+        assert_eq!(r.guarded("carol", &key(Some(7)), floor), None);
+        assert!(r.spend("carol", &key(Some(7)), floor));
     }
 
     #[test]
@@ -260,6 +276,6 @@ mod tests {
         let r = Replay::new(clean(vec![]), 1, NOW);
         assert!(r.spend("alice", &key(None), NOW / 30));
         r.key_replaced("alice");
-        assert_eq!(r.last_used("alice", &key(Some(3))), Some(3));
+        assert_eq!(r.last_spent("alice", &key(Some(3))), Some(3));
     }
 }

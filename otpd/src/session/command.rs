@@ -178,6 +178,8 @@ async fn verify(
         .await
         .map_err(internal)?;
     let result = match totp {
+        // A right code otpd cannot vouch for after a crash: refused, not counted.
+        Verdict::RestartGuard { .. } => return Err(Refusal::CodeUsed),
         Verdict::Activated => {
             changed(caller, &user, "TOTP enrollment confirmed");
             Ok(CommandReply::Verified { activated: true })
@@ -234,6 +236,9 @@ async fn prove(state: &State, user: &str, code: &Secret) -> Result<(), Refusal> 
         .verify_totp(user, code, Target::Active)
         .await
         .map_err(internal)?;
+    if let Verdict::RestartGuard { .. } = totp {
+        return Err(Refusal::CodeUsed);
+    }
     let proved = totp == Verdict::Accepted
         || matches!(
             state.challenges.answer(

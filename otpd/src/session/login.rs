@@ -292,6 +292,17 @@ impl Session<'_> {
                 let note = "denied: code already used".into();
                 self.deny(DenyReason::Replayed, text, note).await
             }
+            Verdict::RestartGuard { until } => {
+                let wait = until
+                    .saturating_sub(crate::policy::accounts::unix_now())
+                    .max(1);
+                let text = format!(
+                    "The login service restarted after a failure and treats recent codes as \
+                     used. Your code will work again in {wait} s."
+                );
+                let note = "denied: code from before an unclean restart (not counted)".into();
+                self.deny(DenyReason::Replayed, &text, note).await
+            }
             Verdict::NotEnrolled => {
                 Ok((deny(DenyReason::NotEnrolled), "denied: not enrolled".into()))
             }
