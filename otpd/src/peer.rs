@@ -1,7 +1,8 @@
 //! Who is on the other end of a connection (SO_PEERCRED), and what they may do.
 //!
-//! Root may authenticate anyone and manage anyone. Members of `admin_group` may manage anyone.
-//! Everybody else may authenticate (a screen locker runs as the user) and manage only themselves.
+//! Root may authenticate anyone and manage anyone. Members of `admin_group` may manage anyone but
+//! root (an admin must not be able to drop root's second factor). Everybody else may
+//! authenticate (a screen locker runs as the user) and manage only themselves.
 
 use nix::unistd::{Gid, Group, Uid, User};
 use otp_proto::Refusal;
@@ -84,7 +85,8 @@ impl Caller {
     /// The user a management command is about: the named one (admins, or oneself), or the caller.
     pub fn target(&self, user: Option<String>) -> Result<String, Refusal> {
         match user {
-            Some(u) if self.admin || self.is(&u) => Ok(u),
+            Some(u) if self.is(&u) => Ok(u),
+            Some(u) if self.admin && (self.uid == 0 || !is_superuser(&u)) => Ok(u),
             Some(_) => Err(Refusal::Forbidden),
             None => self.name.clone().ok_or(Refusal::Forbidden),
         }
@@ -102,6 +104,11 @@ impl Caller {
     fn is(&self, user: &str) -> bool {
         self.name.as_deref() == Some(user)
     }
+}
+
+/// Is `name` uid 0 (root, or another name for it)?
+fn is_superuser(name: &str) -> bool {
+    name == "root" || matches!(User::from_name(name), Ok(Some(u)) if u.uid.is_root())
 }
 
 fn in_group(group: &str, user: &str, primary: Gid) -> bool {
@@ -148,6 +155,14 @@ mod tests {
         assert!(!admin.may_authenticate("bob"));
         assert_eq!(admin.target(Some("bob".into())).unwrap(), "bob");
         assert!(admin.require_admin().is_ok());
+    }
+
+    #[test]
+    fn only_root_manages_root() {
+        let admin = caller(1001, "carol", true);
+        assert_eq!(admin.target(Some("root".into())), Err(Refusal::Forbidden));
+        let root = Caller::identify(0, None);
+        assert_eq!(root.target(Some("root".into())).unwrap(), "root");
     }
 
     #[tokio::test]

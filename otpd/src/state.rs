@@ -8,7 +8,9 @@ use crate::config::Config;
 use crate::peer::Callers;
 use crate::policy::accounts::{hostname, Accounts};
 use crate::policy::challenge::Challenges;
-use otp_proto::Via;
+use crate::policy::proof::{self, Counts, Proof};
+use crate::store::StoreError;
+use otp_proto::{Secret, Via};
 
 pub struct State {
     pub cfg: Config,
@@ -48,6 +50,16 @@ impl State {
             host: hostname(),
             cfg,
         })
+    }
+
+    /// Judge one typed answer (policy::proof, the only place answers are judged).
+    pub async fn judge(
+        &self,
+        user: &str,
+        answer: &Secret,
+        counts: Counts,
+    ) -> Result<Proof, StoreError> {
+        proof::judge(&self.accounts, &self.challenges, user, answer, counts).await
     }
 
     /// The channel codes `via` travel by, if configured.

@@ -34,21 +34,30 @@ pub struct Login {
 }
 
 /// A management command. Non-root callers may only name themselves.
+///
+/// `proof` fields: changing a factor of a user who has one needs a current code or a recovery
+/// code (so a stolen session cannot quietly swap the factor); admins acting for another user
+/// need none. Without it otpd answers `Refused(ProofRequired)` and otpctl asks for a code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Create a new pending TOTP secret; it counts at login only after `Verify`.
-    EnrollTotp { user: Option<String> },
+    EnrollTotp {
+        user: Option<String>,
+        proof: Option<Secret>,
+    },
     /// Register an email address: a code is mailed there, and the address counts at login only
     /// after that code is given to `Verify`.
     EnrollEmail {
         user: Option<String>,
         address: String,
+        proof: Option<Secret>,
     },
     /// Register a mobile number (E.164): a code is texted there, and the number counts at login
     /// only after that code is given to `Verify`.
     EnrollSms {
         user: Option<String>,
         number: String,
+        proof: Option<Secret>,
     },
     /// Send a login code now by the user's email or SMS method (`via`, or email first); it
     /// works at the next login within its validity.
@@ -60,7 +69,7 @@ pub enum Command {
     Verify { user: Option<String>, code: Secret },
     /// What is enrolled, lockout state.
     Status { user: Option<String> },
-    /// Remove the user's TOTP enrollment.
+    /// Turn one second factor (or all) off.
     Disable {
         user: Option<String>,
         /// One method, or every one.
@@ -85,6 +94,7 @@ pub enum Command {
     Import {
         user: Option<String>,
         key: ImportedKey,
+        proof: Option<Secret>,
     },
     /// Admin: lift a lockout.
     Unlock { user: String },
@@ -202,9 +212,10 @@ pub enum CommandReply {
         challenge: String,
         destination: String,
     },
-    /// `Verify` accepted the code; `activated` when it confirmed a pending enrollment.
+    /// `Verify` accepted the code; `activated` names the method it confirmed (a pending key,
+    /// an address or a number), if it confirmed one.
     Verified {
-        activated: bool,
+        activated: Option<MethodKind>,
     },
     Status(UserStatus),
     Users(Vec<UserStatus>),

@@ -141,7 +141,19 @@ impl Daemon {
     /// Enroll `user` in TOTP and confirm it with oathtool's code for the previous time step
     /// (so that the current and next steps stay free for the test); returns the secret.
     pub fn enroll_totp(&self, user: &str) -> String {
-        let e = self.otpctl_json(&["--user", user, "enroll", "totp"]);
+        self.enroll_totp_with(user, &[])
+    }
+
+    /// `enroll_totp` for a user who already has a factor, proving it with a current code (one
+    /// just mailed, or a recovery code).
+    pub fn enroll_totp_proving(&self, user: &str, proof: &str) -> String {
+        self.enroll_totp_with(user, &["--code", proof])
+    }
+
+    fn enroll_totp_with(&self, user: &str, extra: &[&str]) -> String {
+        let mut args = vec!["--user", user, "enroll", "totp"];
+        args.extend_from_slice(extra);
+        let e = self.otpctl_json(&args);
         let secret = e["secret"].as_str().expect("secret").to_owned();
         self.confirm(user, |t| crate::totp::code(&secret, t - 30));
         secret
@@ -191,6 +203,18 @@ impl Daemon {
                 Err(_) => panic!("otpd did not start:\n{}", self.log()),
             }
         }
+    }
+
+    /// The running otpd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Peak resident memory of the running otpd (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     pub fn state_dir(&self) -> PathBuf {

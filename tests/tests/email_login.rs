@@ -468,8 +468,10 @@ fn a_user_with_an_app_and_an_address_chooses() {
         return;
     }
     let server = SmtpServer::start(SmtpOptions::default(), None);
-    let otpd = daemon(&server, "", "");
-    otpd.enroll_totp(&me());
+    // No resend cooldown: the code that proves the email factor was just sent.
+    let otpd = daemon(&server, "", "[code]\nresend_after = \"1ms\"\n");
+    otpd.otpctl_json(&["send"]);
+    otpd.enroll_totp_proving(&me(), &server.next_mail().code());
     let service = PamService::otp(&otpd, "");
     let mut login = service.start(&me());
     let menu = login.next_prompt().unwrap();

@@ -322,11 +322,11 @@ fn a_default_method_skips_the_menu() {
     }
     let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
     let otpd = Daemon::start(&format!(
-        "[policy]\ndefault_method = \"totp\"\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        "[policy]\ndefault_method = \"totp\"\n[code]\nresend_after = \"1ms\"\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
         otp_e2e::smtp::email_section(server.port, "none", ""),
         me()
     ));
-    let secret = otpd.enroll_totp(&me());
+    let secret = enroll_totp_proving_email(&otpd, &server);
     let service = PamService::otp(&otpd, "");
     let run = service.login(&me(), &[&code(&secret, now())]);
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
@@ -474,13 +474,23 @@ fn a_pam_oath_usersfile_imports_and_oathtool_codes_log_in() {
 
 /// otpd mailing through `server`, the test user's address on file, TOTP enrolled.
 fn with_address(server: &otp_e2e::smtp::SmtpServer, extra: &str) -> (Daemon, String) {
+    // No resend cooldown: the code that proves the email factor was just sent.
     let otpd = Daemon::start(&format!(
-        "{extra}\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        "{extra}\n[code]\nresend_after = \"1ms\"\n{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
         otp_e2e::smtp::email_section(server.port, "none", ""),
         me()
     ));
-    let secret = otpd.enroll_totp(&me());
+    let secret = enroll_totp_proving_email(&otpd, server);
     (otpd, secret)
+}
+
+/// A user who already has email codes adds an app: the new key needs a code mailed to them.
+fn enroll_totp_proving_email(otpd: &Daemon, server: &otp_e2e::smtp::SmtpServer) -> String {
+    let bare = otpd.otpctl(&["--json", "enroll", "totp"]);
+    assert_eq!(bare.status.code(), Some(1), "{}", describe(&bare));
+    assert!(String::from_utf8_lossy(&bare.stdout).contains("prove it is you"));
+    otpd.otpctl_json(&["send"]);
+    otpd.enroll_totp_proving(&me(), &server.next_mail().code())
 }
 
 fn token_in(mail: &otp_e2e::smtp::Mail) -> String {

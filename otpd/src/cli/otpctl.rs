@@ -42,6 +42,10 @@ pub enum Cmd {
         /// Also write the recovery codes to this file, mode 0600 (with `enroll totp`).
         #[arg(long, value_name = "FILE")]
         codes_file: Option<PathBuf>,
+        /// A current code or recovery code, when you already have a factor (a new key, address
+        /// or number needs one); asked for when needed and omitted.
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
     /// Take over an existing setup so the authenticator app keeps working: a
     /// ~/.google_authenticator file (for --user, or yourself), or a pam_oath usersfile (every
@@ -50,6 +54,10 @@ pub enum Cmd {
         #[arg(value_enum)]
         format: ImportFormat,
         file: PathBuf,
+        /// A current code or recovery code, when you already have a factor; asked for when
+        /// needed and omitted.
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
     /// Choose the method offered first at login when you have several.
     Default {
@@ -78,8 +86,8 @@ pub enum Cmd {
     },
     /// Show what is enrolled and whether the user is locked out.
     Status,
-    /// Turn second factors off: a user confirms with a token mailed to them (or, with no
-    /// address on file, a code); admins with --user do it at once.
+    /// Turn second factors off: a user confirms with a current code or recovery code (--code),
+    /// or with a token mailed to the address on file; admins with --user do it at once.
     Disable {
         /// Only this method [default: all of them].
         #[arg(value_enum)]
@@ -87,7 +95,7 @@ pub enum Cmd {
         /// The token mailed by a first `otpctl disable`.
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
-        /// A current code or a recovery code (for users with no address on file).
+        /// A current code or a recovery code.
         #[arg(long, value_name = "CODE")]
         code: Option<String>,
     },

@@ -3,9 +3,14 @@
 //! different users never wait for each other. Reads come from a cache or one small file; writes
 //! run on the blocking pool. A TOTP login writes nothing: its step is spent in memory (`Replay`)
 //! and saved in batches by `flush`.
+//!
+//! Checking a code is not done here but in `proof`, the one place every answer is judged; this
+//! file offers it the primitives (`verify_totp`, `use_recovery_code`).
 
-use super::lockout::Lockout;
-use super::recovery;
+use super::blocking;
+pub use super::clock::{hostname, unix_now};
+use super::lockout::Lockouts;
+use super::recovery::{self, Checker};
 use super::replay::Replay;
 use super::totp::{self, Check};
 use crate::channel::mask;
@@ -15,7 +20,7 @@ use crate::store::{KeyKind, Store, StoreError, TotpKey, UserRecord};
 use otp_proto::{ImportedKey, MethodKind, MethodState, Secret, UserStatus, Via};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// What a user can log in with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +57,8 @@ pub enum Target {
     PendingOrActive,
 }
 
-/// The verdict on one typed code.
+/// What the user's authenticator-app key says of one typed code (`proof` turns it, with the
+/// other checks, into the verdict sessions see).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
@@ -69,11 +75,25 @@ pub enum Verdict {
     NotEnrolled,
 }
 
+/// What a recovery-code check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryCheck {
+    /// The user has no recovery codes: nothing was checked.
+    NoCodes,
+    Wrong,
+    /// It was one; now spent, with this many left.
+    Used {
+        left: u32,
+    },
+}
+
 pub struct Accounts {
     store: Arc<dyn Store>,
     cfg: Config,
-    lockout: Mutex<Lockout>,
+    /// Failures and locks, durable (policy::lockout); used by `proof`.
+    pub(super) lockouts: Lockouts,
     replay: Replay,
+    checker: Checker,
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -82,25 +102,28 @@ impl Accounts {
     pub fn new(store: Arc<dyn Store>, cfg: Config) -> Result<Accounts, StoreError> {
         let previous = store.begin_run()?;
         Ok(Accounts {
-            lockout: Mutex::new(Lockout::new(cfg.lockout.clone())),
+            lockouts: Lockouts::load(cfg.lockout.clone(), store.clone())?,
             replay: Replay::new(previous, cfg.totp.skew, unix_now()),
+            checker: Checker::new(),
             store,
             cfg,
             user_locks: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Save the TOTP steps spent since the last flush (one atomic file write for all of them).
+    /// Save the TOTP steps spent since the last flush (one atomic file write for all of them),
+    /// and the lockout states cleared since then.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let lockouts = self.lockouts.flush().await;
         let Some(steps) = self.replay.unsaved(unix_now()) else {
-            return Ok(());
+            return lockouts;
         };
         let store = self.store.clone();
         let saved = blocking(move || store.save_used_steps(&steps)).await;
         if saved.is_err() {
             self.replay.save_failed();
         }
-        saved
+        saved.and(lockouts)
     }
 
     /// A clean stop: save the spent steps, then mark the run ended, so the next start trusts
@@ -129,11 +152,10 @@ impl Accounts {
         }
     }
 
-    /// Judge a TOTP code; a fresh match is spent before this returns (in memory for TOTP,
-    /// durably for HOTP and for the code that confirms an enrollment). Lockout is the caller's
-    /// business (`locked_for`, `fail`, `succeed`), since one answer may be tried against
-    /// several methods.
-    pub async fn verify_totp(
+    /// Check a code against the user's key; a fresh match is spent before this returns (in
+    /// memory for TOTP, durably for HOTP and for the code that confirms an enrollment). Only
+    /// `proof` calls it, under a lockout reservation.
+    pub(super) async fn verify_totp(
         &self,
         user: &str,
         code: &Secret,
@@ -208,6 +230,7 @@ impl Accounts {
                 key.last_step = Some(step);
                 record.totp = Some(key);
                 record.pending_totp = None;
+                record.pending_at_login = false;
                 if !record.pending_recovery.is_empty() {
                     record.recovery = std::mem::take(&mut record.pending_recovery);
                 }
@@ -219,18 +242,15 @@ impl Accounts {
 
     /// Time left on the user's lockout, if any.
     pub fn locked_for(&self, user: &str) -> Option<Duration> {
-        self.lockout().locked_for(user, Instant::now())
+        self.lockouts.locked_for(user)
     }
 
-    /// Count a failed code toward lockout.
-    pub fn fail(&self, user: &str) {
-        if self.lockout().fail(user, Instant::now()) {
-            log::warn!("user={user}: locked out after too many failed codes");
-        }
-    }
-
-    pub fn succeed(&self, user: &str) {
-        self.lockout().succeed(user);
+    /// Does the user have a factor that works at login (an active key, an address, a number, or
+    /// recovery codes)? Changing factors then needs one of them (`proof::Counts::Change`).
+    pub fn has_factor(&self, user: &str) -> Result<bool, StoreError> {
+        let record = self.load(user)?.unwrap_or_default();
+        let methods = self.methods_of(user, &record);
+        Ok(!methods.is_empty() || !record.recovery.is_empty())
     }
 
     /// Make a confirmed address or number the user's email or SMS method.
@@ -253,8 +273,13 @@ impl Accounts {
     }
 
     /// Store a new pending TOTP key (replacing any earlier pending one) with a new set of
-    /// recovery codes that takes effect with it; return both to show once.
-    pub async fn enroll_totp(&self, user: &str) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
+    /// recovery codes that takes effect with it; return both to show once. `at_login`: made by
+    /// first-login enrollment, the only pending key a login may show again.
+    pub async fn enroll_totp(
+        &self,
+        user: &str,
+        at_login: bool,
+    ) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
         let key = totp::new_key(&self.cfg.totp, unix_now()).map_err(|_| EnrollError::Random)?;
         let (codes, hashes) = tokio::task::spawn_blocking(recovery::new_set)
             .await
@@ -263,6 +288,7 @@ impl Accounts {
         self.update(user, move |record| {
             let record = record.get_or_insert_with(UserRecord::default);
             record.pending_totp = Some(pending);
+            record.pending_at_login = at_login;
             record.pending_recovery = hashes;
             ((), true)
         })
@@ -270,28 +296,28 @@ impl Accounts {
         Ok((key, codes))
     }
 
-    /// Spend a recovery code: true when `code` was one of the user's unused codes, which is
-    /// then gone (durably) before this returns.
-    pub async fn use_recovery_code(&self, user: &str, code: &Secret) -> Result<bool, StoreError> {
+    /// Spend a recovery code: when `code` is one of the user's unused codes, it is gone
+    /// (durably) before this returns. Checked on the bounded pool; dropping the future cancels.
+    pub(super) async fn use_recovery_code(
+        &self,
+        user: &str,
+        code: &Secret,
+    ) -> Result<RecoveryCheck, StoreError> {
         let set = match self.load(user)? {
             Some(r) if !r.recovery.is_empty() => r.recovery,
-            _ => return Ok(false),
+            _ => return Ok(RecoveryCheck::NoCodes),
         };
-        let typed = code.clone();
-        let found = tokio::task::spawn_blocking(move || recovery::find(typed.expose(), &set))
-            .await
-            .ok()
-            .flatten();
-        let Some(hash) = found else {
-            return Ok(false);
+        let Some(hash) = self.checker.find(code, set).await else {
+            return Ok(RecoveryCheck::Wrong);
         };
         self.update(user, move |record| match record.as_mut() {
             Some(r) if r.recovery.contains(&hash) => {
                 r.recovery.retain(|h| *h != hash);
-                (true, true)
+                let left = r.recovery.len() as u32;
+                (RecoveryCheck::Used { left }, true)
             }
             // Spent by a concurrent login between the check and the lock.
-            _ => (false, false),
+            _ => (RecoveryCheck::Wrong, false),
         })
         .await
     }
@@ -327,9 +353,17 @@ impl Accounts {
         let codes = imported.recovery_codes;
         let hashes = tokio::task::spawn_blocking(move || recovery::hash_existing(&codes))
             .await
-            .map_err(|e| ImportRefused::Invalid(e.to_string()))?;
+            .map_err(|_| ImportRefused::Store(StoreError::Stopping))?;
+        let spent = self.replay.last_spent(user, &key);
         self.update(user, move |record| {
             let record = record.get_or_insert_with(UserRecord::default);
+            let mut key = key;
+            // The same secret again (a re-import) is the same key: its used steps and its age
+            // (which the restart guard goes by) stay, or a used code would work again.
+            if let Some(old) = record.totp.as_ref().filter(|old| old.secret == key.secret) {
+                key.created = old.created;
+                key.last_step = key.last_step.max(old.last_step).max(spent);
+            }
             record.totp = Some(key);
             record.pending_totp = None;
             if !hashes.is_empty() {
@@ -341,9 +375,14 @@ impl Accounts {
         .map_err(ImportRefused::Store)
     }
 
-    /// The pending TOTP key, if an enrollment is waiting for its first code.
-    pub fn pending_totp(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
-        Ok(self.load(user)?.and_then(|r| r.pending_totp))
+    /// The pending TOTP key that first-login enrollment made, if one is waiting for its first
+    /// code. A pending key made with `otpctl enroll` is never shown at a login: whoever passes
+    /// the first factor would see the user's new key.
+    pub fn pending_from_login(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
+        Ok(self
+            .load(user)?
+            .filter(|r| r.pending_at_login)
+            .and_then(|r| r.pending_totp))
     }
 
     /// Set (or clear) the method offered first.
@@ -414,19 +453,17 @@ impl Accounts {
     /// Forget the user entirely: enrollments, replay state, lockout.
     pub async fn reset(&self, user: &str) -> Result<(), StoreError> {
         self.disable(user).await?;
-        self.unlock(user);
-        Ok(())
+        self.unlock(user).await
     }
 
-    pub fn unlock(&self, user: &str) {
-        self.lockout().unlock(user);
+    /// Lift a lockout (stored at once).
+    pub async fn unlock(&self, user: &str) -> Result<(), StoreError> {
+        self.lockouts.unlock(user).await
     }
 
     pub fn status(&self, user: &str) -> Result<UserStatus, StoreError> {
         let record = self.load(user)?.unwrap_or_default();
         let methods = self.methods_of(user, &record);
-        let now = Instant::now();
-        let mut lockout = self.lockout();
         Ok(UserStatus {
             email: state_of(&methods.email),
             email_address: methods.email.as_deref().map(|a| mask(Via::Email, a)),
@@ -439,8 +476,8 @@ impl Accounts {
                 (None, None) => MethodState::None,
             },
             recovery_codes_left: record.recovery.len() as u32,
-            locked_for_secs: lockout.locked_for(user, now).map(|d| d.as_secs().max(1)),
-            recent_failures: lockout.recent_failures(user, now),
+            locked_for_secs: self.locked_for(user).map(|d| d.as_secs().max(1)),
+            recent_failures: self.lockouts.recent_failures(user),
         })
     }
 
@@ -507,10 +544,6 @@ impl Accounts {
             locks.remove(user);
         }
     }
-
-    fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {
-        self.lockout.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// What tells one active key from another: its secret and when it was made (a secret is never
@@ -543,30 +576,6 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Io {
-            path: Default::default(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,7 +593,7 @@ mod tests {
     }
 
     async fn enrolled(a: &Accounts) -> TotpKey {
-        let (key, _) = a.enroll_totp("alice").await.unwrap();
+        let (key, _) = a.enroll_totp("alice", false).await.unwrap();
         let v = a
             .verify_totp("alice", &code(&key, -30), Target::PendingOrActive)
             .await;
@@ -596,7 +605,7 @@ mod tests {
     async fn a_pending_enrollment_does_not_count_at_login() {
         let dir = tempfile::tempdir().unwrap();
         let a = accounts(dir.path());
-        let (key, _) = a.enroll_totp("alice").await.unwrap();
+        let (key, _) = a.enroll_totp("alice", false).await.unwrap();
         assert!(!a.methods("alice").unwrap().totp);
         let v = a
             .verify_totp("alice", &code(&key, 0), Target::Active)
@@ -659,7 +668,7 @@ mod tests {
             );
         }
         // Bob enrolls after the restart: his codes work at once.
-        let (bob, _) = second.enroll_totp("bob").await.unwrap();
+        let (bob, _) = second.enroll_totp("bob", false).await.unwrap();
         let v = second
             .verify_totp("bob", &code(&bob, -30), Target::PendingOrActive)
             .await;

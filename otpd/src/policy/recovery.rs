@@ -1,14 +1,22 @@
 //! Recovery codes: eight single-use codes per user, shown once, for when the phone is lost.
 //! Stored only as argon2id hashes with a salt each (slow on purpose: a stolen store does not
 //! give them away); checked only after the answer failed as an ordinary code.
+//!
+//! Checks run on `Checker`, a fixed pool of one thread per core with one argon2 work area each,
+//! so however many answers arrive at once, otpd spends at most one core and 8 MiB per thread on
+//! them (before: one blocking-pool thread and ~64 MiB of retained heap per concurrent answer),
+//! and a check whose asker went away is dropped between two hashes.
 
 use super::challenge::normalize;
 use crate::config::Charset;
 use crate::hex;
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use otp_proto::Secret;
 use serde::{Deserialize, Serialize};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 
 /// How many codes a set has.
 pub const SET_SIZE: usize = 8;
@@ -47,16 +55,24 @@ pub fn hash_existing(codes: &[Secret]) -> Vec<RecoveryHash> {
     codes.iter().map(|c| hash_new(c.expose())).collect()
 }
 
-/// The stored hash `code` matches, if any. Every hash is computed, match or not. Slow: call it
-/// from the blocking pool.
-pub fn find(code: &str, set: &[RecoveryHash]) -> Option<RecoveryHash> {
+/// The stored hash `code` matches, if any. Every hash is computed, match or not, unless
+/// `cancelled` says the answer is no longer wanted. Slow: run it on a `Checker`.
+fn find_in(
+    code: &str,
+    set: &[RecoveryHash],
+    memory: &mut [Block],
+    cancelled: impl Fn() -> bool,
+) -> Option<RecoveryHash> {
     let code = normalize(code);
     let mut found = None;
     for h in set {
+        if cancelled() {
+            return None;
+        }
         let (Some(salt), Some(want)) = (hex::decode(&h.salt), hex::decode(&h.hash)) else {
             continue;
         };
-        let got = derive(&code, &salt);
+        let got = derive(&code, &salt, memory);
         if bool::from(got.ct_eq(want.as_slice())) && found.is_none() {
             found = Some(h.clone());
         }
@@ -64,20 +80,99 @@ pub fn find(code: &str, set: &[RecoveryHash]) -> Option<RecoveryHash> {
     found
 }
 
-fn hash_new(code: &str) -> RecoveryHash {
-    let salt = super::challenge::random::<16>();
-    RecoveryHash {
-        salt: hex::encode(&salt),
-        hash: hex::encode(&derive(&normalize(code), &salt)),
+/// One recovery-code check waiting for a thread.
+struct Job {
+    code: Secret,
+    set: Vec<RecoveryHash>,
+    reply: oneshot::Sender<Option<RecoveryHash>>,
+}
+
+/// The bounded pool recovery codes are checked on (see the module comment).
+pub struct Checker {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Checker {
+    /// One thread per core (at most 8).
+    pub fn new() -> Checker {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("otpd-argon2-{i}"))
+                .spawn(move || work(&rx));
+            if let Err(e) = spawned {
+                log::error!("cannot start a recovery-code thread: {e}");
+            }
+        }
+        Checker {
+            jobs: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// The stored hash `code` matches, if any; `None` too when the pool is gone. Dropping the
+    /// returned future cancels the check.
+    pub async fn find(&self, code: &Secret, set: Vec<RecoveryHash>) -> Option<RecoveryHash> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            code: code.clone(),
+            set,
+            reply,
+        };
+        let sent = match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(jobs) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return None;
+        }
+        answer.await.ok().flatten()
     }
 }
 
-fn derive(code: &str, salt: &[u8]) -> Vec<u8> {
+impl Default for Checker {
+    fn default() -> Self {
+        Checker::new()
+    }
+}
+
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = vec![Block::default(); MEMORY_KIB as usize];
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            return;
+        };
+        if job.reply.is_closed() {
+            continue;
+        }
+        let found = find_in(job.code.expose(), &job.set, &mut memory, || {
+            job.reply.is_closed()
+        });
+        let _ = job.reply.send(found);
+    }
+}
+
+fn hash_new(code: &str) -> RecoveryHash {
+    let salt = super::challenge::random::<16>();
+    let mut memory = vec![Block::default(); MEMORY_KIB as usize];
+    RecoveryHash {
+        salt: hex::encode(&salt),
+        hash: hex::encode(&derive(&normalize(code), &salt, &mut memory)),
+    }
+}
+
+fn derive(code: &str, salt: &[u8], memory: &mut [Block]) -> Vec<u8> {
     let mut out = vec![0u8; 32];
     let params = Params::new(MEMORY_KIB, PASSES, 1, Some(32));
     let ok = params.is_ok_and(|p| {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
-            .hash_password_into(code.as_bytes(), salt, &mut out)
+            .hash_password_into_with_memory(code.as_bytes(), salt, &mut out, &mut *memory)
             .is_ok()
     });
     if !ok {
@@ -91,6 +186,31 @@ fn derive(code: &str, salt: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find(code: &str, set: &[RecoveryHash]) -> Option<RecoveryHash> {
+        let mut memory = vec![Block::default(); MEMORY_KIB as usize];
+        find_in(code, set, &mut memory, || false)
+    }
+
+    #[tokio::test]
+    async fn the_pool_checks_and_a_dropped_check_is_abandoned() {
+        let checker = Checker::new();
+        let (codes, hashes) = new_set();
+        let found = checker.find(&codes[5], hashes.clone()).await;
+        assert_eq!(found, Some(hashes[5].clone()));
+        assert_eq!(
+            checker
+                .find(&Secret::new("AAAAA-AAAAA"), hashes.clone())
+                .await,
+            None
+        );
+        // Many checks started and dropped at once: the pool keeps working afterwards.
+        for _ in 0..64 {
+            let f = checker.find(&codes[0], hashes.clone());
+            drop(f);
+        }
+        assert!(checker.find(&codes[1], hashes.clone()).await.is_some());
+    }
 
     #[test]
     fn a_set_is_eight_distinct_codes_that_each_match_only_their_own_hash() {

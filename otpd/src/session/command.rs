@@ -1,17 +1,21 @@
 //! `otpctl` commands: check who may run them, do them, log every change.
+//!
+//! Every code a command is given is judged by `policy::proof`; this file only maps the verdict
+//! to a `Refusal`. Changing a factor of a user who has one needs a current code or recovery code
+//! (`require_proof`), unless an admin does it for someone else.
 
 use super::send::{send_code, SendError};
 use crate::channel::email::valid_address;
 use crate::channel::sms::valid_number;
 use crate::peer::Caller;
-use crate::policy::accounts::{hostname, EnrollError, ImportRefused, Target, Verdict};
-use crate::policy::challenge::{Answer, Purpose};
+use crate::policy::accounts::{hostname, EnrollError, ImportRefused};
+use crate::policy::challenge::Purpose;
+use crate::policy::proof::{Counts, How, Proof};
 use crate::policy::totp;
 use crate::state::State;
 use otp_proto::{
     Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Secret, TotpEnrollment, Via,
 };
-use std::time::Instant;
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
     match execute(caller, state, command).await {
@@ -27,18 +31,34 @@ async fn execute(
 ) -> Result<CommandReply, Refusal> {
     let accounts = &state.accounts;
     match command {
-        Command::EnrollTotp { user } => enroll_totp(caller, state, caller.target(user)?).await,
-        Command::EnrollEmail { user, address } => {
+        Command::EnrollTotp { user, proof } => {
+            let user = caller.target(user)?;
+            require_proof(caller, state, &user, proof).await?;
+            enroll_totp(caller, state, user).await
+        }
+        Command::EnrollEmail {
+            user,
+            address,
+            proof,
+        } => {
             if !valid_address(&address) {
                 return Err(Refusal::BadAddress(address));
             }
-            register(caller, state, caller.target(user)?, Via::Email, address).await
+            let user = caller.target(user)?;
+            require_proof(caller, state, &user, proof).await?;
+            register(caller, state, user, Via::Email, address).await
         }
-        Command::EnrollSms { user, number } => {
+        Command::EnrollSms {
+            user,
+            number,
+            proof,
+        } => {
             if !valid_number(&number) {
                 return Err(Refusal::BadNumber(number));
             }
-            register(caller, state, caller.target(user)?, Via::Sms, number).await
+            let user = caller.target(user)?;
+            require_proof(caller, state, &user, proof).await?;
+            register(caller, state, user, Via::Sms, number).await
         }
         Command::Send { user, via } => {
             let user = caller.target(user)?;
@@ -57,9 +77,8 @@ async fn execute(
             let user = caller.target(user)?;
             // Users prove a factor, admins included when acting for themselves; an admin
             // replacing someone else's lost codes needs none.
-            if !caller.admin || caller.name.as_deref() == Some(user.as_str()) {
-                let proof = proof.ok_or(Refusal::ProofRequired)?;
-                prove(state, &user, &proof).await?;
+            if !for_someone_else(caller, &user) {
+                prove(state, &user, &proof.ok_or(Refusal::ProofRequired)?).await?;
             }
             let codes = accounts.new_recovery_codes(&user).await.map_err(internal)?;
             changed(
@@ -69,8 +88,9 @@ async fn execute(
             );
             Ok(CommandReply::RecoveryCodes(codes))
         }
-        Command::Import { user, key } => {
+        Command::Import { user, key, proof } => {
             let user = caller.target(user)?;
+            require_proof(caller, state, &user, proof).await?;
             let kind = if key.hotp_counter.is_some() {
                 "HOTP"
             } else {
@@ -106,12 +126,14 @@ async fn execute(
         } => disable(caller, state, caller.target(user)?, method, proof).await,
         Command::Unlock { user } => {
             caller.require_admin()?;
-            accounts.unlock(&user);
+            caller.target(Some(user.clone()))?;
+            accounts.unlock(&user).await.map_err(internal)?;
             changed(caller, &user, "unlocked");
             Ok(CommandReply::Ok)
         }
         Command::Reset { user } => {
             caller.require_admin()?;
+            caller.target(Some(user.clone()))?;
             accounts.reset(&user).await.map_err(internal)?;
             changed(caller, &user, "reset: enrollments and lockout forgotten");
             Ok(CommandReply::Ok)
@@ -132,14 +154,15 @@ async fn enroll_totp(
     state: &State,
     user: String,
 ) -> Result<CommandReply, Refusal> {
-    let (key, recovery_codes) = state
-        .accounts
-        .enroll_totp(&user)
-        .await
-        .map_err(|e| match e {
-            EnrollError::Random => internal(e),
-            EnrollError::Store(e) => internal(e),
-        })?;
+    let (key, recovery_codes) =
+        state
+            .accounts
+            .enroll_totp(&user, false)
+            .await
+            .map_err(|e| match e {
+                EnrollError::Random => internal(e),
+                EnrollError::Store(e) => internal(e),
+            })?;
     changed(
         caller,
         &user,
@@ -161,110 +184,92 @@ async fn enroll_totp(
 }
 
 /// A code may confirm a pending TOTP, confirm a registered address, or prove a working factor
-/// (TOTP or a sent login code). One answer is one failure toward lockout, whatever it was tried
-/// against.
+/// (TOTP or a sent login code).
 async fn verify(
     caller: &Caller,
     state: &State,
     user: String,
     code: Secret,
 ) -> Result<CommandReply, Refusal> {
-    let accounts = &state.accounts;
-    if accounts.locked_for(&user).is_some() {
-        return Err(Refusal::Locked);
-    }
-    let totp = accounts
-        .verify_totp(&user, &code, Target::PendingOrActive)
+    let proof = state
+        .judge(&user, &code, Counts::Verify)
         .await
         .map_err(internal)?;
-    let result = match totp {
-        // A right code otpd cannot vouch for after a crash: refused, not counted.
-        Verdict::RestartGuard { .. } => return Err(Refusal::CodeUsed),
-        Verdict::Activated => {
+    match proof {
+        Proof::Allowed(How::Activated) => {
             changed(caller, &user, "TOTP enrollment confirmed");
-            Ok(CommandReply::Verified { activated: true })
+            Ok(CommandReply::Verified {
+                activated: Some(MethodKind::Totp),
+            })
         }
-        Verdict::Accepted => Ok(CommandReply::Verified { activated: false }),
-        Verdict::Wrong | Verdict::Replayed | Verdict::NotEnrolled => {
-            match state.challenges.answer(
-                &user,
-                code.expose(),
-                |p| !matches!(p, Purpose::Disable(_)),
-                Instant::now(),
-            ) {
-                Answer::Accepted {
-                    purpose: Purpose::Confirm(via, destination),
-                    ..
-                } => {
-                    accounts
-                        .set_destination(&user, via, &destination)
-                        .await
-                        .map_err(internal)?;
-                    changed(caller, &user, &format!("{via} destination confirmed"));
-                    Ok(CommandReply::Verified { activated: true })
-                }
-                Answer::Accepted {
-                    purpose: Purpose::Login | Purpose::Disable(_),
-                    ..
-                } => Ok(CommandReply::Verified { activated: false }),
-                Answer::Expired => Err(Refusal::CodeExpired),
-                Answer::Wrong { .. } => Err(Refusal::WrongCode),
-                Answer::NoChallenge => Err(match totp {
-                    Verdict::Replayed => Refusal::CodeUsed,
-                    Verdict::NotEnrolled => Refusal::NotEnrolled(user.clone()),
-                    _ => Refusal::WrongCode,
+        Proof::Allowed(How::Sent {
+            purpose: Purpose::Confirm(via, destination),
+            ..
+        }) => {
+            state
+                .accounts
+                .set_destination(&user, via, &destination)
+                .await
+                .map_err(internal)?;
+            changed(caller, &user, &format!("{via} destination confirmed"));
+            Ok(CommandReply::Verified {
+                activated: Some(match via {
+                    Via::Email => MethodKind::Email,
+                    Via::Sms => MethodKind::Sms,
                 }),
-            }
+            })
         }
-    };
-    match &result {
-        Ok(_) => accounts.succeed(&user),
-        Err(Refusal::WrongCode | Refusal::CodeUsed) => accounts.fail(&user),
-        Err(_) => {}
+        Proof::Allowed(_) => Ok(CommandReply::Verified { activated: None }),
+        Proof::NothingToCheck => Err(Refusal::NotEnrolled(user)),
+        other => Err(refusal(other)),
     }
-    result
 }
 
 /// The user shows a current factor: a fresh TOTP code, a sent login code, or a recovery code
-/// (which is spent). Counts toward lockout like any other answer.
+/// (which is spent).
 async fn prove(state: &State, user: &str, code: &Secret) -> Result<(), Refusal> {
-    let accounts = &state.accounts;
-    if accounts.locked_for(user).is_some() {
-        return Err(Refusal::Locked);
-    }
-    let totp = accounts
-        .verify_totp(user, code, Target::Active)
+    match state
+        .judge(user, code, Counts::Change)
         .await
-        .map_err(internal)?;
-    if let Verdict::RestartGuard { .. } = totp {
-        return Err(Refusal::CodeUsed);
-    }
-    let proved = totp == Verdict::Accepted
-        || matches!(
-            state.challenges.answer(
-                user,
-                code.expose(),
-                |p| *p == Purpose::Login,
-                Instant::now()
-            ),
-            Answer::Accepted { .. }
-        )
-        || accounts
-            .use_recovery_code(user, code)
-            .await
-            .map_err(internal)?;
-    if proved {
-        accounts.succeed(user);
-        Ok(())
-    } else {
-        accounts.fail(user);
-        Err(Refusal::WrongCode)
+        .map_err(internal)?
+    {
+        Proof::Allowed(_) => Ok(()),
+        other => Err(refusal(other)),
     }
 }
 
-/// Turn a method (or all) off. An admin acting for someone else does it at once. A user with
-/// an address on file confirms with a token mailed there (so a stolen session cannot quietly
-/// drop the second factor); without one, with a current code or a recovery code.
+/// Before a factor changes: a user who has one proves it (`prove`); a user with none has
+/// nothing to prove (a first enrollment), and an admin acting for someone else needs none.
+async fn require_proof(
+    caller: &Caller,
+    state: &State,
+    user: &str,
+    proof: Option<Secret>,
+) -> Result<(), Refusal> {
+    if for_someone_else(caller, user) || !state.accounts.has_factor(user).map_err(internal)? {
+        return Ok(());
+    }
+    prove(state, user, &proof.ok_or(Refusal::ProofRequired)?).await
+}
+
+/// An admin acting on another user's factors (which needs no proof from them).
+fn for_someone_else(caller: &Caller, user: &str) -> bool {
+    caller.admin && caller.name.as_deref() != Some(user)
+}
+
+/// A verdict that is not a success, as otpctl says it.
+fn refusal(proof: Proof) -> Refusal {
+    match proof {
+        Proof::Locked(_) => Refusal::Locked,
+        Proof::Replayed | Proof::RestartGuard { .. } => Refusal::CodeUsed,
+        Proof::Expired => Refusal::CodeExpired,
+        Proof::Wrong { .. } | Proof::NothingToCheck | Proof::Allowed(_) => Refusal::WrongCode,
+    }
+}
+
+/// Turn a method (or all) off. An admin acting for someone else does it at once. A user proves
+/// a factor: a current code or a recovery code (`--code`), or a token mailed to the address on
+/// file (so a stolen session cannot quietly drop the second factor).
 async fn disable(
     caller: &Caller,
     state: &State,
@@ -272,22 +277,21 @@ async fn disable(
     method: Option<MethodKind>,
     proof: Option<DisableProof>,
 ) -> Result<CommandReply, Refusal> {
-    let for_someone_else = caller.admin && caller.name.as_deref() != Some(user.as_str());
     let address = state.accounts.methods(&user).map_err(internal)?.email;
-    match (for_someone_else, proof, address) {
+    match (for_someone_else(caller, &user), proof, address) {
         (true, _, _) => {}
         (false, Some(DisableProof::Token(token)), _) => {
-            let answer = state.challenges.answer(
-                &user,
-                token.expose(),
-                |p| *p == Purpose::Disable(method),
-                Instant::now(),
-            );
-            if !matches!(answer, Answer::Accepted { .. }) {
-                return Err(Refusal::BadToken);
+            match state
+                .judge(&user, &token, Counts::DisableToken(method))
+                .await
+                .map_err(internal)?
+            {
+                Proof::Allowed(_) => {}
+                Proof::Locked(_) => return Err(Refusal::Locked),
+                _ => return Err(Refusal::BadToken),
             }
         }
-        (false, Some(DisableProof::Code(code)), None) => prove(state, &user, &code).await?,
+        (false, Some(DisableProof::Code(code)), _) => prove(state, &user, &code).await?,
         (false, _, Some(address)) => {
             let purpose = Purpose::Disable(method);
             return match send(state, &user, Via::Email, &address, purpose).await? {

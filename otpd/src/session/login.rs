@@ -10,8 +10,9 @@ use crate::channel::template::validity;
 use crate::config::Unenrolled;
 use crate::connection::Connection;
 use crate::peer::Caller;
-use crate::policy::accounts::{Methods, Target, Verdict};
-use crate::policy::challenge::{Answer, Purpose};
+use crate::policy::accounts::Methods;
+use crate::policy::challenge::Purpose;
+use crate::policy::proof::{Counts, How, Proof};
 use crate::state::State;
 use otp_proto::frame::FrameError;
 use otp_proto::{DenyReason, Login, MethodKind, Outcome, Reply, Request, Secret, Via};
@@ -154,9 +155,9 @@ impl Session<'_> {
     async fn enroll(&mut self) -> Result<Decision, FrameError> {
         let user = self.user().to_owned();
         let accounts = &self.state.accounts;
-        let key = match accounts.pending_totp(&user) {
+        let key = match accounts.pending_from_login(&user) {
             Ok(Some(key)) => key,
-            Ok(None) => match accounts.enroll_totp(&user).await {
+            Ok(None) => match accounts.enroll_totp(&user, true).await {
                 Ok((key, _)) => key,
                 Err(e) => return self.internal(e).await,
             },
@@ -188,13 +189,10 @@ impl Session<'_> {
             if code.is_empty() {
                 break;
             }
-            match accounts
-                .verify_totp(&user, &code, Target::PendingOrActive)
-                .await
-            {
-                Ok(Verdict::Activated) => return self.enrolled(&user).await,
+            match self.state.judge(&user, &code, Counts::FirstLogin).await {
+                Ok(Proof::Allowed(_)) => return self.enrolled(&user).await,
+                Ok(Proof::Locked(left)) => return self.locked(left).await,
                 Ok(_) => {
-                    accounts.fail(&user);
                     self.conn
                         .write(Reply::Error {
                             text: "That code did not match; try the next one.".into(),
@@ -216,7 +214,6 @@ impl Session<'_> {
     /// Enrollment confirmed at login: hand out recovery codes once and let the user in.
     async fn enrolled(&mut self, user: &str) -> Result<Decision, FrameError> {
         let accounts = &self.state.accounts;
-        accounts.succeed(user);
         log::info!("user={user}: TOTP enrolled at first login");
         let codes = match accounts.new_recovery_codes(user).await {
             Ok(codes) => codes,
@@ -262,51 +259,38 @@ impl Session<'_> {
             return Ok((deny(DenyReason::Cancelled), "denied: empty answer".into()));
         }
         let user = self.user().to_owned();
-        let accounts = &self.state.accounts;
-        if let Some(left) = accounts.locked_for(&user) {
-            return self.locked(left).await;
-        }
-        let verdict = match accounts.verify_totp(&user, &code, Target::Active).await {
-            Ok(v) => v,
-            Err(e) => return self.internal(e).await,
-        };
-        if matches!(verdict, Verdict::Wrong | Verdict::Replayed) {
-            if let Some(decision) = self.recovery(&code).await? {
-                return Ok(decision);
-            }
-        }
-        match verdict {
-            Verdict::Accepted | Verdict::Activated => {
-                accounts.succeed(&user);
-                Ok((Outcome::Allow, "allowed (totp)".into()))
-            }
-            Verdict::Wrong => {
-                accounts.fail(&user);
+        match self.state.judge(&user, &code, Counts::AppLogin).await {
+            Ok(Proof::Allowed(How::Recovery { left })) => self.recovered(left).await,
+            Ok(Proof::Allowed(_)) => Ok((Outcome::Allow, "allowed (totp)".into())),
+            Ok(Proof::Wrong { .. } | Proof::Expired) => {
                 let note = "denied: wrong code".into();
                 self.deny(DenyReason::WrongCode, "Invalid code.", note)
                     .await
             }
-            Verdict::Replayed => {
-                accounts.fail(&user);
+            Ok(Proof::Replayed) => {
                 let text = "That code was already used; wait for the next one.";
                 let note = "denied: code already used".into();
                 self.deny(DenyReason::Replayed, text, note).await
             }
-            Verdict::RestartGuard { until } => {
-                let wait = until
-                    .saturating_sub(crate::policy::accounts::unix_now())
-                    .max(1);
-                let text = format!(
-                    "The login service restarted after a failure and treats recent codes as \
-                     used. Your code will work again in {wait} s."
-                );
-                let note = "denied: code from before an unclean restart (not counted)".into();
-                self.deny(DenyReason::Replayed, &text, note).await
-            }
-            Verdict::NotEnrolled => {
+            Ok(Proof::Locked(left)) => self.locked(left).await,
+            Ok(Proof::RestartGuard { until }) => self.restart_guard(until).await,
+            Ok(Proof::NothingToCheck) => {
                 Ok((deny(DenyReason::NotEnrolled), "denied: not enrolled".into()))
             }
+            Err(e) => self.internal(e).await,
         }
+    }
+
+    async fn restart_guard(&mut self, until: u64) -> Result<Decision, FrameError> {
+        let wait = until
+            .saturating_sub(crate::policy::clock::unix_now())
+            .max(1);
+        let text = format!(
+            "The login service restarted after a failure and treats recent codes as used. \
+             Your code will work again in {wait} s."
+        );
+        let note = "denied: code from before an unclean restart (not counted)".into();
+        self.deny(DenyReason::Replayed, &text, note).await
     }
 
     /// Send a code (unless one is already waiting), then take answers: an empty one asks for a
@@ -358,44 +342,37 @@ impl Session<'_> {
                 };
                 continue;
             }
-            let answer = state.challenges.answer(
-                &user,
-                code.expose(),
-                |p| *p == Purpose::Login,
-                Instant::now(),
-            );
-            let decided = match answer {
-                Answer::Accepted { id, .. } => {
-                    state.accounts.succeed(&user);
+            let decided = match state.judge(&user, &code, Counts::SentLogin).await {
+                Ok(Proof::Allowed(How::Recovery { left })) => self.recovered(left).await,
+                Ok(Proof::Allowed(How::Sent { id, .. })) => {
                     Ok((Outcome::Allow, format!("allowed ({via}, challenge {id})")))
                 }
-                Answer::Expired => {
+                Ok(Proof::Allowed(_)) => Ok((Outcome::Allow, format!("allowed ({via})"))),
+                Ok(Proof::Expired) => {
                     let note = "denied: code expired".into();
                     self.deny(DenyReason::Expired, "That code has expired.", note)
                         .await
                 }
-                Answer::NoChallenge | Answer::Wrong { .. }
-                    if self.recovery(&code).await?.is_some() =>
-                {
-                    Ok((Outcome::Allow, "allowed (recovery code)".into()))
-                }
-                Answer::NoChallenge => {
+                Ok(Proof::NothingToCheck) => {
                     notice = "No code is waiting; press Enter for a new one.".into();
                     continue;
                 }
-                Answer::Wrong { alive } => {
-                    state.accounts.fail(&user);
-                    if let Some(left) = state.accounts.locked_for(&user) {
-                        self.locked(left).await
-                    } else if !alive {
-                        let text = "Too many wrong codes.";
-                        let note = "denied: too many wrong codes".into();
-                        self.deny(DenyReason::TooManyAttempts, text, note).await
-                    } else {
-                        notice = "Wrong code; try again.".into();
-                        continue;
+                Ok(Proof::Locked(left)) => self.locked(left).await,
+                Ok(Proof::Wrong { alive }) if alive_and_free(state, &user, alive) => {
+                    notice = "Wrong code; try again.".into();
+                    continue;
+                }
+                Ok(Proof::Wrong { .. } | Proof::Replayed | Proof::RestartGuard { .. }) => {
+                    match state.accounts.locked_for(&user) {
+                        Some(left) => self.locked(left).await,
+                        None => {
+                            let text = "Too many wrong codes.";
+                            let note = "denied: too many wrong codes".into();
+                            self.deny(DenyReason::TooManyAttempts, text, note).await
+                        }
                     }
                 }
+                Err(e) => self.internal(e).await,
             };
             return decided.map(Flow::Decided);
         }
@@ -405,34 +382,16 @@ impl Session<'_> {
         )))
     }
 
-    /// A recovery code is good at any code prompt. `Some` when `code` was one (now spent).
-    async fn recovery(&mut self, code: &Secret) -> Result<Option<Decision>, FrameError> {
-        let user = self.user().to_owned();
-        match self.state.accounts.use_recovery_code(&user, code).await {
-            Ok(true) => {
-                self.state.accounts.succeed(&user);
-                let left = self
-                    .state
-                    .accounts
-                    .status(&user)
-                    .map(|s| s.recovery_codes_left);
-                let text = match left {
-                    Ok(0) => {
-                        "Recovery code accepted. It was your last one: run `otpctl recovery-codes`."
-                            .into()
-                    }
-                    Ok(n) => format!("Recovery code accepted; {n} left."),
-                    Err(_) => "Recovery code accepted.".into(),
-                };
-                self.conn.write(Reply::Info { text }).await?;
-                Ok(Some((Outcome::Allow, "allowed (recovery code)".into())))
+    /// A recovery code let the user in: say how many are left.
+    async fn recovered(&mut self, left: u32) -> Result<Decision, FrameError> {
+        let text = match left {
+            0 => {
+                "Recovery code accepted. It was your last one: run `otpctl recovery-codes`.".into()
             }
-            Ok(false) => Ok(None),
-            Err(e) => {
-                log::error!("store: {e}");
-                Ok(None)
-            }
-        }
+            n => format!("Recovery code accepted; {n} left."),
+        };
+        self.conn.write(Reply::Info { text }).await?;
+        Ok((Outcome::Allow, "allowed (recovery code)".into()))
     }
 
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
@@ -503,6 +462,11 @@ fn menu(methods: Methods) -> Vec<(String, Method)> {
         }
     }
     choices
+}
+
+/// A wrong sent code may be retried while the challenge lives and the user is not locked.
+fn alive_and_free(state: &State, user: &str, alive: bool) -> bool {
+    alive && state.accounts.locked_for(user).is_none()
 }
 
 fn deny(reason: DenyReason) -> Outcome {

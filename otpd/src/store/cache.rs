@@ -5,7 +5,7 @@
 //! cannot go stale. A load that raced with a write does not fill the cache (a generation
 //! counter tells), so an old record read just before a save can never shadow the new one.
 
-use super::{Store, StoreError, UsedStep, UserRecord};
+use super::{LockoutRecord, SavedSteps, Store, StoreError, UserRecord};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -111,8 +111,16 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.end_run()
     }
 
-    fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError> {
-        self.inner.save_used_steps(steps)
+    fn save_used_steps(&self, saved: &SavedSteps) -> Result<(), StoreError> {
+        self.inner.save_used_steps(saved)
+    }
+
+    fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError> {
+        self.inner.lockouts()
+    }
+
+    fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError> {
+        self.inner.save_lockout(user, record)
     }
 }
 
@@ -187,7 +195,13 @@ mod tests {
         fn end_run(&self) -> Result<(), StoreError> {
             Ok(())
         }
-        fn save_used_steps(&self, _: &[UsedStep]) -> Result<(), StoreError> {
+        fn save_used_steps(&self, _: &SavedSteps) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn save_lockout(&self, _: &str, _: Option<&LockoutRecord>) -> Result<(), StoreError> {
             Ok(())
         }
     }

@@ -2,12 +2,14 @@
 //! directories. Writes go to a temp file, are fsynced, renamed over the old file, and the
 //! directory is fsynced, so a kill -9 at any moment leaves the old record or the new one.
 //!
-//! Beside `users/`: `used-steps.json`, the TOTP steps spent at login (written in batches);
+//! Beside `users/`: `lockout/`, one file per user with recent failed answers (written before
+//! the "wrong code" reply, removed lazily after a success); `used-steps.json`, the TOTP steps
+//! spent at login and the restart guard (written in batches);
 //! `running`, which exists while otpd runs, so the next start can tell a crash from a clean stop;
 //! and `lock`, held (flock) by the running otpd, so that two daemons never share one state
 //! directory (each would keep its own used steps, and a code could be used once on each).
 
-use super::{PreviousRun, Store, StoreError, UsedStep, UserRecord};
+use super::{LockoutRecord, PreviousRun, SavedSteps, Store, StoreError, UsedStep, UserRecord};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub struct FileStore {
     state_dir: PathBuf,
     users_dir: PathBuf,
+    lockout_dir: PathBuf,
     /// Held from `begin_run` to `end_run`.
     lock: std::sync::Mutex<Option<Flock<File>>>,
 }
@@ -25,7 +28,8 @@ impl FileStore {
     /// Open (creating if needed) the store under `state_dir`, and tighten its modes.
     pub fn open(state_dir: &Path) -> Result<FileStore, StoreError> {
         let users_dir = state_dir.join("users");
-        for dir in [state_dir, users_dir.as_path()] {
+        let lockout_dir = state_dir.join("lockout");
+        for dir in [state_dir, users_dir.as_path(), lockout_dir.as_path()] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -36,6 +40,7 @@ impl FileStore {
         Ok(FileStore {
             state_dir: state_dir.to_owned(),
             users_dir,
+            lockout_dir,
             lock: std::sync::Mutex::new(None),
         })
     }
@@ -70,12 +75,19 @@ impl FileStore {
     }
 
     /// The saved used steps; `None` when the file is unreadable, which the caller must treat
-    /// like a crash (every recent step may have been used).
-    fn load_used_steps(&self) -> Result<Option<Vec<UsedStep>>, StoreError> {
+    /// like a crash (every recent step may have been used). Reads the bare list older versions
+    /// wrote, too.
+    fn load_used_steps(&self) -> Result<Option<SavedSteps>, StoreError> {
         let path = self.used_steps_path();
         match fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(Vec::new())),
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok().or_else(|| {
+                let used: Vec<UsedStep> = serde_json::from_slice(&bytes).ok()?;
+                Some(SavedSteps {
+                    used,
+                    guard_from: None,
+                })
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(SavedSteps::default())),
             Err(e) => Err(io(&path, e)),
         }
     }
@@ -151,7 +163,7 @@ impl Store for FileStore {
         write_atomically(&marker, format!("{}\n", std::process::id()).as_bytes())?;
         Ok(PreviousRun {
             unclean: crashed || used.is_none(),
-            used: used.unwrap_or_default(),
+            saved: used.unwrap_or_default(),
         })
     }
 
@@ -166,19 +178,66 @@ impl Store for FileStore {
         removed
     }
 
-    fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError> {
+    fn save_used_steps(&self, saved: &SavedSteps) -> Result<(), StoreError> {
         let path = self.used_steps_path();
-        let json = serde_json::to_vec(steps).map_err(|e| StoreError::Corrupt {
+        let json = serde_json::to_vec(saved).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
         write_atomically(&path, &json)
     }
+
+    fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError> {
+        let dir = &self.lockout_dir;
+        let mut all = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let entry = entry.map_err(|e| io(dir, e))?;
+            let name = entry.file_name();
+            let Some(user) = (name.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(decode_name)
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            // A torn or foreign file must not unlock anyone: refuse to start on it.
+            let record = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            all.push((user, record));
+        }
+        Ok(all)
+    }
+
+    fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError> {
+        let path = self
+            .lockout_dir
+            .join(format!("{}.json", encode_name(user)?));
+        match record {
+            Some(record) => {
+                let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                write_atomically(&path, &json)
+            }
+            None => match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&self.lockout_dir),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(&path, e)),
+            },
+        }
+    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    // Unique per write: two writes of one file at once must not share a temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.tmp{}.{n}", std::process::id()));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -268,6 +327,7 @@ mod tests {
             phone: None,
             recovery: Vec::new(),
             pending_recovery: Vec::new(),
+            pending_at_login: false,
             default_method: None,
         }
     }
@@ -364,20 +424,22 @@ mod tests {
         let first = store.begin_run().unwrap();
         assert!(!first.unclean, "a new store has no previous run");
         assert_eq!(mode(&dir.path().join("running")), 0o600);
-        store.save_used_steps(&[used("alice", 42)]).unwrap();
+        store
+            .save_used_steps(&saved(vec![used("alice", 42)]))
+            .unwrap();
         store.end_run().unwrap();
         assert!(!dir.path().join("running").exists());
 
         let second = store.begin_run().unwrap();
         assert!(!second.unclean);
-        assert_eq!(second.used, vec![used("alice", 42)]);
+        assert_eq!(second.saved.used, vec![used("alice", 42)]);
         assert_eq!(mode(&dir.path().join("used-steps.json")), 0o600);
         // No end_run: as if killed (the process, and with it the lock, is gone).
         drop(store);
         let third = FileStore::open(dir.path()).unwrap().begin_run().unwrap();
         assert!(third.unclean);
         assert_eq!(
-            third.used,
+            third.saved.used,
             vec![used("alice", 42)],
             "what was saved still counts"
         );
@@ -401,7 +463,59 @@ mod tests {
         fs::write(dir.path().join("used-steps.json"), b"{ torn").unwrap();
         let run = store.begin_run().unwrap();
         assert!(run.unclean);
-        assert!(run.used.is_empty());
+        assert!(run.saved.used.is_empty());
+    }
+
+    fn saved(used: Vec<UsedStep>) -> SavedSteps {
+        SavedSteps {
+            used,
+            guard_from: None,
+        }
+    }
+
+    #[test]
+    fn the_restart_guard_is_saved_with_the_steps_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let with_guard = SavedSteps {
+            used: vec![used("alice", 42)],
+            guard_from: Some(1_800_000_000),
+        };
+        store.save_used_steps(&with_guard).unwrap();
+        assert_eq!(store.begin_run().unwrap().saved, with_guard);
+        store.end_run().unwrap();
+        // The bare list an earlier version wrote.
+        fs::write(
+            dir.path().join("used-steps.json"),
+            br#"[{"user":"bob","step":7,"period":30}]"#,
+        )
+        .unwrap();
+        let run = store.begin_run().unwrap();
+        assert!(!run.unclean);
+        assert_eq!(run.saved, saved(vec![used("bob", 7)]));
+    }
+
+    #[test]
+    fn lockout_state_is_saved_per_user_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let record = LockoutRecord {
+            failures: vec![10, 20],
+            locked_until: Some(99),
+        };
+        store.save_lockout("../alice", Some(&record)).unwrap();
+        store
+            .save_lockout("bob", Some(&LockoutRecord::default()))
+            .unwrap();
+        let mut all = store.lockouts().unwrap();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all[0], ("../alice".to_owned(), record));
+        assert_eq!(mode(&dir.path().join("lockout/bob.json")), 0o600);
+        store.save_lockout("bob", None).unwrap();
+        store.save_lockout("bob", None).unwrap();
+        assert_eq!(store.lockouts().unwrap().len(), 1);
+        fs::write(dir.path().join("lockout/carol.json"), b"{ torn").unwrap();
+        assert!(matches!(store.lockouts(), Err(StoreError::Corrupt { .. })));
     }
 
     fn mode(p: &Path) -> u32 {

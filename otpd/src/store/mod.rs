@@ -31,6 +31,10 @@ pub struct UserRecord {
     /// Unused recovery codes, hashed.
     #[serde(default)]
     pub recovery: Vec<RecoveryHash>,
+    /// The pending key was made by first-login enrollment (which may show it again), not by
+    /// `otpctl enroll`.
+    #[serde(default)]
+    pub pending_at_login: bool,
     /// The set issued with a pending TOTP enrollment; replaces `recovery` when it is confirmed.
     #[serde(default)]
     pub pending_recovery: Vec<RecoveryHash>,
@@ -97,10 +101,13 @@ pub enum StoreError {
     BadName(String),
     #[error("{}: another otpd is using this state directory", .0.display())]
     InUse(std::path::PathBuf),
+    /// The blocking pool is gone or the task running the write died: otpd is stopping.
+    #[error("the store could not be reached: otpd is stopping")]
+    Stopping,
 }
 
 /// A TOTP step spent at login and kept in memory, written to the store in batches rather than
-/// once per login (design.md, "Replay protection without an fsync per login").
+/// once per login (docs/design.md, "Replay protection").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsedStep {
@@ -110,14 +117,37 @@ pub struct UsedStep {
     pub period: u64,
 }
 
+/// What replay protection writes in each batch: the steps spent at login, and the restart guard
+/// while it can still refuse a code. The guard is saved with the steps so that a clean stop
+/// during a guarded run does not forget it (a step spent before the crash was never written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedSteps {
+    pub used: Vec<UsedStep>,
+    /// Unix start of the run that began after an unclean stop: for keys created before it, every
+    /// step up to this time plus the skew counts as used (policy::replay).
+    #[serde(default)]
+    pub guard_from: Option<u64>,
+}
+
 /// What the store knew of the previous run of otpd when this one began.
 #[derive(Debug, Default)]
 pub struct PreviousRun {
     /// The previous run ended without writing its last used steps (killed, crashed, power
     /// lost): steps it spent since its last flush are unknown.
     pub unclean: bool,
-    /// The used steps it wrote last.
-    pub used: Vec<UsedStep>,
+    /// The used steps (and guard) it wrote last.
+    pub saved: SavedSteps,
+}
+
+/// A user's recent failed answers and lock, in Unix seconds, kept durably so that neither a
+/// restart nor a crash lifts a lockout or forgets a failure an attacker was told about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutRecord {
+    /// When each failure inside the window happened.
+    pub failures: Vec<u64>,
+    pub locked_until: Option<u64>,
 }
 
 /// A durable map from user name to record. Implementations must make `save` atomic and durable:
@@ -132,6 +162,11 @@ pub trait Store: Send + Sync + 'static {
     fn begin_run(&self) -> Result<PreviousRun, StoreError>;
     /// Mark a clean end of this run, after its used steps were saved.
     fn end_run(&self) -> Result<(), StoreError>;
-    /// Replace the saved used steps, atomically and durably.
-    fn save_used_steps(&self, steps: &[UsedStep]) -> Result<(), StoreError>;
+    /// Replace the saved used steps and guard, atomically and durably.
+    fn save_used_steps(&self, saved: &SavedSteps) -> Result<(), StoreError>;
+
+    /// Every user's saved lockout state (read once, at start).
+    fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError>;
+    /// Replace (or with `None`, forget) one user's lockout state, atomically and durably.
+    fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError>;
 }

@@ -25,14 +25,15 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.fail(2, &e),
     };
-    if let Cmd::Import { format, file } = &cli.command {
-        return import(&socket, &out, cli.user.clone(), *format, file);
+    if let Cmd::Import { format, file, code } = &cli.command {
+        let proof = code.clone().map(Secret::new);
+        return import(&socket, &out, cli.user.clone(), *format, file, proof);
     }
     let request = match build(&cli) {
         Ok(r) => r,
         Err(e) => return out.fail(2, &e),
     };
-    let reply = match call(&socket, &request) {
+    let reply = match call_with_proof(&socket, request) {
         Ok(r) => r,
         Err(e) => return out.fail(3, &e),
     };
@@ -90,38 +91,43 @@ fn build(cli: &Cli) -> Result<Request, String> {
         user.clone()
             .ok_or_else(|| "this command needs --user NAME".to_owned())
     };
+    let given = |code: &Option<String>| code.clone().map(Secret::new);
     Ok(Request::Command(match &cli.command {
         Cmd::Enroll {
             method: Method::Totp,
+            code,
             ..
-        } => Command::EnrollTotp { user },
+        } => Command::EnrollTotp {
+            user,
+            proof: given(code),
+        },
         Cmd::Enroll {
             method: Method::Sms,
             phone,
+            code,
             ..
         } => Command::EnrollSms {
             user,
             number: phone
                 .clone()
                 .ok_or_else(|| "enroll sms needs --phone NUMBER".to_owned())?,
+            proof: given(code),
         },
         Cmd::Enroll {
             method: Method::Email,
             email,
+            code,
             ..
         } => Command::EnrollEmail {
             user,
             address: email
                 .clone()
                 .ok_or_else(|| "enroll email needs --email ADDRESS".to_owned())?,
+            proof: given(code),
         },
+        // otpd decides who must prove a factor; `call_with_proof` asks when it says so.
         Cmd::RecoveryCodes { code, .. } => Command::RecoveryCodes {
-            proof: match code {
-                Some(c) => Some(Secret::new(c.clone())),
-                // Admins acting for someone else need no proof; everyone else is asked.
-                None if cli.user.is_some() && is_root() => None,
-                None => Some(ask_hidden("A current code (or a recovery code): ")?),
-            },
+            proof: given(code),
             user,
         },
         Cmd::Default { method } => Command::SetDefault {
@@ -199,6 +205,37 @@ fn confirm(socket: &std::path::Path, out: &Output, user: Option<String>, prompt:
     }
 }
 
+/// Send `request`; when otpd answers that the change needs proof of a factor and none was
+/// given, ask for a code (hidden) and send it again with it. otpd alone decides who must prove.
+fn call_with_proof(socket: &std::path::Path, mut request: Request) -> Result<Reply, String> {
+    let reply = call(socket, &request)?;
+    if reply != Reply::Refused(Refusal::ProofRequired) {
+        return Ok(reply);
+    }
+    let Some(slot) = proof_slot(&mut request).filter(|slot| slot.is_none()) else {
+        return Ok(reply);
+    };
+    match rpassword::prompt_password("A current code (or a recovery code) proves it is you: ") {
+        Ok(code) if !code.trim().is_empty() => *slot = Some(Secret::new(code.trim())),
+        _ => return Ok(reply),
+    }
+    call(socket, &request)
+}
+
+/// Where a command carries its proof of a factor, if it has one.
+fn proof_slot(request: &mut Request) -> Option<&mut Option<Secret>> {
+    match request {
+        Request::Command(
+            Command::EnrollTotp { proof, .. }
+            | Command::EnrollEmail { proof, .. }
+            | Command::EnrollSms { proof, .. }
+            | Command::Import { proof, .. }
+            | Command::RecoveryCodes { proof, .. },
+        ) => Some(proof),
+        _ => None,
+    }
+}
+
 fn call(socket: &std::path::Path, request: &Request) -> Result<Reply, String> {
     let unreachable =
         |e: &dyn std::fmt::Display| format!("cannot reach otpd at {}: {e}", socket.display());
@@ -232,6 +269,7 @@ fn import(
     user: Option<String>,
     format: ImportFormat,
     file: &std::path::Path,
+    proof: Option<Secret>,
 ) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => zeroize::Zeroizing::new(t),
@@ -256,7 +294,12 @@ fn import(
     let mut imported = Vec::new();
     for (user, key) in keys {
         let name = user.clone().unwrap_or_else(|| "you".into());
-        match call(socket, &Request::Command(Command::Import { user, key })) {
+        let request = Request::Command(Command::Import {
+            user,
+            key,
+            proof: proof.clone(),
+        });
+        match call_with_proof(socket, request) {
             Ok(Reply::Done(_)) => imported.push(name),
             Ok(Reply::Refused(r)) => return out.fail(1, &format!("{name}: {r}")),
             Ok(other) => return out.fail(3, &format!("unexpected reply from otpd: {other:?}")),
@@ -328,10 +371,6 @@ fn method_kind(arg: DefaultArg) -> Option<MethodKind> {
         DefaultArg::Sms => Some(MethodKind::Sms),
         DefaultArg::None => None,
     }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// True only for an explicit no; an empty answer or no terminal takes the default (yes).

@@ -1,7 +1,9 @@
 //! How `otpctl` prints: for people (QR code in the terminal, sentences) or, with `--json`, one
 //! JSON object per command.
 
-use otp_proto::{CommandReply, MethodState, Refusal, Secret, TotpEnrollment, UserStatus};
+use otp_proto::{
+    CommandReply, MethodKind, MethodState, Refusal, Secret, TotpEnrollment, UserStatus,
+};
 use otpd::qr::{grouped, qr};
 use serde_json::json;
 use std::process::ExitCode;
@@ -61,10 +63,16 @@ impl Output {
             return;
         }
         match done {
-            CommandReply::Verified { activated: true } => {
-                println!("Confirmed: the authenticator app is now required at login.")
-            }
-            CommandReply::Verified { activated: false } => println!("The code is valid."),
+            CommandReply::Verified {
+                activated: Some(MethodKind::Totp),
+            } => println!("Confirmed: the authenticator app is now required at login."),
+            CommandReply::Verified {
+                activated: Some(MethodKind::Email),
+            } => println!("Confirmed: login codes can now be sent to this email address."),
+            CommandReply::Verified {
+                activated: Some(MethodKind::Sms),
+            } => println!("Confirmed: login codes can now be sent to this phone number."),
+            CommandReply::Verified { activated: None } => println!("The code is valid."),
             CommandReply::Status(s) => println!("{}", status_line(s)),
             CommandReply::Users(all) if all.is_empty() => println!("No users enrolled."),
             CommandReply::Users(all) => all.iter().for_each(|s| println!("{}", status_line(s))),
@@ -100,7 +108,7 @@ impl Output {
 fn done_json(done: &CommandReply) -> serde_json::Value {
     match done {
         CommandReply::Verified { activated } => {
-            json!({ "ok": true, "verified": true, "activated": activated })
+            json!({ "ok": true, "verified": true, "activated": activated.is_some(), "method": activated })
         }
         CommandReply::Status(s) => status_json(s),
         CommandReply::Users(all) => {
