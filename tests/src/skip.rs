@@ -1,5 +1,7 @@
 //! Tests that need root or a system package say why they skip instead of passing silently;
-//! root-only tests play an unprivileged user through `as_nobody`.
+//! root-only tests play an unprivileged user through `as_nobody`. Under CI (`CI` set, as
+//! `.ci/run` runs), a missing environment is a failure: a skipped test must never count as
+//! passed.
 
 use std::path::Path;
 
@@ -8,12 +10,22 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// True when the test may run; otherwise prints `skipped: <why>`.
+/// True when the test may run; otherwise prints `skipped: <why>`, or fails when `CI` is set.
 pub fn require(ok: bool, why: &str) -> bool {
     if !ok {
+        assert!(
+            !under_ci(),
+            "{why}: CI is set, and a test that cannot run fails there (scripts/setup installs \
+             what the tests need; .ci/run runs them as root)"
+        );
         eprintln!("skipped: {why}");
     }
     ok
+}
+
+/// `CI` is set to anything but "" or "false".
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 pub fn require_root() -> bool {

@@ -1,0 +1,174 @@
+//! A stolen session (or a curious admin) trying to change someone's second factor, mounted as in
+//! the report (issue: "Close the holes found by attacking otpd", items 9 and 10): replacing the
+//! key, importing over it, adding an address, disabling, an admin acting on root, a re-import
+//! that reset replay state, and first-login enrollment showing a key made with otpctl.
+
+use otp_e2e::daemon::describe;
+use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
+use otp_e2e::totp::{code, now};
+use otp_e2e::{me, skip, Daemon, PamService};
+use std::process::Output;
+
+fn refused_with(out: &Output, words: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", describe(out));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(words), "wanted {words:?}: {}", describe(out));
+}
+
+#[test]
+fn replacing_an_active_key_needs_a_current_code() {
+    let otpd = Daemon::start("");
+    let secret = otpd.enroll_totp(&me());
+    refused_with(
+        &otpd.otpctl(&["--json", "enroll", "totp"]),
+        "prove it is you",
+    );
+    refused_with(
+        &otpd.otpctl(&["--json", "enroll", "totp", "--code", "000000"]),
+        "wrong code",
+    );
+    assert_eq!(otpd.otpctl_json(&["status"])["recent_failures"], 1);
+    let ok = otpd.otpctl_json(&["enroll", "totp", "--code", &code(&secret, now())]);
+    assert_ne!(ok["secret"].as_str().unwrap(), secret, "a new pending key");
+    // The old key still counts until the new one is confirmed.
+    assert_eq!(otpd.otpctl_json(&["status"])["totp"], "active");
+}
+
+#[test]
+fn importing_over_an_active_key_or_adding_an_address_needs_a_code() {
+    let otpd = Daemon::start("");
+    otpd.enroll_totp(&me());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ga");
+    std::fs::write(&file, "JBSWY3DPEHPK3PXPJBSWY3DP\n\" TOTP_AUTH\n").unwrap();
+    refused_with(
+        &otpd.otpctl(&[
+            "--json",
+            "import",
+            "google-authenticator",
+            file.to_str().unwrap(),
+        ]),
+        "prove it is you",
+    );
+    refused_with(
+        &otpd.otpctl(&[
+            "--json",
+            "enroll",
+            "email",
+            "--email",
+            "attacker@example.com",
+        ]),
+        "prove it is you",
+    );
+    refused_with(
+        &otpd.otpctl(&["--json", "enroll", "sms", "--phone", "+12025550123"]),
+        "prove it is you",
+    );
+}
+
+#[test]
+fn disable_takes_a_current_code_even_with_an_address_on_file() {
+    if !otp_e2e::smtp::available() {
+        return;
+    }
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    let otpd = Daemon::start(&format!(
+        "{}[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        otp_e2e::smtp::email_section(server.port, "none", ""),
+        me()
+    ));
+    otpd.otpctl_json(&["send"]);
+    let secret = otpd.enroll_totp_proving(&me(), &server.next_mail().code());
+    refused_with(
+        &otpd.otpctl(&["--json", "disable", "totp", "--code", "000000"]),
+        "wrong code",
+    );
+    let ok = otpd.otpctl(&["disable", "totp", "--code", &code(&secret, now())]);
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert_eq!(otpd.otpctl_json(&["status"])["totp"], "none");
+}
+
+/// Members of admin_group manage other users, but not root.
+#[test]
+fn an_admin_group_member_cannot_touch_roots_factor() {
+    if !skip::require_root() {
+        return;
+    }
+    // nobody's primary group is nogroup: nobody is an admin here.
+    let otpd = Daemon::start("admin_group = \"nogroup\"\n");
+    otpd.enroll_totp("root");
+    otpd.enroll_totp("daemon");
+    for args in [
+        &["--user", "root", "disable"][..],
+        &["--user", "root", "reset"],
+        &["--user", "root", "unlock"],
+        &["--user", "root", "enroll", "totp"],
+    ] {
+        let out = otpd.otpctl_as_nobody(args);
+        refused_with(&out, "permission denied");
+    }
+    assert_eq!(
+        otpd.otpctl_json(&["--user", "root", "status"])["totp"],
+        "active"
+    );
+    let other = otpd.otpctl_as_nobody(&["--user", "daemon", "disable"]);
+    assert!(other.status.success(), "{}", describe(&other));
+}
+
+/// Importing the same secret again used to forget which codes were used.
+#[test]
+fn re_importing_the_same_secret_keeps_used_codes_used() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ga");
+    let secret = "JBSWY3DPEHPK3PXPJBSWY3DP";
+    std::fs::write(
+        &file,
+        format!("{secret}\n\" TOTP_AUTH\n11112222\n33334444\n"),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    otpd.otpctl_json(&["import", "google-authenticator", path]);
+    let service = PamService::otp(&otpd, "");
+    let used = code(secret, now());
+    assert_eq!(service.login(&me(), &[&used]).code, PAM_SUCCESS);
+    // Proven with a scratch code (now a recovery code), as the user would.
+    otpd.otpctl_json(&["import", "google-authenticator", path, "--code", "11112222"]);
+    let again = service.login(&me(), &[&used]);
+    assert_eq!(again.code, PAM_AUTH_ERR, "{again:?}");
+    assert!(
+        again.errors().iter().any(|e| e.contains("already used")),
+        "{again:?}"
+    );
+}
+
+/// A key made with `otpctl enroll totp` and not yet confirmed is never shown to whoever passes
+/// the password at a first-login enrollment.
+#[test]
+fn first_login_enrollment_never_shows_a_key_made_with_otpctl() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("[policy]\nunenrolled = \"enroll\"\n");
+    let pending = otpd.otpctl_json(&["enroll", "totp"]);
+    let mine = pending["secret"].as_str().unwrap().to_owned();
+    let service = PamService::otp(&otpd, "");
+    let mut login = service.start(&me());
+    let prompt = login.next_prompt().expect("the enrollment prompt");
+    let shown = prompt
+        .split("type the key ")
+        .nth(1)
+        .and_then(|a| a.split(" (").next())
+        .unwrap()
+        .replace(' ', "");
+    assert_ne!(shown, mine, "the login must not show the otpctl key");
+    login.send("");
+    login.finish();
+}
