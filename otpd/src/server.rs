@@ -70,10 +70,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         continue;
                     };
                     let shared = shared.clone();
-                    tokio::spawn(async move {
+                    tokio::spawn(crate::logging::for_peer(uid, async move {
                         serve(stream, uid, &shared).await;
                         drop((slot, permit));
-                    });
+                    }));
                 }
                 Err(e) => log::warn!("accept: {e}"),
             },
