@@ -10,8 +10,8 @@
 //!   backslash that does not start such an escape as `\\`, so a line never holds a newline or a
 //!   terminal escape sequence. Values in `key=value` lines go through [`field`], which also quotes
 //!   them, so `user="alice rhost=x"` is one field.
-//! - **No peer can flood the log.** Lines logged inside a connection's task ([`for_peer`]) are
-//!   limited per uid by a token bucket; what was dropped is summed up in one line
+//! - **No peer can flood the log.** Lines logged inside a connection's task ([`for_peer`]), or
+//!   on a peer's behalf elsewhere ([`for_peer_now`]), are limited per uid by a token bucket; what was dropped is summed up in one line
 //!   "uid=N: M log lines suppressed". Root (sshd, login, sudo) is not limited, so no real login's
 //!   audit line is lost, and nor are lines logged outside any peer's task.
 
@@ -41,6 +41,12 @@ tokio::task_local! {
 /// Run `f` (a connection's task) as serving `uid`: what it logs counts toward that uid's budget.
 pub async fn for_peer<F: Future>(uid: u32, f: F) -> F::Output {
     PEER.scope(uid, f).await
+}
+
+/// Run `f` as on behalf of `uid`, for lines a peer causes outside its connection's task (the
+/// accept loop refusing one more connection from a uid).
+pub fn for_peer_now<R>(uid: u32, f: impl FnOnce() -> R) -> R {
+    PEER.sync_scope(uid, f)
 }
 
 /// The peer uid of the current task, if it serves one.
@@ -402,6 +408,8 @@ mod tests {
         assert_eq!(current_peer(), None);
         let inside = for_peer(65534, async { current_peer() }).await;
         assert_eq!(inside, Some(65534));
+        assert_eq!(current_peer(), None);
+        assert_eq!(for_peer_now(1000, current_peer), Some(1000));
         assert_eq!(current_peer(), None);
     }
 }

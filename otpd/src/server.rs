@@ -112,7 +112,9 @@ fn admit(stream: &UnixStream, limit: &PeerLimit) -> Option<(u32, Slot)> {
     };
     let uid = cred.uid();
     let Some(slot) = limit.acquire(uid) else {
-        log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another");
+        crate::logging::for_peer_now(uid, || {
+            log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another")
+        });
         return None;
     };
     Some((uid, slot))

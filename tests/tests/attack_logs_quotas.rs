@@ -12,6 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 const NOBODY: u32 = 65534;
+/// Connections a non-root uid may hold (otpd/src/peer_limit.rs).
+const PER_UID: usize = 16;
 
 /// The line an attacker wants the log to hold.
 const FORGED: &str = "otpd: info: sshd: user=root rhost=- tty=- uid=0: allowed (totp)";
@@ -52,6 +54,45 @@ fn send_raw(addr: &libc::sockaddr_un, bytes: &[u8]) -> bool {
         libc::close(fd);
         ok
     }
+}
+
+/// A connected socket, or -1. Only system calls.
+fn connect(addr: &libc::sockaddr_un) -> libc::c_int {
+    // SAFETY: plain system calls; the descriptor is closed on failure.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if fd >= 0 && libc::connect(fd, addr as *const _ as *const libc::sockaddr, len) != 0 {
+            libc::close(fd);
+            return -1;
+        }
+        fd
+    }
+}
+
+/// Hold `PER_UID` connections open without a word, then knock `knocks` times more: each knock
+/// is refused by the per-uid cap (and was a log line each). Only system calls.
+fn hold_and_knock(addr: &libc::sockaddr_un, knocks: u32) -> bool {
+    let mut held = [-1; PER_UID];
+    for fd in held.iter_mut() {
+        *fd = connect(addr);
+    }
+    let mut ok = held.iter().all(|fd| *fd >= 0);
+    for _ in 0..knocks {
+        let fd = connect(addr);
+        ok &= fd >= 0;
+        // SAFETY: reading into our own buffer until otpd hangs up, then closing our descriptor.
+        unsafe {
+            let mut buf = [0u8; 64];
+            while fd >= 0 && libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            libc::close(fd);
+        }
+    }
+    for fd in held {
+        // SAFETY: closing descriptors this function opened.
+        unsafe { libc::close(fd) };
+    }
+    ok
 }
 
 /// Run `attack` in a forked child that has become `nobody` (uid and gid 65534, no groups); its
@@ -172,6 +213,27 @@ fn a_hundred_thousand_malformed_frames_from_one_user_are_a_few_lines_and_a_summa
         assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
         otpd.assert_logged("ignored: not enrolled (nullok)");
     }
+}
+
+#[test]
+fn knocking_on_a_full_per_uid_cap_ten_thousand_times_is_a_few_lines_and_a_summary() {
+    if !skip::require_root() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    open_to_others(&otpd);
+    let addr = address(&otpd);
+    const KNOCKS: u32 = 10_000;
+    assert!(
+        as_nobody(|| hold_and_knock(&addr, KNOCKS)),
+        "the attack ran"
+    );
+    let summed_up = otpd.logged("log lines suppressed");
+    let log = otpd.log();
+    let refusals = log.matches("connections open; refusing another").count();
+    eprintln!("{KNOCKS} connections beyond the cap: {refusals} log lines");
+    assert!(summed_up, "no summary of what was dropped:\n{log}");
+    assert!((1..=300).contains(&refusals), "{refusals} lines:\n{log}");
 }
 
 /// Passes once otpd resolves PAM_USER through `names::Names` (the lead's wiring of
