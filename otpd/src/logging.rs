@@ -224,7 +224,8 @@ impl Bucket {
 
 /// `line` with every byte that is not printable ASCII as `\xNN` and every backslash that does
 /// not start an escape as `\\`. Escapes already made by [`field`] pass unchanged, so a field is
-/// not escaped twice; a peer's literal `\x0a` reached here only outside a field, as text.
+/// not escaped twice. Outside a field, four typed characters `\x0a` stay as typed: text that
+/// merely looks like an escape, never a newline.
 pub fn escape(line: &str) -> std::borrow::Cow<'_, str> {
     let bytes = line.as_bytes();
     let clean = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
