@@ -96,6 +96,11 @@ pub struct CodeConfig {
     /// passwords still cannot pump SMS to one premium number.
     #[serde(deserialize_with = "max_sends")]
     pub max_sends_per_destination_per_hour: u32,
+    /// Enrollment codes (to an address or number not yet confirmed) per hour, per requesting
+    /// user and per destination. They never use up the login quotas above: nobody can lock a
+    /// user out of login codes by enrolling that user's address.
+    #[serde(deserialize_with = "max_sends")]
+    pub max_unconfirmed_sends_per_hour: u32,
     /// Accept every open challenge's code (each once), not only the newest.
     pub concurrent_challenges: bool,
 }
@@ -312,6 +317,7 @@ impl Default for CodeConfig {
             resend_after: Duration::from_secs(30),
             max_sends_per_hour: 5,
             max_sends_per_destination_per_hour: 5,
+            max_unconfirmed_sends_per_hour: 3,
             concurrent_challenges: false,
         }
     }

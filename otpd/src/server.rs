@@ -70,10 +70,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         continue;
                     };
                     let shared = shared.clone();
-                    tokio::spawn(async move {
+                    tokio::spawn(crate::logging::for_peer(uid, async move {
                         serve(stream, uid, &shared).await;
                         drop((slot, permit));
-                    });
+                    }));
                 }
                 Err(e) => log::warn!("accept: {e}"),
             },
@@ -112,7 +112,9 @@ fn admit(stream: &UnixStream, limit: &PeerLimit) -> Option<(u32, Slot)> {
     };
     let uid = cred.uid();
     let Some(slot) = limit.acquire(uid) else {
-        log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another");
+        crate::logging::for_peer_now(uid, || {
+            log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another")
+        });
         return None;
     };
     Some((uid, slot))

@@ -1,6 +1,14 @@
 //! Challenges: codes the daemon sends (email, SMS) and later checks. Expiry, attempts, resend
-//! cooldown, the hourly send quota and resend invalidation all live here, once, for every
+//! cooldown, the hourly send quotas and resend invalidation all live here, once, for every
 //! channel; a channel only delivers.
+//!
+//! Quotas count only what a destination agreed to. Login codes and disable tokens go to an
+//! address or number its owner confirmed: they count toward the user's quota, the cooldown and
+//! the destination's login quota. Enrollment codes (`Purpose::Confirm`) go to a destination
+//! nobody has confirmed yet, so anyone may name anyone's address: they have a small budget of
+//! their own, per requesting user and per destination, and never touch the login ledgers, so
+//! enrolling a victim's address cannot use up the victim's login codes. Destinations are
+//! compared by [`destination_key`]: addresses without case, numbers in E.164.
 //!
 //! Codes are kept only as salted SHA-256 hashes and compared in constant time. Everything runs on
 //! the daemon's monotonic clock. Challenges live in memory: a restart voids them, which is safe
@@ -42,8 +50,37 @@ struct Challenge {
 #[derive(Default)]
 struct UserChallenges {
     open: Vec<Challenge>,
-    /// Send times within the last hour, for the quota and the cooldown.
+    /// Login and disable sends within the last hour, for the quota and the cooldown.
     sends: VecDeque<Instant>,
+    /// Enrollment sends this user asked for within the last hour.
+    unconfirmed: VecDeque<Instant>,
+}
+
+/// Send times within the last hour per destination (by `destination_key`), whoever asked.
+#[derive(Default)]
+struct Destinations {
+    /// Login codes and disable tokens.
+    confirmed: HashMap<String, VecDeque<Instant>>,
+    /// Enrollment codes.
+    unconfirmed: HashMap<String, VecDeque<Instant>>,
+}
+
+/// Which ledgers a send was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    /// The user's quota and cooldown, and the destination's login quota.
+    Confirmed,
+    /// The enrollment budgets of the requesting user and of the destination.
+    Unconfirmed,
+}
+
+impl Ledger {
+    fn of(purpose: &Purpose) -> Ledger {
+        match purpose {
+            Purpose::Confirm(..) => Ledger::Unconfirmed,
+            Purpose::Login | Purpose::Disable(_) => Ledger::Confirmed,
+        }
+    }
 }
 
 /// Why no code may be sent right now.
@@ -51,16 +88,19 @@ struct UserChallenges {
 pub enum SendRefusal {
     /// Wait this long before the next send.
     Cooldown(Duration),
-    /// `max_sends_per_hour` reached.
+    /// `max_sends_per_hour` or `max_sends_per_destination_per_hour` reached.
     Quota,
+    /// `max_unconfirmed_sends_per_hour` reached, by the requesting user or for the destination.
+    UnconfirmedQuota,
 }
 
 /// A freshly issued code, to hand to a channel.
 pub struct Issued {
     pub id: String,
     pub code: Secret,
-    /// When it was counted as sent, so a failed delivery can be uncounted.
+    /// When and where it was counted as sent, so a failed delivery can be uncounted.
     at: Instant,
+    ledger: Ledger,
 }
 
 /// The verdict on one answer.
@@ -85,8 +125,7 @@ pub struct Challenges {
     /// How long a mailed disable token stays valid (`[policy] disable_token_ttl`).
     disable_ttl: Duration,
     users: Mutex<HashMap<String, UserChallenges>>,
-    /// Send times per destination within the last hour, whoever asked.
-    destinations: Mutex<HashMap<String, VecDeque<Instant>>>,
+    destinations: Mutex<Destinations>,
     /// When users and destinations with nothing left to remember were last dropped.
     swept: Mutex<Instant>,
 }
@@ -102,7 +141,7 @@ impl Challenges {
             cfg,
             disable_ttl,
             users: Mutex::new(HashMap::new()),
-            destinations: Mutex::new(HashMap::new()),
+            destinations: Mutex::default(),
             swept: Mutex::new(Instant::now()),
         }
     }
@@ -121,9 +160,9 @@ impl Challenges {
         u.open.iter().any(|c| &c.purpose == purpose)
     }
 
-    /// Issue a new code for `destination` if the cooldown and the per-user and per-destination
-    /// quotas allow, counting it as sent. Unless concurrent challenges are on, every earlier
-    /// open challenge of the same purpose dies.
+    /// Issue a new code for `destination` if the quotas of its purpose allow (see the module
+    /// doc), counting it as sent. Unless concurrent challenges are on, every earlier open
+    /// challenge of the same purpose dies.
     pub fn issue(
         &self,
         user: &str,
@@ -133,23 +172,40 @@ impl Challenges {
     ) -> Result<Issued, SendRefusal> {
         self.sweep(now);
         let mut users = self.lock();
-        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        let mut destinations = self.destinations();
         let u = users.entry(user.to_owned()).or_default();
-        forget_older_than_an_hour(&mut u.sends, now);
-        if let Some(last) = u.sends.back() {
-            let since = now.duration_since(*last);
-            if since < self.cfg.resend_after {
-                return Err(SendRefusal::Cooldown(self.cfg.resend_after - since));
+        let ledger = Ledger::of(&purpose);
+        let key = destination_key(destination);
+        let (by_user, to) = match ledger {
+            Ledger::Confirmed => {
+                forget_older_than_an_hour(&mut u.sends, now);
+                if let Some(last) = u.sends.back() {
+                    let since = now.duration_since(*last);
+                    if since < self.cfg.resend_after {
+                        return Err(SendRefusal::Cooldown(self.cfg.resend_after - since));
+                    }
+                }
+                let to = destinations.confirmed.entry(key).or_default();
+                forget_older_than_an_hour(to, now);
+                if u.sends.len() as u32 >= self.cfg.max_sends_per_hour
+                    || to.len() as u32 >= self.cfg.max_sends_per_destination_per_hour
+                {
+                    return Err(SendRefusal::Quota);
+                }
+                (&mut u.sends, to)
             }
-        }
-        if u.sends.len() as u32 >= self.cfg.max_sends_per_hour {
-            return Err(SendRefusal::Quota);
-        }
-        let to = destinations.entry(destination.to_owned()).or_default();
-        forget_older_than_an_hour(to, now);
-        if to.len() as u32 >= self.cfg.max_sends_per_destination_per_hour {
-            return Err(SendRefusal::Quota);
-        }
+            Ledger::Unconfirmed => {
+                forget_older_than_an_hour(&mut u.unconfirmed, now);
+                let to = destinations.unconfirmed.entry(key).or_default();
+                forget_older_than_an_hour(to, now);
+                let max = self.cfg.max_unconfirmed_sends_per_hour;
+                if u.unconfirmed.len() as u32 >= max || to.len() as u32 >= max {
+                    return Err(SendRefusal::UnconfirmedQuota);
+                }
+                (&mut u.unconfirmed, to)
+            }
+        };
+        by_user.push_back(now);
         to.push_back(now);
         // A disable token is typed from a mail at leisure: longer-lived, and long enough that
         // its life does not make it guessable.
@@ -171,8 +227,12 @@ impl Challenges {
             expires: now + ttl,
             attempts: 0,
         });
-        u.sends.push_back(now);
-        Ok(Issued { id, code, at: now })
+        Ok(Issued {
+            id,
+            code,
+            at: now,
+            ledger,
+        })
     }
 
     /// Drop users and destinations with no open challenge and no send in the last hour, at most
@@ -187,14 +247,21 @@ impl Challenges {
         }
         self.lock().retain(|_, u| {
             forget_older_than_an_hour(&mut u.sends, now);
+            forget_older_than_an_hour(&mut u.unconfirmed, now);
             u.open.retain(|c| c.expires > now);
-            !(u.sends.is_empty() && u.open.is_empty())
+            !(u.sends.is_empty() && u.unconfirmed.is_empty() && u.open.is_empty())
         });
-        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-        destinations.retain(|_, sends| {
-            forget_older_than_an_hour(sends, now);
-            !sends.is_empty()
-        });
+        let mut destinations = self.destinations();
+        let Destinations {
+            confirmed,
+            unconfirmed,
+        } = &mut *destinations;
+        for ledger in [confirmed, unconfirmed] {
+            ledger.retain(|_, sends| {
+                forget_older_than_an_hour(sends, now);
+                !sends.is_empty()
+            });
+        }
     }
 
     /// Forget a challenge whose code never left (delivery failed), and uncount its send, so a
@@ -202,10 +269,17 @@ impl Challenges {
     pub fn cancel(&self, user: &str, issued: &Issued, destination: &str) {
         if let Some(u) = self.lock().get_mut(user) {
             u.open.retain(|c| c.id != issued.id);
-            uncount(&mut u.sends, issued.at);
+            match issued.ledger {
+                Ledger::Confirmed => uncount(&mut u.sends, issued.at),
+                Ledger::Unconfirmed => uncount(&mut u.unconfirmed, issued.at),
+            }
         }
-        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sends) = destinations.get_mut(destination) {
+        let mut destinations = self.destinations();
+        let ledger = match issued.ledger {
+            Ledger::Confirmed => &mut destinations.confirmed,
+            Ledger::Unconfirmed => &mut destinations.unconfirmed,
+        };
+        if let Some(sends) = ledger.get_mut(&destination_key(destination)) {
             uncount(sends, issued.at);
         }
     }
@@ -266,6 +340,28 @@ impl Challenges {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserChallenges>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn destinations(&self) -> std::sync::MutexGuard<'_, Destinations> {
+        self.destinations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The one spelling of a destination the quotas count by: an address without case
+/// ("Victim@Example.COM" is victim@example.com), a number in E.164 without spaces, dashes, dots
+/// or parentheses and with a leading `00` as `+` ("0044 (20) 7946-0958" is +442079460958).
+pub fn destination_key(destination: &str) -> String {
+    let d = destination.trim();
+    if d.contains('@') {
+        return d.to_lowercase();
+    }
+    let digits: String = d
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '(' | ')'))
+        .collect();
+    match digits.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => digits,
     }
 }
 
@@ -365,7 +461,7 @@ mod tests {
         c.sweep(now);
         assert_eq!(c.lock().len(), 1);
         assert!(c.lock().contains_key("recent"));
-        let destinations = c.destinations.lock().unwrap().len();
+        let destinations = c.destinations().confirmed.len();
         assert_eq!(destinations, 1);
         // The destination quota still counts the send the sweep kept.
         assert_eq!(
@@ -531,6 +627,125 @@ mod tests {
             Answer::Wrong { .. } | Answer::Accepted { .. }
         ));
         assert_ne!(failed.id, retry.id);
+    }
+
+    fn confirm(address: &str) -> Purpose {
+        Purpose::Confirm(Via::Email, address.into())
+    }
+
+    #[test]
+    fn enrolling_someone_elses_address_never_uses_up_their_login_codes() {
+        let c = challenges(|cfg| cfg.max_unconfirmed_sends_per_hour = 3);
+        let t = Instant::now();
+        let spellings = [
+            "victim@example.com",
+            "VICTIM@example.com",
+            "Victim@Example.COM",
+            "victim@EXAMPLE.com",
+            " victim@example.com",
+            "vIcTiM@example.com",
+        ];
+        let sent = spellings
+            .iter()
+            .filter(|a| c.issue("mallory", confirm(a), a, t).is_ok())
+            .count();
+        assert_eq!(sent, 3, "one budget for every spelling");
+        assert_eq!(
+            c.issue("mallory", confirm(DEST), "VICTIM@EXAMPLE.COM", t)
+                .err(),
+            Some(SendRefusal::UnconfirmedQuota)
+        );
+        // The victim's own logins: the full quota, no cooldown from mallory's sends.
+        let victim = "victim@example.com";
+        for i in 0..5 {
+            let at = t + Duration::from_secs(30 * i);
+            assert!(c.issue("victim", Purpose::Login, victim, at).is_ok(), "{i}");
+        }
+    }
+
+    #[test]
+    fn an_unconfirmed_destination_has_its_own_budget_whoever_asks() {
+        let c = challenges(|cfg| cfg.max_unconfirmed_sends_per_hour = 2);
+        let t = Instant::now();
+        assert!(c
+            .issue("m1", confirm("+1 202 555 0123"), "+1 202 555 0123", t)
+            .is_ok());
+        assert!(c.issue("m2", confirm("x"), "001-202-555-0123", t).is_ok());
+        assert_eq!(
+            c.issue("m3", confirm("x"), "+1 (202) 555.0123", t).err(),
+            Some(SendRefusal::UnconfirmedQuota)
+        );
+        assert!(c.issue("m3", confirm("x"), "+12025550199", t).is_ok());
+        assert!(c
+            .issue(
+                "m1",
+                confirm("x"),
+                "+12025550123",
+                t + Duration::from_secs(3600)
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn a_users_own_enrollment_neither_cools_down_nor_counts_toward_logins() {
+        let c = challenges(|cfg| {
+            cfg.max_sends_per_hour = 1;
+            cfg.max_sends_per_destination_per_hour = 1;
+        });
+        let t = Instant::now();
+        c.issue("alice", confirm(DEST), DEST, t).unwrap();
+        assert!(c.issue("alice", Purpose::Login, DEST, t).is_ok());
+        assert_eq!(
+            c.issue("alice", Purpose::Login, DEST, t + Duration::from_secs(60))
+                .err(),
+            Some(SendRefusal::Quota)
+        );
+    }
+
+    #[test]
+    fn the_login_quota_of_a_destination_ignores_case_and_number_formatting() {
+        let c = challenges(|cfg| cfg.max_sends_per_destination_per_hour = 1);
+        let t = Instant::now();
+        assert!(c
+            .issue("alice", Purpose::Login, "Shared@Example.com", t)
+            .is_ok());
+        assert_eq!(
+            c.issue("bob", Purpose::Login, "shared@example.COM", t)
+                .err(),
+            Some(SendRefusal::Quota)
+        );
+        assert!(c
+            .issue("carol", Purpose::Login, "0044 20 7946 0958", t)
+            .is_ok());
+        assert_eq!(
+            c.issue("dave", Purpose::Login, "+44-20-7946-0958", t).err(),
+            Some(SendRefusal::Quota)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_enrollment_send_gives_its_budget_back() {
+        let c = challenges(|cfg| cfg.max_unconfirmed_sends_per_hour = 1);
+        let t = Instant::now();
+        let failed = c
+            .issue("alice", confirm(DEST), "Alice@Example.com", t)
+            .unwrap();
+        c.cancel("alice", &failed, "Alice@Example.com");
+        assert!(c.issue("alice", confirm(DEST), DEST, t).is_ok());
+        assert_eq!(
+            c.issue("bob", confirm(DEST), DEST, t).err(),
+            Some(SendRefusal::UnconfirmedQuota)
+        );
+    }
+
+    #[test]
+    fn destinations_are_keyed_without_case_and_in_e164() {
+        assert_eq!(destination_key("Victim@Example.COM"), "victim@example.com");
+        assert_eq!(destination_key(" a@b.c "), "a@b.c");
+        assert_eq!(destination_key("+1 (202) 555-0123"), "+12025550123");
+        assert_eq!(destination_key("0012025550123"), "+12025550123");
+        assert_eq!(destination_key("+1.202.555.0123"), "+12025550123");
+        assert_eq!(destination_key("+12025550123"), "+12025550123");
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Sending a code: issue a challenge (cooldown, quotas, invalidation are the policy's), hand it
 //! to the channel, and void it if delivery fails. Shared by logins and `otpctl`.
+//!
+//! The user and the destination come from a peer, so they reach the log only through
+//! `logging::field`.
 
 use crate::channel::{mask, CodeMessage, MessageKind};
+use crate::logging::field;
 use crate::policy::challenge::{Purpose, SendRefusal};
 use crate::state::State;
 use otp_proto::Via;
@@ -36,6 +40,7 @@ pub async fn send_code(
         return Err(SendError::Unavailable);
     };
     let is_token = matches!(purpose, Purpose::Disable(_));
+    let masked = mask(via, destination);
     let issued = state
         .challenges
         .issue(user, purpose, destination, Instant::now())
@@ -43,7 +48,17 @@ pub async fn send_code(
             SendRefusal::Cooldown(left) => SendError::Cooldown(left),
             SendRefusal::Quota => {
                 log::warn!(
-                    "user={user}: hourly {via} quota reached (user or destination); not sending"
+                    "user={}: hourly {via} quota reached (user or destination); not sending",
+                    field(user)
+                );
+                SendError::Quota
+            }
+            SendRefusal::UnconfirmedQuota => {
+                log::warn!(
+                    "user={}: hourly quota of {via} enrollment codes reached (this user or {}); \
+                     not sending",
+                    field(user),
+                    field(&masked)
                 );
                 SendError::Quota
             }
@@ -60,11 +75,12 @@ pub async fn send_code(
         validity: state.challenges.ttl(),
         host: &state.host,
     };
-    let masked = mask(via, destination);
     match channel.deliver(destination, &msg).await {
         Ok(()) => {
             log::info!(
-                "user={user}: code sent by {via} to {masked} (challenge {})",
+                "user={}: code sent by {via} to {} (challenge {})",
+                field(user),
+                field(&masked),
                 issued.id
             );
             Ok(Sent {
@@ -75,7 +91,9 @@ pub async fn send_code(
         Err(e) => {
             state.challenges.cancel(user, &issued, destination);
             log::error!(
-                "user={user}: could not send the code by {via} to {masked} (challenge {}): {e}",
+                "user={}: could not send the code by {via} to {} (challenge {}): {e}",
+                field(user),
+                field(&masked),
                 issued.id
             );
             Err(SendError::Failed)
