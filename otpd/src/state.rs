@@ -5,6 +5,7 @@ use crate::channel::email::EmailChannel;
 use crate::channel::sms::SmsChannel;
 use crate::channel::Channel;
 use crate::config::Config;
+use crate::names::Names;
 use crate::peer::Callers;
 use crate::policy::accounts::{hostname, Accounts};
 use crate::policy::challenge::Challenges;
@@ -17,6 +18,8 @@ pub struct State {
     pub accounts: Accounts,
     /// Who each peer uid is, looked up once in a while rather than per connection.
     pub callers: Callers,
+    /// User names as typed, resolved to their canonical passwd names.
+    pub names: Names,
     pub challenges: Challenges,
     /// `None` when `[email]` is not configured.
     pub email: Option<Box<dyn Channel>>,
@@ -45,6 +48,7 @@ impl State {
             sms,
             accounts,
             callers: Callers::new(cfg.admin_group.clone()),
+            names: Names::new(),
             challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
             email,
             host: hostname(),

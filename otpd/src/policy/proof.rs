@@ -254,6 +254,7 @@ fn describe(proof: &Proof) -> String {
 }
 
 fn audit(user: &str, counts: Counts, result: &str) {
+    let user = crate::logging::field(user);
     log::info!("user={user}: answer ({}): {result}", purpose_name(counts));
 }
 

@@ -32,7 +32,7 @@ async fn execute(
     let accounts = &state.accounts;
     match command {
         Command::EnrollTotp { user, proof } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             require_proof(caller, state, &user, proof).await?;
             enroll_totp(caller, state, user).await
         }
@@ -44,7 +44,7 @@ async fn execute(
             if !valid_address(&address) {
                 return Err(Refusal::BadAddress(address));
             }
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Email, address).await
         }
@@ -56,12 +56,12 @@ async fn execute(
             if !valid_number(&number) {
                 return Err(Refusal::BadNumber(number));
             }
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Sms, number).await
         }
         Command::Send { user, via } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             let methods = accounts.methods(&user).map_err(internal)?;
             let pick = |v: Via| methods.destination(v).map(|d| (v, d.to_owned()));
             let found = match via {
@@ -74,7 +74,7 @@ async fn execute(
             send(state, &user, via, &destination, Purpose::Login).await
         }
         Command::RecoveryCodes { user, proof } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             // Users prove a factor, admins included when acting for themselves; an admin
             // replacing someone else's lost codes needs none.
             if !for_someone_else(caller, &user) {
@@ -89,7 +89,7 @@ async fn execute(
             Ok(CommandReply::RecoveryCodes(codes))
         }
         Command::Import { user, key, proof } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             require_proof(caller, state, &user, proof).await?;
             let kind = if key.hotp_counter.is_some() {
                 "HOTP"
@@ -104,7 +104,7 @@ async fn execute(
             Ok(CommandReply::Ok)
         }
         Command::SetDefault { user, method } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             accounts
                 .set_default(&user, method)
                 .await
@@ -112,9 +112,9 @@ async fn execute(
             changed(caller, &user, &format!("default method set to {method:?}"));
             Ok(CommandReply::Ok)
         }
-        Command::Verify { user, code } => verify(caller, state, caller.target(user)?, code).await,
+        Command::Verify { user, code } => verify(caller, state, target(caller, state, user).await?, code).await,
         Command::Status { user } => {
-            let user = caller.target(user)?;
+            let user = target(caller, state, user).await?;
             Ok(CommandReply::Status(
                 accounts.status(&user).map_err(internal)?,
             ))
@@ -123,17 +123,17 @@ async fn execute(
             user,
             method,
             proof,
-        } => disable(caller, state, caller.target(user)?, method, proof).await,
+        } => disable(caller, state, target(caller, state, user).await?, method, proof).await,
         Command::Unlock { user } => {
             caller.require_admin()?;
-            caller.target(Some(user.clone()))?;
+            let user = target(caller, state, Some(user)).await?;
             accounts.unlock(&user).await.map_err(internal)?;
             changed(caller, &user, "unlocked");
             Ok(CommandReply::Ok)
         }
         Command::Reset { user } => {
             caller.require_admin()?;
-            caller.target(Some(user.clone()))?;
+            let user = target(caller, state, Some(user)).await?;
             accounts.reset(&user).await.map_err(internal)?;
             changed(caller, &user, "reset: enrollments and lockout forgotten");
             Ok(CommandReply::Ok)
@@ -358,7 +358,18 @@ async fn send(
     }
 }
 
+/// The user a command is about, by canonical name (`names`): "ALICE" is alice. A name without
+/// a passwd entry stays as typed (an admin may manage directory users this host cannot see).
+async fn target(caller: &Caller, state: &State, user: Option<String>) -> Result<String, Refusal> {
+    let user = match user {
+        Some(typed) => Some(state.names.resolve(&typed).await.as_str().to_owned()),
+        None => None,
+    };
+    caller.target(user)
+}
+
 fn changed(caller: &Caller, user: &str, what: &str) {
+    let user = crate::logging::field(user);
     log::info!("otpctl: user={user} by uid={}: {what}", caller.uid);
 }
 

@@ -56,18 +56,27 @@ struct Session<'a> {
     conn: &'a mut Connection,
     state: &'a State,
     login: &'a Login,
+    /// The user has a passwd entry (`names`).
+    known: bool,
 }
 
 pub async fn run(
     conn: &mut Connection,
     caller: &Caller,
     state: &State,
-    login: Login,
+    mut login: Login,
 ) -> Result<(), FrameError> {
+    // Everything is keyed by the canonical passwd name: "ALICE" or "alice " is not a user of
+    // its own with its own lockout, and a name without a passwd entry is let in only by an
+    // enrolled record of exactly that name.
+    let name = state.names.resolve(&login.user).await;
+    let known = name.is_known();
+    login.user = name.as_str().to_owned();
     let mut session = Session {
         conn,
         state,
         login: &login,
+        known,
     };
     let (outcome, note) = match session.decide(caller).await {
         Ok(decision) => decision,
@@ -131,8 +140,13 @@ impl Session<'_> {
         }
     }
 
-    /// Nothing enrolled: `nullok` or `[policy] unenrolled` decide.
+    /// Nothing enrolled: `nullok` or `[policy] unenrolled` decide, for users that exist.
     async fn unenrolled(&mut self) -> Result<Decision, FrameError> {
+        if !self.known {
+            let text = "No second factor is set up for this account; ask your administrator.";
+            let note = "denied: no such user in the passwd database, nothing enrolled".into();
+            return self.deny(DenyReason::NotEnrolled, text, note).await;
+        }
         if self.login.nullok {
             return Ok((Outcome::Ignore, "ignored: not enrolled (nullok)".into()));
         }
@@ -477,13 +491,16 @@ fn secs(d: Duration) -> u64 {
     d.as_secs_f64().ceil() as u64
 }
 
+/// The audit line of a login. Every field the peer chose goes through `logging::field`, so
+/// none can pose as another field or another line.
 fn audit(login: &Login, caller: &Caller, result: &str) {
+    use crate::logging::field;
     log::info!(
         "{}: user={} rhost={} tty={} uid={}: {result}",
-        login.service,
-        login.user,
-        login.rhost.as_deref().unwrap_or("-"),
-        login.tty.as_deref().unwrap_or("-"),
+        field(&login.service),
+        field(&login.user),
+        field(login.rhost.as_deref().unwrap_or("-")),
+        field(login.tty.as_deref().unwrap_or("-")),
         caller.uid,
     );
 }
