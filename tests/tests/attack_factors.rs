@@ -172,3 +172,63 @@ fn first_login_enrollment_never_shows_a_key_made_with_otpctl() {
     login.send("");
     login.finish();
 }
+
+fn with_mail(extra: &str) -> Option<(otp_e2e::smtp::SmtpServer, Daemon)> {
+    if !pam::available() || !otp_e2e::smtp::available() {
+        return None;
+    }
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    let otpd = Daemon::start(&format!(
+        "{}{extra}",
+        otp_e2e::smtp::email_section(server.port, "none", "")
+    ));
+    Some((server, otpd))
+}
+
+/// Right after a code was sent and used (`otpctl send`, then `otpctl verify`), a login used to
+/// say "Sending a code to …", send none (the cooldown), then "No code is waiting".
+#[test]
+fn a_login_during_the_cooldown_says_when_a_code_can_be_sent_and_does_not_pretend_to_send() {
+    let Some((server, otpd)) = with_mail(&format!(
+        "[users.\"{}\"]\nemail = \"me@example.com\"\n",
+        me()
+    )) else {
+        return;
+    };
+    otpd.otpctl_json(&["send"]);
+    let mailed = server.next_mail().code();
+    let verified = otpd.otpctl_json(&["verify", &mailed]);
+    assert_eq!(verified["activated"], false, "{verified}");
+    let service = PamService::otp(&otpd, "");
+    let mut login = service.start(&me());
+    let prompt = login.next_prompt().expect("a prompt");
+    assert!(
+        prompt.contains("A code can be sent to m***@e***.com in"),
+        "{prompt}"
+    );
+    login.send("000000");
+    let run = login.finish();
+    assert!(
+        !run.lines.iter().any(|l| l.contains("Sending a code")),
+        "{run:?}"
+    );
+    assert!(!server.has_mail(), "nothing was sent");
+}
+
+/// `otpctl verify` of an address's code used to say "the authenticator app is now required".
+#[test]
+fn confirming_an_address_says_that_codes_go_there_now() {
+    let Some((server, otpd)) = with_mail("") else {
+        return;
+    };
+    otpd.otpctl_json(&["enroll", "email", "--email", "me@example.com"]);
+    let mailed = server.next_mail().code();
+    let out = otpd.otpctl(&["verify", &mailed]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("login codes can now be sent to this email address"),
+        "{said}"
+    );
+    assert!(!said.contains("authenticator app"), "{said}");
+}

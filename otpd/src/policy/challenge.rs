@@ -160,6 +160,17 @@ impl Challenges {
         u.open.iter().any(|c| &c.purpose == purpose)
     }
 
+    /// How long until a login code may be sent to this user again (the resend cooldown), if a
+    /// send now would be refused for it.
+    pub fn cooldown_left(&self, user: &str, now: Instant) -> Option<Duration> {
+        let users = self.lock();
+        let last = users.get(user)?.sends.back()?;
+        self.cfg
+            .resend_after
+            .checked_sub(now.saturating_duration_since(*last))
+            .filter(|left| !left.is_zero())
+    }
+
     /// Issue a new code for `destination` if the quotas of its purpose allow (see the module
     /// doc), counting it as sent. Unless concurrent challenges are on, every earlier open
     /// challenge of the same purpose dies.

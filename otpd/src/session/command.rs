@@ -112,7 +112,9 @@ async fn execute(
             changed(caller, &user, &format!("default method set to {method:?}"));
             Ok(CommandReply::Ok)
         }
-        Command::Verify { user, code } => verify(caller, state, target(caller, state, user).await?, code).await,
+        Command::Verify { user, code } => {
+            verify(caller, state, target(caller, state, user).await?, code).await
+        }
         Command::Status { user } => {
             let user = target(caller, state, user).await?;
             Ok(CommandReply::Status(
@@ -123,7 +125,16 @@ async fn execute(
             user,
             method,
             proof,
-        } => disable(caller, state, target(caller, state, user).await?, method, proof).await,
+        } => {
+            disable(
+                caller,
+                state,
+                target(caller, state, user).await?,
+                method,
+                proof,
+            )
+            .await
+        }
         Command::Unlock { user } => {
             caller.require_admin()?;
             let user = target(caller, state, Some(user)).await?;

@@ -321,11 +321,15 @@ impl Session<'_> {
             Via::Email => "Email code: ",
             Via::Sms => "SMS code: ",
         };
-        let mut notice = if state
-            .challenges
-            .has_open(&user, &Purpose::Login, Instant::now())
-        {
+        let now = Instant::now();
+        let mut notice = if state.challenges.has_open(&user, &Purpose::Login, now) {
             format!("Enter the code already sent to {masked}.")
+        } else if let Some(left) = state.challenges.cooldown_left(&user, now) {
+            // Say so instead of "Sending..." when nothing can be sent yet.
+            format!(
+                "A code can be sent to {masked} in {} s; press Enter then.",
+                secs(left)
+            )
         } else {
             // Answer before the slow part: a delivery that outlasts pam_otp's timeout must end
             // the login as a failure, not look like an unreachable daemon (failmode=safe).
