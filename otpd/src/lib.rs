@@ -11,6 +11,7 @@ pub mod connection;
 pub mod hex;
 pub mod import;
 pub mod logging;
+pub mod notify;
 pub mod peer;
 pub mod peer_limit;
 pub mod policy;

@@ -66,6 +66,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
+    harden();
     let (cfg, source) = match load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -82,19 +83,42 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Installed before the socket is bound: a SIGTERM right after start-up must already
         // mean a clean shutdown, not the default (die, leave the socket behind).
         let shutdown = shutdown_signal()?;
         otpd::server::run(cfg, shutdown)
             .await
             .map_err(|e| e.to_string())
-    }) {
+    });
+    // Work still on the blocking pool (an argon2 check, a send) is abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keep secrets out of core files and other processes: no core dump (RLIMIT_CORE 0; a frozen
+/// or crashing otpd must not write keys to disk), and not dumpable, so that processes of root
+/// without CAP_SYS_PTRACE cannot attach or read /proc/PID/mem. The unit sets LimitCORE=0 too
+/// and forbids setrlimit(2) (@resources), so a limit already at 0 is left alone.
+fn harden() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if getrlimit(Resource::RLIMIT_CORE) != Ok((0, 0)) {
+        if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+            log::warn!("cannot turn core dumps off (RLIMIT_CORE): {e}");
+        }
+    }
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        log::warn!(
+            "cannot make otpd undumpable (PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -116,8 +140,13 @@ fn raise_fd_limit() {
 }
 
 /// Resolves on SIGTERM (systemd) or SIGINT (a terminal); the handlers are in place on return.
+/// SIGTERM must end otpd within 2 s whatever it is doing, so the signal also starts a
+/// backstop: a plain thread that exits the process after `STOP_WITHIN` if the clean stop
+/// (server.rs: drop connections, save used codes) has not finished. Exiting there leaves
+/// `state_dir/running`, so the next start treats recent codes as used.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
+    const STOP_WITHIN: std::time::Duration = std::time::Duration::from_millis(1900);
     let handler = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
     let mut term = handler(SignalKind::terminate())?;
     let mut int = handler(SignalKind::interrupt())?;
@@ -125,6 +154,20 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+        }
+        let backstop = std::thread::Builder::new()
+            .name("stop-backstop".into())
+            .spawn(|| {
+                std::thread::sleep(STOP_WITHIN);
+                log::error!(
+                    "could not stop cleanly within {} ms; exiting now",
+                    STOP_WITHIN.as_millis()
+                );
+                log::logger().flush();
+                std::process::exit(1);
+            });
+        if let Err(e) = backstop {
+            log::warn!("cannot start the shutdown backstop: {e}");
         }
     })
 }
