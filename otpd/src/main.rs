@@ -76,6 +76,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     };
     log::info!("configuration: {source}");
     raise_fd_limit();
+    // Before the runtime starts, so that its threads inherit the blocked signals: a SIGTERM
+    // right after start-up must already mean a clean shutdown, not the default (die, leave the
+    // socket behind).
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -84,9 +94,6 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        // Installed before the socket is bound: a SIGTERM right after start-up must already
-        // mean a clean shutdown, not the default (die, leave the socket behind).
-        let shutdown = shutdown_signal()?;
         otpd::server::run(cfg, shutdown)
             .await
             .map_err(|e| e.to_string())
@@ -139,35 +146,53 @@ fn raise_fd_limit() {
     }
 }
 
-/// Resolves on SIGTERM (systemd) or SIGINT (a terminal); the handlers are in place on return.
-/// SIGTERM must end otpd within 2 s whatever it is doing, so the signal also starts a
-/// backstop: a plain thread that exits the process after `STOP_WITHIN` if the clean stop
-/// (server.rs: drop connections, save used codes) has not finished. Exiting there leaves
-/// `state_dir/running`, so the next start treats recent codes as used.
+/// Resolves on SIGTERM (systemd) or SIGINT (a terminal).
+///
+/// SIGTERM must end otpd within 2 s whatever it is doing, even with every runtime worker stuck
+/// in a long computation, so the signals are not left to the runtime: they are blocked in
+/// every thread (the runtime's inherit the mask) and taken by a plain thread in sigwait(3),
+/// which wakes the accept loop (it runs on the main thread, in `block_on`) and then is the
+/// backstop: if the clean stop (server.rs: drop connections, save used codes) has not ended
+/// the process after `STOP_WITHIN`, it exits. Exiting there leaves `state_dir/running`, so
+/// the next start treats recent codes as used.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    const STOP_WITHIN: std::time::Duration = std::time::Duration::from_millis(1900);
-    let handler = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
-    let mut term = handler(SignalKind::terminate())?;
-    let mut int = handler(SignalKind::interrupt())?;
+    const STOP_WITHIN: std::time::Duration = std::time::Duration::from_millis(1500);
+    // SAFETY: sigset_t is plain old data, filled by sigemptyset/sigaddset before use;
+    // pthread_sigmask changes only this thread's mask (and so that of threads it starts).
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(format!(
+                "cannot handle signals: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        set
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` is a valid signal set and `signal` a valid out-parameter.
+            while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
+            let _ = tx.send(());
+            std::thread::sleep(STOP_WITHIN);
+            log::error!(
+                "could not stop cleanly within {} ms of the signal; exiting now",
+                STOP_WITHIN.as_millis()
+            );
+            log::logger().flush();
+            // _exit: no atexit handlers or destructors, which may wait on a stuck thread.
+            // SAFETY: ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(1) };
+        })
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let backstop = std::thread::Builder::new()
-            .name("stop-backstop".into())
-            .spawn(|| {
-                std::thread::sleep(STOP_WITHIN);
-                log::error!(
-                    "could not stop cleanly within {} ms; exiting now",
-                    STOP_WITHIN.as_millis()
-                );
-                log::logger().flush();
-                std::process::exit(1);
-            });
-        if let Err(e) = backstop {
-            log::warn!("cannot start the shutdown backstop: {e}");
-        }
+        let _ = rx.await;
     })
 }

@@ -139,7 +139,7 @@ fn report(log: &Log, user: &str, options: &Options, result: &Relayed, code: PamE
             )),
         },
         Relayed::Broken(e) => log.err(&format!(
-            "{e}; denying whatever failmode says (otpd is there but did not decide)"
+            "exchange with otpd failed ({e}); denying whatever failmode says"
         )),
         Relayed::ConvFailed => {
             log.notice("the conversation failed (the user gave up or could not be asked); denying")
