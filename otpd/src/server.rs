@@ -61,6 +61,7 @@ struct Limits {
     target_refused: Throttle,
     busy_refused: Throttle,
     idle_evicted: Throttle,
+    accept_failed: Throttle,
 }
 
 impl Default for Limits {
@@ -74,6 +75,7 @@ impl Default for Limits {
             target_refused: Throttle::new(REFUSAL_LOG_EVERY),
             busy_refused: Throttle::new(REFUSAL_LOG_EVERY),
             idle_evicted: Throttle::new(REFUSAL_LOG_EVERY),
+            accept_failed: Throttle::new(REFUSAL_LOG_EVERY),
         }
     }
 }
@@ -123,7 +125,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 Err(e) => {
                     // Out of descriptors (EMFILE) returns at once, again and again: back off
                     // a little instead of spinning, and say so once in a while.
-                    log::warn!("accept: {e}");
+                    if let Some(n) = limits.accept_failed.hit() {
+                        log::warn!("accept: {e} ({n} failures since the last line)");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
