@@ -12,6 +12,7 @@ pub mod hex;
 pub mod import;
 pub mod logging;
 pub mod names;
+pub mod notify;
 pub mod peer;
 pub mod peer_limit;
 pub mod policy;

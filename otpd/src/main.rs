@@ -66,6 +66,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
+    harden();
     let (cfg, source) = match load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -75,6 +76,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     };
     log::info!("configuration: {source}");
     raise_fd_limit();
+    // Before the runtime starts, so that its threads inherit the blocked signals: a SIGTERM
+    // right after start-up must already mean a clean shutdown, not the default (die, leave the
+    // socket behind).
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -82,19 +93,39 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(async {
-        // Installed before the socket is bound: a SIGTERM right after start-up must already
-        // mean a clean shutdown, not the default (die, leave the socket behind).
-        let shutdown = shutdown_signal()?;
+    let result = runtime.block_on(async {
         otpd::server::run(cfg, shutdown)
             .await
             .map_err(|e| e.to_string())
-    }) {
+    });
+    // Work still on the blocking pool (an argon2 check, a send) is abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keep secrets out of core files and other processes: no core dump (RLIMIT_CORE 0; a frozen
+/// or crashing otpd must not write keys to disk), and not dumpable, so that processes of root
+/// without CAP_SYS_PTRACE cannot attach or read /proc/PID/mem. The unit sets LimitCORE=0 too
+/// and forbids setrlimit(2) (@resources), so a limit already at 0 is left alone.
+fn harden() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if getrlimit(Resource::RLIMIT_CORE) != Ok((0, 0)) {
+        if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+            log::warn!("cannot turn core dumps off (RLIMIT_CORE): {e}");
+        }
+    }
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        log::warn!(
+            "cannot make otpd undumpable (PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -115,16 +146,53 @@ fn raise_fd_limit() {
     }
 }
 
-/// Resolves on SIGTERM (systemd) or SIGINT (a terminal); the handlers are in place on return.
+/// Resolves on SIGTERM (systemd) or SIGINT (a terminal).
+///
+/// SIGTERM must end otpd within 2 s whatever it is doing, even with every runtime worker stuck
+/// in a long computation, so the signals are not left to the runtime: they are blocked in
+/// every thread (the runtime's inherit the mask) and taken by a plain thread in sigwait(3),
+/// which wakes the accept loop (it runs on the main thread, in `block_on`) and then is the
+/// backstop: if the clean stop (server.rs: drop connections, save used codes) has not ended
+/// the process after `STOP_WITHIN`, it exits. Exiting there leaves `state_dir/running`, so
+/// the next start treats recent codes as used.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handler = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
-    let mut term = handler(SignalKind::terminate())?;
-    let mut int = handler(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    const STOP_WITHIN: std::time::Duration = std::time::Duration::from_millis(1500);
+    // SAFETY: sigset_t is plain old data, filled by sigemptyset/sigaddset before use;
+    // pthread_sigmask changes only this thread's mask (and so that of threads it starts).
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(format!(
+                "cannot handle signals: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
         }
+        set
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` is a valid signal set and `signal` a valid out-parameter.
+            while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
+            let _ = tx.send(());
+            std::thread::sleep(STOP_WITHIN);
+            log::error!(
+                "could not stop cleanly within {} ms of the signal; exiting now",
+                STOP_WITHIN.as_millis()
+            );
+            log::logger().flush();
+            // _exit: no atexit handlers or destructors, which may wait on a stuck thread.
+            // SAFETY: ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(1) };
+        })
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    Ok(async move {
+        let _ = rx.await;
     })
 }

@@ -1,9 +1,13 @@
 //! The accept loop: binds the socket, identifies each peer (SO_PEERCRED), hands the connection
-//! to a session, bounds how many run at once, and shuts down cleanly.
+//! to a session, bounds how many run at once (`peer_limit`), tells systemd how it is
+//! (`notify`), and shuts down cleanly and quickly: connections in flight are ended.
 
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::peer_limit::{PeerLimit, Slot, PER_UID};
+use crate::notify::Systemd;
+use crate::peer_limit::{
+    IdleLimit, PeerLimit, Slot, TargetLimit, Throttle, Waiting, IDLE_SLOTS, PER_TARGET, PER_UID,
+};
 use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
@@ -17,16 +21,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections that have sent their first request and are being served at once. Connections
+/// that have not spoken yet do not count: they have their own budget (`IDLE_SLOTS`), so a flood
+/// of idle connections cannot take the slots logins need, and accept never waits for a slot.
 const MAX_CONNECTIONS: usize = 1024;
-/// How long a new connection has to send its first request.
-const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for logins in progress.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection has to send its first request. pam_otp and otpctl send it right
+/// after connecting; a short bound keeps idle connections from piling up.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the ended connections' tasks, then for the used codes to be
+/// saved: 1.1 s at most, under the 1.5 s after which main.rs exits anyway (SIGTERM must end
+/// otpd within 2 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(300);
+const SAVE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How often the TOTP steps spent at login are saved. A crash loses at most this much, and the
 /// restart guard covers that (policy::replay).
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// At most one line per this long for each kind of refusal made under load, with a count.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -36,6 +49,35 @@ pub enum ServerError {
     Channel(String),
     #[error("socket {path}: {message}")]
     Socket { path: String, message: String },
+}
+
+/// Every cap on connections, shared by the accept loop and the connections' tasks.
+struct Limits {
+    per_uid: PeerLimit,
+    per_target: TargetLimit,
+    idle: IdleLimit,
+    serving: Arc<Semaphore>,
+    uid_refused: Throttle,
+    target_refused: Throttle,
+    busy_refused: Throttle,
+    idle_evicted: Throttle,
+    accept_failed: Throttle,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_uid: PeerLimit::default(),
+            per_target: TargetLimit::default(),
+            idle: IdleLimit::default(),
+            serving: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            uid_refused: Throttle::new(REFUSAL_LOG_EVERY),
+            target_refused: Throttle::new(REFUSAL_LOG_EVERY),
+            busy_refused: Throttle::new(REFUSAL_LOG_EVERY),
+            idle_evicted: Throttle::new(REFUSAL_LOG_EVERY),
+            accept_failed: Throttle::new(REFUSAL_LOG_EVERY),
+        }
+    }
 }
 
 /// Serve until `shutdown` resolves.
@@ -53,43 +95,89 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let flusher = tokio::spawn(flush_periodically(shared.clone()));
     log::info!("listening on {}", shared.cfg.socket.display());
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_uid = PeerLimit::default();
+    let systemd = Systemd::from_env().map(Arc::new);
+    let watchdog = systemd.clone().map(|s| {
+        s.send("READY=1");
+        tokio::spawn(watchdog(s))
+    });
+    let limits = Arc::new(Limits::default());
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            break;
-        };
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // The uid's slot is taken here, in accept order, not in the task: a
                     // connection accepted later can never overtake one accepted earlier.
-                    let Some((uid, slot)) = admit(&stream, &per_uid) else {
+                    let Some((uid, slot)) = admit(&stream, &limits) else {
                         continue;
                     };
-                    let shared = shared.clone();
-                    tokio::spawn(crate::logging::for_peer(uid, async move {
-                        serve(stream, uid, &shared).await;
-                        drop((slot, permit));
+                    let waiting = wait_for_request(&limits);
+                    let (shared, limits) = (shared.clone(), limits.clone());
+                    // Lines the peer causes count toward its uid's log budget (logging).
+                    connections.spawn(crate::logging::for_peer(uid, async move {
+                        serve(stream, uid, waiting, &limits, &shared).await;
+                        drop(slot);
                     }));
                 }
-                Err(e) => log::warn!("accept: {e}"),
+                Err(e) => {
+                    // Out of descriptors (EMFILE) returns at once, again and again: back off
+                    // a little instead of spinning, and say so once in a while.
+                    if let Some(n) = limits.accept_failed.hit() {
+                        log::warn!("accept: {e} ({n} failures since the last line)");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             },
         }
     }
     log::info!("shutting down");
+    if let Some(s) = &systemd {
+        s.send("STOPPING=1");
+    }
+    drop(listener);
     let _ = std::fs::remove_file(&shared.cfg.socket);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, limit.acquire_many(MAX_CONNECTIONS as u32)).await;
+    // Logins in flight end now: their connections drop, and their PAM modules deny.
+    if !connections.is_empty() {
+        log::info!("ending {} connections in progress", connections.len());
+    }
+    connections.abort_all();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     flusher.abort();
-    match shared.accounts.close().await {
-        Ok(()) => log::info!("used codes saved; stopped cleanly"),
-        Err(e) => log::error!(
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    match tokio::time::timeout(SAVE_TIMEOUT, shared.accounts.close()).await {
+        Ok(Ok(())) => log::info!("used codes saved; stopped cleanly"),
+        Ok(Err(e)) => log::error!(
             "cannot save used codes ({e}); the next start will treat recent codes as used"
+        ),
+        Err(_) => log::error!(
+            "saving used codes took over {} ms; the next start will treat recent codes as used",
+            SAVE_TIMEOUT.as_millis()
         ),
     }
     Ok(())
+}
+
+/// `WATCHDOG=1` every half watchdog period. This runs as a task on the runtime's workers, so a
+/// runtime whose workers are all stuck stops pinging, and systemd restarts otpd.
+async fn watchdog(systemd: Arc<Systemd>) {
+    let Some(every) = Systemd::watchdog_every() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        systemd.send("WATCHDOG=1");
+    }
 }
 
 /// Save the steps spent at login every `FLUSH_EVERY`; a failure is logged and retried.
@@ -105,28 +193,89 @@ async fn flush_periodically(shared: Arc<State>) {
 }
 
 /// Who is calling (SO_PEERCRED), and a slot among that uid's connections; `None` drops it.
-fn admit(stream: &UnixStream, limit: &PeerLimit) -> Option<(u32, Slot)> {
+fn admit(stream: &UnixStream, limits: &Limits) -> Option<(u32, Slot<u32>)> {
     let Ok(cred) = stream.peer_cred() else {
         log::warn!("connection without peer credentials dropped");
         return None;
     };
     let uid = cred.uid();
-    let Some(slot) = limit.acquire(uid) else {
-        crate::logging::for_peer_now(uid, || {
-            log::warn!("uid={uid}: more than {PER_UID} connections open; refusing another")
-        });
+    let Some(slot) = limits.per_uid.acquire(uid) else {
+        if let Some(n) = limits.uid_refused.hit() {
+            log::warn!("uid={uid}: more than {PER_UID} connections open; refused {n} (counted)");
+        }
         return None;
     };
     Some((uid, slot))
 }
 
-async fn serve(stream: UnixStream, uid: u32, shared: &State) {
+/// A place among the connections that have not spoken yet; the oldest is dropped when full.
+fn wait_for_request(limits: &Limits) -> Waiting {
+    let (waiting, evicted) = limits.idle.join();
+    if evicted {
+        if let Some(n) = limits.idle_evicted.hit() {
+            log::warn!(
+                "more than {IDLE_SLOTS} connections have sent nothing; dropped the oldest \
+                 ({n} since the last line)"
+            );
+        }
+    }
+    waiting
+}
+
+async fn serve(
+    stream: UnixStream,
+    uid: u32,
+    mut waiting: Waiting,
+    limits: &Limits,
+    shared: &State,
+) {
+    let mut conn = Connection::new(stream);
+    let first = tokio::select! {
+        first = conn.read(FIRST_REQUEST_TIMEOUT) => first,
+        _ = &mut waiting.evicted => {
+            log::debug!("uid={uid}: idle connection dropped for a newer one");
+            return;
+        }
+    };
+    drop(waiting);
+    let Ok(_serving) = limits.serving.clone().try_acquire_owned() else {
+        if let Some(n) = limits.busy_refused.hit() {
+            log::warn!(
+                "all {MAX_CONNECTIONS} connection slots are busy; refused {n} requests \
+                 (counted since the last line)"
+            );
+        }
+        let _ = conn.write(Reply::Refused(Refusal::Busy)).await;
+        return;
+    };
     let Some(caller) = shared.callers.identify(uid).await else {
         return;
     };
-    let mut conn = Connection::new(stream);
-    let result = match conn.read(FIRST_REQUEST_TIMEOUT).await {
-        Ok(Request::Begin(login)) => session::login::run(&mut conn, &caller, shared, login).await,
+    let result = match first {
+        Ok(Request::Begin(login)) => {
+            // Root runs every PAM login on the host, so its cap is per user being logged in.
+            // Keyed by the canonical name, so "ALICE" and "alice " share alice's places.
+            let target = shared.names.resolve(&login.user).await;
+            let _target = if uid == 0 {
+                match limits.per_target.acquire(target.as_str()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        if let Some(n) = limits.target_refused.hit() {
+                            log::warn!(
+                                "uid=0: more than {PER_TARGET} logins at once for user={}; \
+                                 refused {n} logins (counted since the last line, all users)",
+                                crate::logging::field(target.as_str())
+                            );
+                        }
+                        let _ = conn.write(Reply::Refused(Refusal::Busy)).await;
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            session::login::run(&mut conn, &caller, shared, login).await
+        }
         Ok(Request::Command(command)) => {
             let reply = session::command::run(&caller, shared, command).await;
             conn.write(reply).await

@@ -129,16 +129,18 @@ fn report(log: &Log, user: &str, options: &Options, result: &Relayed, code: PamE
                 Outcome::Deny(why) => format!("deny ({why:?})"),
             }
         )),
-        Relayed::Unavailable(e) => match options.failmode {
+        Relayed::Absent(e) => match options.failmode {
             FailMode::Safe => log.warning(&format!(
-                "otpd unreachable ({e}), letting {user} in without a second factor \
+                "otpd is not running ({e}), letting {user} in without a second factor \
                  (failmode=safe)"
             )),
             FailMode::Secure => log.err(&format!(
-                "otpd unreachable ({e}); denying (failmode=secure)"
+                "otpd is not running ({e}); denying (failmode=secure)"
             )),
         },
-        Relayed::Broken(e) => log.err(&format!("exchange with otpd failed ({e}); denying")),
+        Relayed::Broken(e) => log.err(&format!(
+            "exchange with otpd failed ({e}); denying whatever failmode says"
+        )),
         Relayed::ConvFailed => {
             log.notice("the conversation failed (the user gave up or could not be asked); denying")
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 /// `now + timeout` arithmetic far from overflow.
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
 
-/// What to do when otpd cannot be reached or does not answer.
+/// What to do when otpd is not running (its socket is missing or refuses connections). Any
+/// other failure denies in both modes (`relay::pam_code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// Deny with PAM_AUTHINFO_UNAVAIL. The default.

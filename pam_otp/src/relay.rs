@@ -56,6 +56,10 @@ impl Transport for Connection {
 pub enum Failure {
     #[error("cannot connect to {}: {source}", path.display())]
     Connect { path: PathBuf, source: io::Error },
+    #[error("cannot read the socket's peer credentials: {0}")]
+    PeerCred(io::Error),
+    #[error("otpd socket peer is uid {0}, not root")]
+    UntrustedPeer(u32),
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("otpd refused the login: {0}")]
@@ -75,6 +79,16 @@ impl Failure {
             _ => false,
         }
     }
+
+    /// No otpd at all: the socket path does not exist (ENOENT) or nothing listens on it
+    /// (ECONNREFUSED). Everything else means something is there and misbehaving, or busy.
+    pub fn daemon_absent(&self) -> bool {
+        matches!(
+            self,
+            Failure::Connect { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED))
+        )
+    }
 }
 
 /// How a relayed login ended.
@@ -82,39 +96,63 @@ impl Failure {
 pub enum Relayed {
     /// The daemon decided.
     Decided(Outcome),
-    /// The daemon could not be reached or did not answer `Begin` with a readable reply:
-    /// connect failed or timed out, the connection closed or timed out before the first reply,
-    /// or the first reply was of another protocol version or malformed. Only this lets
+    /// No daemon: the socket is missing or refuses connections. Only this lets
     /// `failmode=safe` through.
-    Unavailable(Failure),
-    /// The daemon had answered, then the exchange broke: a timeout, a closed connection or a
-    /// bad frame mid-way, a refusal, a reply that makes no sense in a login.
+    Absent(Failure),
+    /// Something answered on the socket, or could have, and the exchange failed: a timeout at
+    /// connect, read or write (a busy daemon, a full backlog), garbage or another protocol
+    /// version, a hang-up, a refusal, a reply that makes no sense in a login, a peer that is
+    /// not root. Denied whatever `failmode` says.
     Broken(Failure),
     /// The conversation with the user failed (Ctrl-D, closed session). The daemon is not told
     /// anything; it sees the connection close.
     ConvFailed,
 }
 
-/// Connect to the daemon and relay one login.
+/// Connect to the daemon, check who it is, and relay one login.
 pub fn login(options: &Options, begin: Login, conv: &mut dyn Conversation) -> Relayed {
-    match Connection::connect(&options.socket, options.timeout) {
-        Ok(mut conn) => relay(&mut conn, begin, conv),
-        Err(source) => Relayed::Unavailable(Failure::Connect {
-            path: options.socket.clone(),
-            source,
-        }),
+    let mut conn = match Connection::connect(&options.socket, options.timeout) {
+        Ok(conn) => conn,
+        Err(source) => {
+            let failure = Failure::Connect {
+                path: options.socket.clone(),
+                source,
+            };
+            return if failure.daemon_absent() {
+                Relayed::Absent(failure)
+            } else {
+                Relayed::Broken(failure)
+            };
+        }
+    };
+    if let Err(failure) = conn.peer_uid().map_err(Failure::PeerCred).and_then(trusted) {
+        return Relayed::Broken(failure);
+    }
+    relay(&mut conn, begin, conv)
+}
+
+/// otpd runs as root. Whoever else holds the socket path (a user who bound it while otpd was
+/// down, say) would decide logins, so only root is trusted, or the module's own effective uid:
+/// a screen locker's own daemon, or a test's. A process of that uid could ptrace the
+/// application and answer for it anyway, so trusting it gives nothing away.
+fn trusted(peer: u32) -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if peer == 0 || peer == me {
+        Ok(())
+    } else {
+        Err(Failure::UntrustedPeer(peer))
     }
 }
 
 /// Relay one login over an open transport.
 pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversation) -> Relayed {
     if let Err(e) = daemon.send(&Request::Begin(begin)) {
-        return Relayed::Unavailable(e.into());
+        return Relayed::Broken(e.into());
     }
-    for n in 0..MAX_REPLIES {
+    for _ in 0..MAX_REPLIES {
         let reply = match daemon.recv() {
             Ok(reply) => reply,
-            Err(e) if n == 0 => return Relayed::Unavailable(e.into()),
             Err(e) => return Relayed::Broken(e.into()),
         };
         match reply {
@@ -147,24 +185,24 @@ pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversati
 /// | `Decided(Allow)`                    | `SUCCESS`          | `SUCCESS`   |
 /// | `Decided(Ignore)`                   | `IGNORE`           | `IGNORE`    |
 /// | `Decided(Deny(_))`, every reason    | `AUTH_ERR`         | `AUTH_ERR`  |
-/// | `Unavailable(_)`                    | `AUTHINFO_UNAVAIL` | `SUCCESS`   |
+/// | `Absent(_)`                         | `AUTHINFO_UNAVAIL` | `SUCCESS`   |
 /// | `Broken(_)`                         | `AUTH_ERR`         | `AUTH_ERR`  |
 /// | `ConvFailed`                        | `AUTH_ERR`         | `AUTH_ERR`  |
 ///
-/// `failmode=safe` opens only for a daemon that never answered. Once it has spoken it may have
-/// been about to deny: a user who waits at the prompt until otpd gives up on them, or a daemon
-/// that breaks mid-way, must not get in, and not through a stack's `authinfo_unavail=ignore`
-/// either, so a broken exchange is a plain `AUTH_ERR`. A failed conversation is `AUTH_ERR` as
-/// in pam_google_authenticator: the user did not authenticate, and applications treat
-/// `AUTH_ERR` as a failed attempt, while some treat `CONV_ERR` as an internal error.
-/// `Deny(Locked)` stays `AUTH_ERR`, not `MAXTRIES`: the daemon already told the user, and a
-/// different code would tell a guesser which accounts are locked.
+/// `failmode=safe` opens only when there is no daemon at all. A daemon that is slow, full,
+/// confused or not root may be under attack, or be the attack: a flood that keeps otpd busy
+/// until `timeout=` must not turn a wrong code into a login. So every other failure is a plain
+/// `AUTH_ERR`, not `AUTHINFO_UNAVAIL`, which a stack's `authinfo_unavail=ignore` would let
+/// through. A failed conversation is `AUTH_ERR` as in pam_google_authenticator: the user did
+/// not authenticate, and applications treat `AUTH_ERR` as a failed attempt, while some treat
+/// `CONV_ERR` as an internal error. `Deny(Locked)` stays `AUTH_ERR`, not `MAXTRIES`: the daemon
+/// already told the user, and a different code would tell a guesser which accounts are locked.
 pub fn pam_code(result: &Relayed, options: &Options) -> PamError {
     match result {
         Relayed::Decided(Outcome::Allow) => PamError::SUCCESS,
         Relayed::Decided(Outcome::Ignore) => PamError::IGNORE,
         Relayed::Decided(Outcome::Deny(_)) => PamError::AUTH_ERR,
-        Relayed::Unavailable(_) => match options.failmode {
+        Relayed::Absent(_) => match options.failmode {
             FailMode::Secure => PamError::AUTHINFO_UNAVAIL,
             FailMode::Safe => PamError::SUCCESS,
         },
@@ -180,6 +218,7 @@ mod tests {
     use otp_proto::frame::{encode, read_frame, write_frame, HEADER_LEN};
     use otp_proto::{CommandReply, DenyReason};
     use std::io::Write;
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
     use std::path::Path;
     use std::thread::JoinHandle;
@@ -404,19 +443,69 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_daemon_is_unavailable_and_only_safe_mode_lets_in() {
+    fn a_missing_daemon_is_absent_and_only_safe_mode_lets_in() {
         let dir = tempfile::tempdir().unwrap();
         let o = options(&dir.path().join("none.sock"));
         let mut user = User::default();
         let result = login(&o, begin(), &mut user);
         assert!(
-            matches!(result, Relayed::Unavailable(Failure::Connect { .. })),
+            matches!(result, Relayed::Absent(Failure::Connect { .. })),
             "{result:?}"
         );
         assert!(result_text(&result).contains("none.sock"), "{result:?}");
         assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
         assert_eq!(pam_code(&result, &safe(&o)), PamError::SUCCESS);
         assert!(user.seen.is_empty(), "no prompt without a daemon");
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&socket).unwrap());
+        let o = options(&socket);
+        let result = login(&o, begin(), &mut User::default());
+        assert!(matches!(result, Relayed::Absent(_)), "{result:?}");
+        assert_eq!(pam_code(&result, &safe(&o)), PamError::SUCCESS);
+    }
+
+    #[test]
+    fn a_full_backlog_is_denied_even_in_safe_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("full.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        // SAFETY: listen(2) again on our own listening socket only lowers its backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let o = Options {
+            timeout: Duration::from_millis(300),
+            ..options(&socket)
+        };
+        // Fill the backlog (nobody accepts), then log in.
+        let mut held = Vec::new();
+        while let Ok(conn) = Connection::connect(&socket, Duration::from_millis(100)) {
+            held.push(conn);
+            assert!(held.len() < 64, "the backlog never filled");
+        }
+        let result = login(&o, begin(), &mut User::default());
+        assert!(
+            matches!(&result, Relayed::Broken(f @ Failure::Connect { .. }) if f.timed_out()),
+            "{result:?}"
+        );
+        always(&result, &o, PamError::AUTH_ERR);
+    }
+
+    #[test]
+    fn a_daemon_that_is_not_root_or_me_is_denied_even_in_safe_mode() {
+        assert!(trusted(0).is_ok());
+        // SAFETY: geteuid has no preconditions.
+        assert!(trusted(unsafe { libc::geteuid() }).is_ok());
+        let err = trusted(65534).unwrap_err();
+        assert_eq!(err.to_string(), "otpd socket peer is uid 65534, not root");
+        always(
+            &Relayed::Broken(err),
+            &Options::default(),
+            PamError::AUTH_ERR,
+        );
     }
 
     #[test]
@@ -431,12 +520,11 @@ mod tests {
         let started = Instant::now();
         let result = login(&o, begin(), &mut User::default());
         assert!(
-            matches!(&result, Relayed::Unavailable(f) if f.timed_out()),
+            matches!(&result, Relayed::Broken(f) if f.timed_out()),
             "{result:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(10), "bounded");
-        assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
-        assert_eq!(pam_code(&result, &safe(&o)), PamError::SUCCESS);
+        always(&result, &o, PamError::AUTH_ERR);
     }
 
     #[test]
@@ -460,17 +548,14 @@ mod tests {
     }
 
     #[test]
-    fn a_daemon_that_hangs_up_before_answering_is_unavailable() {
+    fn a_daemon_that_hangs_up_before_answering_is_denied_even_in_safe_mode() {
         let d = Daemon::play(vec![]);
         let result = login(&d.options(), begin(), &mut User::default());
         assert!(
-            matches!(
-                result,
-                Relayed::Unavailable(Failure::Frame(FrameError::Closed))
-            ),
+            matches!(result, Relayed::Broken(Failure::Frame(FrameError::Closed))),
             "{result:?}"
         );
-        assert_eq!(pam_code(&result, &d.options()), PamError::AUTHINFO_UNAVAIL);
+        always(&result, &d.options(), PamError::AUTH_ERR);
     }
 
     #[test]
@@ -511,18 +596,18 @@ mod tests {
     }
 
     #[test]
-    fn garbage_before_the_first_reply_is_unavailable_and_after_it_denied() {
+    fn garbage_before_or_after_the_first_reply_is_denied_even_in_safe_mode() {
         let garbage = vec![0, 0, 0, 5, 0, 1, 0xff, 0xff, 0xff];
         let d = Daemon::play(vec![Step::Raw(garbage.clone())]);
         let result = login(&d.options(), begin(), &mut User::default());
         assert!(
             matches!(
                 result,
-                Relayed::Unavailable(Failure::Frame(FrameError::Malformed(_)))
+                Relayed::Broken(Failure::Frame(FrameError::Malformed(_)))
             ),
             "{result:?}"
         );
-        assert_eq!(pam_code(&result, &d.options()), PamError::AUTHINFO_UNAVAIL);
+        always(&result, &d.options(), PamError::AUTH_ERR);
 
         let d = Daemon::play(vec![
             Step::Send(Reply::Info { text: "hi".into() }),
@@ -558,15 +643,15 @@ mod tests {
             };
             let result = login(&o, begin(), &mut User::default());
             assert!(
-                matches!(result, Relayed::Unavailable(Failure::Frame(_))),
+                matches!(result, Relayed::Broken(Failure::Frame(_))),
                 "{bytes:?}: {result:?}"
             );
-            assert_eq!(pam_code(&result, &o), PamError::AUTHINFO_UNAVAIL);
+            always(&result, &o, PamError::AUTH_ERR);
         }
     }
 
     #[test]
-    fn another_protocol_version_is_named() {
+    fn another_protocol_version_is_named_and_denied_even_in_safe_mode() {
         let mut bytes = encode(&Reply::Outcome(Outcome::Allow)).unwrap().to_vec();
         bytes[HEADER_LEN + 1] = 2;
         let d = Daemon::play(vec![Step::Raw(bytes)]);
@@ -574,11 +659,12 @@ mod tests {
         assert!(
             matches!(
                 result,
-                Relayed::Unavailable(Failure::Frame(FrameError::Version(2)))
+                Relayed::Broken(Failure::Frame(FrameError::Version(2)))
             ),
             "{result:?}"
         );
         assert!(result_text(&result).contains("version 2"), "{result:?}");
+        always(&result, &d.options(), PamError::AUTH_ERR);
     }
 
     #[test]
@@ -670,18 +756,53 @@ mod tests {
         assert!(!format!("{daemon_sent:?}", daemon_sent = daemon.sent).contains("987654"));
     }
 
+    fn connect_error(errno: i32) -> Relayed {
+        let failure = Failure::Connect {
+            path: "/run/otpd/otpd.sock".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        if failure.daemon_absent() {
+            Relayed::Absent(failure)
+        } else {
+            Relayed::Broken(failure)
+        }
+    }
+
     #[test]
     fn the_pam_code_table() {
-        let secure = Options::default();
-        let unavailable = || Relayed::Unavailable(Failure::Frame(FrameError::TimedOut));
-        assert_eq!(
-            pam_code(&Relayed::Decided(Outcome::Allow), &secure),
-            PamError::SUCCESS
-        );
-        assert_eq!(
-            pam_code(&Relayed::Decided(Outcome::Ignore), &secure),
-            PamError::IGNORE
-        );
+        use PamError as P;
+        let timed_out = || Failure::Connect {
+            path: "/x".into(),
+            source: io::ErrorKind::TimedOut.into(),
+        };
+        // (what happened, secure, safe)
+        let table: Vec<(Relayed, P, P)> = vec![
+            (Relayed::Decided(Outcome::Allow), P::SUCCESS, P::SUCCESS),
+            (Relayed::Decided(Outcome::Ignore), P::IGNORE, P::IGNORE),
+            (connect_error(libc::ENOENT), P::AUTHINFO_UNAVAIL, P::SUCCESS),
+            (
+                connect_error(libc::ECONNREFUSED),
+                P::AUTHINFO_UNAVAIL,
+                P::SUCCESS,
+            ),
+            (connect_error(libc::EAGAIN), P::AUTH_ERR, P::AUTH_ERR),
+            (connect_error(libc::EACCES), P::AUTH_ERR, P::AUTH_ERR),
+            (connect_error(libc::ENOTDIR), P::AUTH_ERR, P::AUTH_ERR),
+            (connect_error(libc::EMFILE), P::AUTH_ERR, P::AUTH_ERR),
+            (Relayed::Broken(timed_out()), P::AUTH_ERR, P::AUTH_ERR),
+            (
+                Relayed::Broken(Failure::UntrustedPeer(1000)),
+                P::AUTH_ERR,
+                P::AUTH_ERR,
+            ),
+            (
+                Relayed::Broken(Failure::PeerCred(io::ErrorKind::Other.into())),
+                P::AUTH_ERR,
+                P::AUTH_ERR,
+            ),
+            (Relayed::ConvFailed, P::AUTH_ERR, P::AUTH_ERR),
+        ];
+        let mut table = table;
         for reason in [
             DenyReason::WrongCode,
             DenyReason::Replayed,
@@ -694,34 +815,43 @@ mod tests {
             DenyReason::Forbidden,
             DenyReason::Internal,
         ] {
-            always(
-                &Relayed::Decided(Outcome::Deny(reason)),
-                &secure,
-                PamError::AUTH_ERR,
-            );
+            table.push((
+                Relayed::Decided(Outcome::Deny(reason)),
+                P::AUTH_ERR,
+                P::AUTH_ERR,
+            ));
         }
-        assert_eq!(
-            pam_code(&unavailable(), &secure),
-            PamError::AUTHINFO_UNAVAIL
-        );
-        assert_eq!(pam_code(&unavailable(), &safe(&secure)), PamError::SUCCESS);
         for broken in [
-            Failure::Frame(FrameError::TimedOut),
-            Failure::Frame(FrameError::Closed),
-            Failure::Frame(FrameError::Version(2)),
-            Failure::Frame(FrameError::Malformed("x".into())),
+            FrameError::TimedOut,
+            FrameError::Closed,
+            FrameError::Version(2),
+            FrameError::Malformed("x".into()),
+            FrameError::TooLarge(1 << 20),
+            FrameError::Io(io::ErrorKind::BrokenPipe.into()),
+        ] {
+            table.push((Relayed::Broken(broken.into()), P::AUTH_ERR, P::AUTH_ERR));
+        }
+        for broken in [
             Failure::Refused(Refusal::Internal),
             Failure::CommandReply,
             Failure::TooManyReplies,
         ] {
-            always(&Relayed::Broken(broken), &secure, PamError::AUTH_ERR);
+            table.push((Relayed::Broken(broken), P::AUTH_ERR, P::AUTH_ERR));
         }
-        always(&Relayed::ConvFailed, &secure, PamError::AUTH_ERR);
+        let secure = Options::default();
+        for (result, in_secure, in_safe) in &table {
+            assert_eq!(pam_code(result, &secure), *in_secure, "{result:?} (secure)");
+            assert_eq!(
+                pam_code(result, &safe(&secure)),
+                *in_safe,
+                "{result:?} (safe)"
+            );
+        }
     }
 
     fn result_text(r: &Relayed) -> String {
         match r {
-            Relayed::Unavailable(f) | Relayed::Broken(f) => f.to_string(),
+            Relayed::Absent(f) | Relayed::Broken(f) => f.to_string(),
             other => format!("{other:?}"),
         }
     }

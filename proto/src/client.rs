@@ -25,6 +25,34 @@ impl Connection {
         Ok(Connection { stream })
     }
 
+    /// The uid of the process that owns the other end (SO_PEERCRED, as it was at its `listen`),
+    /// so a client can refuse to talk to a daemon that is not who it should be.
+    pub fn peer_uid(&self) -> io::Result<u32> {
+        // SAFETY: ucred is plain old data; all zeroes is a valid value.
+        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: a valid socket, and `cred`/`len` describe a buffer of the right size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                &mut cred as *mut libc::ucred as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if len as usize != std::mem::size_of::<libc::ucred>() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "SO_PEERCRED returned a short answer",
+            ));
+        }
+        Ok(cred.uid)
+    }
+
     /// Change the bound on reads, e.g. none while a person types at an `otpctl` prompt.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)
@@ -135,6 +163,29 @@ mod tests {
             .call(&Request::Command(crate::Command::Users))
             .unwrap_err();
         assert!(matches!(err, FrameError::TimedOut), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_peer_uid_is_the_listeners() {
+        let dir = tempdir();
+        let path = dir.join("me.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let conn = Connection::connect(&path, Duration::from_secs(1)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(conn.peer_uid().unwrap(), unsafe { libc::geteuid() });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_refused() {
+        let dir = tempdir();
+        let path = dir.join("stale.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        let err = Connection::connect(&path, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

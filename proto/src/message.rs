@@ -328,6 +328,9 @@ pub enum Refusal {
     VersionMismatch { got: u16, supported: u16 },
     #[error("internal error in otpd; see its log")]
     Internal,
+    /// Too many logins in progress (for this user, or in all): the daemon keeps its slots.
+    #[error("otpd is busy: too many logins in progress; try again later")]
+    Busy,
 }
 
 impl fmt::Display for MethodState {

@@ -228,16 +228,15 @@ fn knocking_on_a_full_per_uid_cap_ten_thousand_times_is_a_few_lines_and_a_summar
         as_nobody(|| hold_and_knock(&addr, KNOCKS)),
         "the attack ran"
     );
-    let summed_up = otpd.logged("log lines suppressed");
+    // The refusal is counted, not logged each time: one line per 10 s says how many.
+    assert!(otpd.logged("connections open; refused"));
     let log = otpd.log();
-    let refusals = log.matches("connections open; refusing another").count();
+    let refusals = log.matches("connections open; refused").count();
     eprintln!("{KNOCKS} connections beyond the cap: {refusals} log lines");
-    assert!(summed_up, "no summary of what was dropped:\n{log}");
-    assert!((1..=300).contains(&refusals), "{refusals} lines:\n{log}");
+    assert!((1..=5).contains(&refusals), "{refusals} lines:\n{log}");
 }
 
-/// Passes once otpd resolves PAM_USER through `names::Names` (the lead's wiring of
-/// otpd/src/names.rs into the login session).
+/// otpd resolves PAM_USER through `names::Names` and keys everything by the canonical name.
 #[test]
 fn look_alike_spellings_of_an_enrolled_user_are_not_let_in_by_nullok() {
     if !skip::require_root() || !pam::available() {
