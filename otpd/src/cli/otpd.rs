@@ -26,4 +26,18 @@ pub enum Cmd {
     Run,
     /// Check the configuration file and explain every error with its file, line and key.
     CheckConfig,
+    /// Make a new sealing key: 32 random bytes as 64 hex digits, root 0600. Never overwrites.
+    Keygen {
+        /// Where to write it [default: `key_file` from the configuration, /etc/otpd/key].
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
+    /// Re-seal every stored secret under the key in NEWFILE (made with `otpd keygen`), then
+    /// install it as `key_file`. Offline: refused while otpd runs. Safe to run again after an
+    /// interruption: until the new key is installed, secrets under either key are readable.
+    Rekey {
+        /// The new key.
+        #[arg(value_name = "NEWFILE")]
+        new_key_file: PathBuf,
+    },
 }

@@ -3,6 +3,9 @@
 
 pub mod cache;
 pub mod files;
+pub mod key_file;
+pub mod rekey;
+pub mod seal;
 
 use crate::config::Algorithm;
 use crate::policy::recovery::RecoveryHash;
@@ -43,7 +46,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TotpKey {
-    /// Base32, unpadded.
+    /// Base32, unpadded. Sealed (`seal`) wherever the record is stored.
     pub secret: Secret,
     pub algorithm: Algorithm,
     pub digits: u8,
@@ -97,6 +100,17 @@ pub enum StoreError {
     BadName(String),
     #[error("{}: another otpd is using this state directory", .0.display())]
     InUse(std::path::PathBuf),
+    /// A wrong key or a tampered record: never read as "not enrolled".
+    #[error(
+        "user {user:?}: the {field} secret cannot be decrypted with the configured key: {source}"
+    )]
+    Sealed {
+        user: String,
+        field: seal::Field,
+        source: seal::SealError,
+    },
+    #[error("{0}")]
+    Key(#[from] key_file::KeyFileError),
 }
 
 /// A TOTP step spent at login and kept in memory, written to the store in batches rather than
