@@ -41,9 +41,9 @@ impl FileStore {
         Ok(store)
     }
 
-    /// Open (creating if needed) the store under `state_dir`, tighten its modes and, unless
-    /// another process holds it, remove the temp files a crash left behind. Without a sealer:
-    /// see `open_sealed` and `open_with_key_file`.
+    /// Open (creating if needed) the store under `state_dir`, tighten its modes and, after a
+    /// crash and unless another process holds the store, remove the temp files the crash left.
+    /// Without a sealer: see `open_sealed` and `open_with_key_file`.
     pub fn open(state_dir: &Path) -> Result<FileStore, StoreError> {
         let users_dir = state_dir.join("users");
         for dir in [state_dir, users_dir.as_path()] {
@@ -60,14 +60,24 @@ impl FileStore {
             lock: std::sync::Mutex::new(None),
             sealer: None,
         };
-        store.remove_stale_temp_files()?;
+        store.remove_stale_temp_files(false)?;
         Ok(store)
     }
 
     /// A write killed between creating its temp file and the rename leaves `NAME.tmpPID`. Only
-    /// under the lock: a live otpd's temp file may be about to be renamed into place.
-    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
-        if self.take_lock().is_err() {
+    /// under the lock: a live otpd's temp file may be about to be renamed into place. Only a
+    /// run that did not stop cleanly (`running` is there) can have left any, so a clean start
+    /// does not read a directory of a million users; `always` is for offline tools.
+    pub fn remove_stale_temp_files(&self, always: bool) -> Result<(), StoreError> {
+        if !always && !self.marker().exists() {
+            return Ok(());
+        }
+        let held = self
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !held && self.take_lock().is_err() {
             return Ok(());
         }
         let result = (|| {
@@ -99,7 +109,9 @@ impl FileStore {
             }
             Ok(())
         })();
-        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if !held {
+            self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
         result
     }
 

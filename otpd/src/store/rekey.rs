@@ -49,6 +49,8 @@ pub fn rekey(
         StoreError::InUse(_) => RekeyError::Running(state_dir.to_owned()),
         e => e.into(),
     })?;
+    // A killed rekey writes no `running` marker: clear what it may have left.
+    store.remove_stale_temp_files(true)?;
     let mut done = Rekeyed {
         resealed: 0,
         installed,
@@ -126,7 +128,12 @@ mod tests {
             .unwrap();
         assert!(grep(&state, "CCCCCCCCCCCCCCCC"));
 
+        // And a temp file from a killed write (of a rekey: no `running` marker).
+        let stale = state.join("users/alice.json.tmp777");
+        fs::write(&stale, b"{ half").unwrap();
+
         let done = rekey(&state, &old_file, &new_file).unwrap();
+        assert!(!stale.exists());
         assert_eq!(
             done,
             Rekeyed {
