@@ -1,4 +1,5 @@
-//! `otpd`: run the daemon in the foreground, or check a configuration file.
+//! `otpd`: run the daemon in the foreground, check a configuration file, or make and change
+//! the key that seals stored secrets (keygen, rekey).
 
 use clap::Parser;
 use otpd::cli::otpd::{Cli, Cmd};
