@@ -90,11 +90,13 @@ impl FileStore {
                     if name.to_str().is_some_and(is_temp_name) {
                         let path = entry.path();
                         match fs::remove_file(&path) {
-                            Ok(()) => any = true,
+                            Ok(()) => {
+                                any = true;
+                                removed += 1;
+                            }
                             Err(e) if e.kind() == ErrorKind::NotFound => {}
                             Err(e) => return Err(io(&path, e)),
                         }
-                        removed += 1;
                     }
                 }
                 if any {
@@ -140,7 +142,7 @@ impl FileStore {
             let sealer = self
                 .sealer
                 .as_ref()
-                .ok_or(fail(super::seal::SealError::NoKey))?;
+                .ok_or_else(|| fail(super::seal::SealError::NoKey))?;
             key.secret = sealer.open(user, field, &sealed).map_err(fail)?;
         }
         Ok(())

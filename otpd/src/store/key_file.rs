@@ -92,7 +92,7 @@ pub fn load(key_file: &Path) -> Result<SealingKey, KeyFileError> {
 fn parse(text: &[u8]) -> Option<SealingKey> {
     let text = std::str::from_utf8(text).ok()?;
     let digits = text.strip_suffix('\n').unwrap_or(text);
-    if digits.len() != 2 * KEY_LEN {
+    if digits.len() != 2 * KEY_LEN || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes = crate::hex::decode(digits)?;
@@ -101,8 +101,14 @@ fn parse(text: &[u8]) -> Option<SealingKey> {
     Some(SealingKey::new(key))
 }
 
+/// Built in place, so no copy of the key is left behind in freed memory.
 fn text(key: &SealingKey) -> Zeroizing<String> {
-    let mut t = Zeroizing::new(crate::hex::encode(key.bytes()));
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = Zeroizing::new(String::with_capacity(2 * KEY_LEN + 1));
+    for b in key.bytes() {
+        t.push(char::from(DIGITS[usize::from(b >> 4)]));
+        t.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
     t.push('\n');
     t
 }
@@ -226,7 +232,14 @@ mod tests {
             msg,
             format!("no key file at {}; run `otpd keygen`", path.display())
         );
-        for junk in [&b""[..], b"abc\n", &[b'g'; 64], &[b'a'; 66]] {
+        let signed = "+f".repeat(32);
+        for junk in [
+            &b""[..],
+            b"abc\n",
+            &[b'g'; 64],
+            &[b'a'; 66],
+            signed.as_bytes(),
+        ] {
             fs::write(&path, junk).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
             assert!(matches!(read(&path), Err(KeyFileError::Format(_))));
