@@ -178,6 +178,12 @@ pub struct Otpd {
 impl Otpd {
     /// Start `otpd --config CONFIG` and wait for `listening on`; its later stderr is drained.
     pub fn start(otpd: &Path, config: &Path, socket: &Path) -> Otpd {
+        // The sealing key; on a restart keygen finds it and (harmlessly) refuses to replace it.
+        let _ = Command::new(otpd)
+            .arg("--config")
+            .arg(config)
+            .arg("keygen")
+            .output();
         let t0 = Instant::now();
         let mut child = Command::new(otpd)
             .arg("--config")
@@ -254,12 +260,14 @@ pub fn otpd_config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
     let socket = dir.join("otpd.sock");
     let state = dir.join("state");
     let cfg = dir.join("otpd.toml");
+    let key = dir.join("key");
     std::fs::write(
         &cfg,
         format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"\n\n[totp]\nskew = 1\n\n[lockout]\nmax_failures = 5\n{extra}",
+            "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nskew = 1\n\n[lockout]\nmax_failures = 5\n{extra}",
             socket.display(),
-            state.display()
+            state.display(),
+            key.display()
         ),
     )
     .expect("config");

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// Where `otpd` and `otpctl` look without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/otpd/otpd.toml";
+/// `key_file` unless configured.
+pub const DEFAULT_KEY_FILE: &str = "/etc/otpd/key";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +21,10 @@ pub struct Config {
     pub socket: PathBuf,
     /// Enrollments and replay state; created 0700.
     pub state_dir: PathBuf,
+    /// The key TOTP/HOTP secrets are sealed with in `state_dir`: 64 hex digits, root 0600, made
+    /// by `otpd keygen`. systemd's credential `otpd.key` (`LoadCredential=`) is used instead
+    /// when present. Without the key the enrollments cannot be read: back it up.
+    pub key_file: PathBuf,
     /// Members of this group may run admin commands (root always may).
     pub admin_group: Option<String>,
     /// How long a login waits for the person to type a code.
@@ -368,6 +374,7 @@ impl Default for Config {
         Config {
             socket: PathBuf::from(otp_proto::DEFAULT_SOCKET),
             state_dir: PathBuf::from("/var/lib/otpd"),
+            key_file: PathBuf::from(DEFAULT_KEY_FILE),
             admin_group: None,
             answer_timeout: Duration::from_secs(300),
             totp: TotpConfig::default(),

@@ -1,4 +1,5 @@
-//! `otpd`: run the daemon in the foreground, or check a configuration file.
+//! `otpd`: run the daemon in the foreground, check a configuration file, or make and change
+//! the key that seals stored secrets (keygen, rekey).
 
 use clap::Parser;
 use otpd::cli::otpd::{Cli, Cmd};
@@ -15,6 +16,8 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::CheckConfig => check_config(cli.config),
+        Cmd::Keygen { key_file } => keygen(cli.config, key_file),
+        Cmd::Rekey { new_key_file } => rekey(cli.config, &new_key_file),
         Cmd::Run => {
             otpd::logging::init(level);
             run(cli.config)
@@ -126,6 +129,66 @@ fn harden() {
             "cannot make otpd undumpable (PR_SET_DUMPABLE): {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// `otpd keygen`: a new key at `--key-file` or the configured `key_file`.
+fn keygen(config: Option<PathBuf>, key_file: Option<PathBuf>) -> ExitCode {
+    let path = match key_file {
+        Some(p) => p,
+        None => match load(config) {
+            Ok((cfg, _)) => cfg.key_file,
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match otpd::store::key_file::generate(&path) {
+        Ok(()) => {
+            println!(
+                "{}: new sealing key (0600); back it up: without it no enrollment can be read",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `otpd rekey NEWFILE`, on the configured state directory and key file.
+fn rekey(config: Option<PathBuf>, new_key_file: &std::path::Path) -> ExitCode {
+    let cfg = match load(config) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match otpd::store::rekey::rekey(&cfg.state_dir, &cfg.key_file, new_key_file) {
+        Ok(done) => {
+            println!(
+                "{}: {} record(s) re-sealed under the key from {}",
+                cfg.state_dir.display(),
+                done.resealed,
+                new_key_file.display()
+            );
+            if done.installed {
+                println!(
+                    "{}: now holds the new key; {} may be deleted",
+                    cfg.key_file.display(),
+                    new_key_file.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

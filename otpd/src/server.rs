@@ -82,7 +82,10 @@ impl Default for Limits {
 
 /// Serve until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let store = Arc::new(CachedStore::new(FileStore::open(&cfg.state_dir)?));
+    let store = Arc::new(CachedStore::new(FileStore::open_with_key_file(
+        &cfg.state_dir,
+        &cfg.key_file,
+    )?));
     let accounts = Accounts::new(store, cfg.clone())?;
     let shared = Arc::new(State::new(cfg, accounts).map_err(ServerError::Channel)?);
     let listener = match bind(&shared.cfg.socket) {

@@ -14,10 +14,15 @@ pub struct Daemon {
     log: Arc<(Mutex<String>, Condvar)>,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The sealing key (`key_file`), made with `otpd keygen` in the temp dir.
+    pub key_file: PathBuf,
+    /// Extra environment for otpd (e.g. `CREDENTIALS_DIRECTORY`), from the next (re)start on.
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Daemon {
-    /// Start otpd with `socket` and `state_dir` in a temp dir, plus `extra` TOML (sections).
+    /// Start otpd with `socket`, `state_dir` and `key_file` in a temp dir, plus `extra` TOML
+    /// (sections).
     pub fn start(extra: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("otpd-test")
@@ -25,18 +30,23 @@ impl Daemon {
             .expect("tempdir");
         let socket = dir.path().join("otpd.sock");
         let config = dir.path().join("otpd.toml");
+        let key_file = dir.path().join("key");
         let toml = format!(
-            "socket = {:?}\nstate_dir = {:?}\n{extra}\n",
+            "socket = {:?}\nstate_dir = {:?}\nkey_file = {:?}\n{extra}\n",
             socket,
-            dir.path().join("state")
+            dir.path().join("state"),
+            key_file
         );
         std::fs::write(&config, toml).expect("write config");
+        keygen(&key_file);
         let mut daemon = Daemon {
             dir,
             child: None,
             log: Arc::default(),
             config,
             socket,
+            key_file,
+            env: Vec::new(),
         };
         daemon.spawn();
         daemon
@@ -177,6 +187,7 @@ impl Daemon {
         let mut child = Command::new(artifacts::otpd())
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -235,6 +246,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `otpd keygen --key-file PATH`; panics unless it succeeds.
+pub fn keygen(path: &std::path::Path) {
+    let out = Command::new(artifacts::otpd())
+        .arg("keygen")
+        .arg("--key-file")
+        .arg(path)
+        .output()
+        .expect("run otpd keygen");
+    assert!(out.status.success(), "otpd keygen: {}", describe(&out));
 }
 
 /// Exit status and both streams, for assertion messages.

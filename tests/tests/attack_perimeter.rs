@@ -384,10 +384,12 @@ impl Drop for Child {
 /// otpd run by hand with extra environment, for what Daemon does not set up.
 fn spawn_otpd(dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Child {
     let config = dir.join("otpd.toml");
+    let key = dir.join("key");
+    otp_e2e::daemon::keygen(&key);
     std::fs::write(
         &config,
         format!(
-            "socket = {:?}\nstate_dir = {:?}\n",
+            "socket = {:?}\nstate_dir = {:?}\nkey_file = {key:?}\n",
             dir.join("otpd.sock"),
             dir.join("state")
         ),

@@ -120,9 +120,10 @@ fn a_second_otpd_on_the_same_state_directory_refuses_to_start() {
     let otpd = Daemon::start("");
     let config = otpd.dir().join("second.toml");
     let toml = format!(
-        "socket = {:?}\nstate_dir = {:?}\n",
+        "socket = {:?}\nstate_dir = {:?}\nkey_file = {:?}\n",
         otpd.dir().join("second.sock"),
-        otpd.state_dir()
+        otpd.state_dir(),
+        otpd.key_file
     );
     std::fs::write(&config, toml).unwrap();
     let out = std::process::Command::new(artifacts::otpd())

@@ -8,8 +8,14 @@
 //! `running`, which exists while otpd runs, so the next start can tell a crash from a clean stop;
 //! and `lock`, held (flock) by the running otpd, so that two daemons never share one state
 //! directory (each would keep its own used steps, and a code could be used once on each).
+//!
+//! TOTP/HOTP secrets are sealed (`seal`) on the way to disk and opened on the way back; a record
+//! from before sealing (plain base32) is read as it is and sealed when next written.
 
-use super::{LockoutRecord, PreviousRun, SavedSteps, Store, StoreError, UsedStep, UserRecord};
+use super::seal::{Field, Sealed, Sealer};
+use super::{
+    LockoutRecord, PreviousRun, SavedSteps, Store, StoreError, TotpKey, UsedStep, UserRecord,
+};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -22,10 +28,27 @@ pub struct FileStore {
     lockout_dir: PathBuf,
     /// Held from `begin_run` to `end_run`.
     lock: std::sync::Mutex<Option<Flock<File>>>,
+    /// `None` only where no key is configured (unit tests): secrets are then written in the
+    /// clear and sealed ones cannot be read.
+    sealer: Option<Sealer>,
 }
 
 impl FileStore {
-    /// Open (creating if needed) the store under `state_dir`, and tighten its modes.
+    /// otpd's store: secrets sealed under the key from `key_file` (or systemd's credential).
+    pub fn open_with_key_file(state_dir: &Path, key_file: &Path) -> Result<FileStore, StoreError> {
+        let key = super::key_file::load(key_file)?;
+        FileStore::open_sealed(state_dir, Sealer::new(key))
+    }
+
+    pub fn open_sealed(state_dir: &Path, sealer: Sealer) -> Result<FileStore, StoreError> {
+        let mut store = FileStore::open(state_dir)?;
+        store.sealer = Some(sealer);
+        Ok(store)
+    }
+
+    /// Open (creating if needed) the store under `state_dir`, tighten its modes and, after a
+    /// crash and unless another process holds the store, remove the temp files the crash left.
+    /// Without a sealer: see `open_sealed` and `open_with_key_file`.
     pub fn open(state_dir: &Path) -> Result<FileStore, StoreError> {
         let users_dir = state_dir.join("users");
         let lockout_dir = state_dir.join("lockout");
@@ -37,12 +60,126 @@ impl FileStore {
                 .map_err(|e| io(dir, e))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))?;
         }
-        Ok(FileStore {
+        let store = FileStore {
             state_dir: state_dir.to_owned(),
             users_dir,
             lockout_dir,
             lock: std::sync::Mutex::new(None),
-        })
+            sealer: None,
+        };
+        store.remove_stale_temp_files(false)?;
+        Ok(store)
+    }
+
+    /// A write killed between creating its temp file and the rename leaves `NAME.tmpPID.N`. Only
+    /// under the lock: a live otpd's temp file may be about to be renamed into place. Only a
+    /// run that did not stop cleanly (`running` is there) can have left any, so a clean start
+    /// does not read a directory of a million users; `always` is for offline tools.
+    pub fn remove_stale_temp_files(&self, always: bool) -> Result<(), StoreError> {
+        if !always && !self.marker().exists() {
+            return Ok(());
+        }
+        let held = self
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !held && self.take_lock().is_err() {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut removed = 0usize;
+            for dir in [&self.state_dir, &self.users_dir, &self.lockout_dir] {
+                let mut any = false;
+                for entry in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+                    let entry = entry.map_err(|e| io(dir, e))?;
+                    let name = entry.file_name();
+                    if name.to_str().is_some_and(is_temp_name) {
+                        let path = entry.path();
+                        match fs::remove_file(&path) {
+                            Ok(()) => {
+                                any = true;
+                                removed += 1;
+                            }
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(io(&path, e)),
+                        }
+                    }
+                }
+                if any {
+                    sync_dir(dir)?;
+                }
+            }
+            if removed > 0 {
+                log::info!(
+                    "{}: removed {removed} temp file(s) left by an interrupted write",
+                    self.state_dir.display()
+                );
+            }
+            Ok(())
+        })();
+        if !held {
+            self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        result
+    }
+
+    /// Hold the state directory without starting a run (no `running` marker, no used steps):
+    /// for offline maintenance such as `otpd rekey`. Released when the store is dropped.
+    pub fn lock_offline(&self) -> Result<(), StoreError> {
+        self.take_lock()
+    }
+
+    /// Open the record's sealed secrets.
+    fn open_secrets(&self, user: &str, record: &mut UserRecord) -> Result<(), StoreError> {
+        for (field, key) in [
+            (Field::Totp, record.totp.as_mut()),
+            (Field::PendingTotp, record.pending_totp.as_mut()),
+        ] {
+            let Some(key) = key else { continue };
+            let Some(parsed) = Sealed::parse(key.secret.expose()) else {
+                continue; // written before sealing
+            };
+            let fail = |source| StoreError::Sealed {
+                user: user.to_owned(),
+                field,
+                source,
+            };
+            let sealed = parsed.map_err(fail)?;
+            let sealer = self
+                .sealer
+                .as_ref()
+                .ok_or_else(|| fail(super::seal::SealError::NoKey))?;
+            key.secret = sealer.open(user, field, &sealed).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// The record as written: its secrets sealed (when a key is configured).
+    fn sealed_copy(&self, user: &str, record: &UserRecord) -> Result<UserRecord, StoreError> {
+        let mut disk = record.clone();
+        let Some(sealer) = &self.sealer else {
+            return Ok(disk);
+        };
+        let seal = |field, key: &mut TotpKey| -> Result<(), StoreError> {
+            let sealed =
+                sealer
+                    .seal(user, field, &key.secret)
+                    .map_err(|source| StoreError::Sealed {
+                        user: user.to_owned(),
+                        field,
+                        source,
+                    })?;
+            key.secret = otp_proto::Secret::new(sealed.to_text());
+            Ok(())
+        };
+        if let Some(key) = disk.totp.as_mut() {
+            seal(Field::Totp, key)?;
+        }
+        if let Some(key) = disk.pending_totp.as_mut() {
+            seal(Field::PendingTotp, key)?;
+        }
+        Ok(disk)
     }
 
     fn marker(&self) -> PathBuf {
@@ -105,17 +242,19 @@ impl Store for FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path, e)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
+        let mut record: UserRecord =
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
                 path,
                 message: e.to_string(),
-            })
+            })?;
+        self.open_secrets(user, &mut record)?;
+        Ok(Some(record))
     }
 
     fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
         let path = self.path(user)?;
-        let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(record).map_err(|e| {
+        let disk = self.sealed_copy(user, record)?;
+        let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&disk).map_err(|e| {
             StoreError::Corrupt {
                 path: path.clone(),
                 message: e.to_string(),
@@ -254,6 +393,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         return Err(io(path, e));
     }
     sync_dir(dir)
+}
+
+/// `write_atomically`'s temp files: `NAME.tmpPID.N` (and `NAME.tmpPID` from earlier versions).
+fn is_temp_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.rsplit_once(".tmp").is_some_and(|(stem, tail)| {
+        let (pid, n) = tail.split_once('.').unwrap_or((tail, "0"));
+        !stem.is_empty() && digits(pid) && digits(n)
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -516,6 +664,111 @@ mod tests {
         assert_eq!(store.lockouts().unwrap().len(), 1);
         fs::write(dir.path().join("lockout/carol.json"), b"{ torn").unwrap();
         assert!(matches!(store.lockouts(), Err(StoreError::Corrupt { .. })));
+    }
+
+    fn sealer(byte: u8) -> Sealer {
+        Sealer::new(crate::store::seal::SealingKey::new(
+            zeroize::Zeroizing::new([byte; 32]),
+        ))
+    }
+
+    #[test]
+    fn a_sealed_store_holds_no_secret_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open_sealed(dir.path(), sealer(1)).unwrap();
+        let mut rec = record("JBSWY3DPEHPK3PXP");
+        rec.pending_totp = record("KRSXG5CTMVRXEZLU").totp;
+        store.save("alice", &rec).unwrap();
+        let text = fs::read_to_string(dir.path().join("users/alice.json")).unwrap();
+        assert!(!text.contains("JBSWY3DPEHPK3PXP") && !text.contains("KRSXG5CTMVRXEZLU"));
+        assert_eq!(text.matches("sealed:v1:").count(), 2, "{text}");
+        let back = store.load("alice").unwrap().unwrap();
+        assert_eq!(back.totp.unwrap().secret.expose(), "JBSWY3DPEHPK3PXP");
+        assert_eq!(
+            back.pending_totp.unwrap().secret.expose(),
+            "KRSXG5CTMVRXEZLU"
+        );
+    }
+
+    #[test]
+    fn a_plaintext_record_is_read_and_sealed_when_next_written() {
+        let dir = tempfile::tempdir().unwrap();
+        FileStore::open(dir.path())
+            .unwrap()
+            .save("alice", &record("JBSWY3DPEHPK3PXP"))
+            .unwrap();
+        let store = FileStore::open_sealed(dir.path(), sealer(1)).unwrap();
+        let rec = store.load("alice").unwrap().unwrap();
+        assert_eq!(
+            rec.totp.as_ref().unwrap().secret.expose(),
+            "JBSWY3DPEHPK3PXP"
+        );
+        store.save("alice", &rec).unwrap();
+        let text = fs::read_to_string(dir.path().join("users/alice.json")).unwrap();
+        assert!(!text.contains("JBSWY3DPEHPK3PXP"), "{text}");
+    }
+
+    #[test]
+    fn a_record_the_key_cannot_open_is_an_error_naming_the_user_not_an_empty_user() {
+        let dir = tempfile::tempdir().unwrap();
+        FileStore::open_sealed(dir.path(), sealer(1))
+            .unwrap()
+            .save("alice", &record("JBSWY3DPEHPK3PXP"))
+            .unwrap();
+        for store in [
+            FileStore::open_sealed(dir.path(), sealer(2)).unwrap(),
+            FileStore::open(dir.path()).unwrap(),
+        ] {
+            let err = store.load("alice").unwrap_err();
+            assert!(matches!(err, StoreError::Sealed { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("\"alice\"")
+                    && msg.contains("cannot be decrypted with the configured key"),
+                "{msg}"
+            );
+        }
+        // Moved into bob's record, alice's sealed secret does not open either.
+        let text = fs::read_to_string(dir.path().join("users/alice.json")).unwrap();
+        fs::write(dir.path().join("users/bob.json"), text).unwrap();
+        let store = FileStore::open_sealed(dir.path(), sealer(1)).unwrap();
+        assert!(store.load("alice").is_ok());
+        assert!(matches!(
+            store.load("bob"),
+            Err(StoreError::Sealed {
+                source: crate::store::seal::SealError::Rejected,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_go_at_open_but_never_a_live_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = FileStore::open(dir.path()).unwrap();
+        live.save("alice", &record("A")).unwrap();
+        live.begin_run().unwrap();
+        let stale = [
+            dir.path().join("users/alice.json.tmp4242"),
+            dir.path().join("used-steps.json.tmp4242"),
+            dir.path().join("lockout/alice.json.tmp4242.7"),
+        ];
+        for path in &stale {
+            fs::write(path, b"{ half").unwrap();
+        }
+        let keep = dir.path().join("users/alice.json.tmpnotes");
+        fs::write(&keep, b"not ours").unwrap();
+
+        // Another process opening while the live run holds the lock must leave them.
+        drop(FileStore::open(dir.path()).unwrap());
+        assert!(stale.iter().all(|p| p.exists()));
+
+        // The run is gone (killed): the next open removes what it left, and only that.
+        drop(live);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(keep.exists());
+        assert!(store.load("alice").unwrap().is_some());
     }
 
     fn mode(p: &Path) -> u32 {

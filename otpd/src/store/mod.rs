@@ -3,6 +3,9 @@
 
 pub mod cache;
 pub mod files;
+pub mod key_file;
+pub mod rekey;
+pub mod seal;
 
 use crate::config::Algorithm;
 use crate::policy::recovery::RecoveryHash;
@@ -47,7 +50,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TotpKey {
-    /// Base32, unpadded.
+    /// Base32, unpadded. Sealed (`seal`) wherever the record is stored.
     pub secret: Secret,
     pub algorithm: Algorithm,
     pub digits: u8,
@@ -104,6 +107,17 @@ pub enum StoreError {
     /// The blocking pool is gone or the task running the write died: otpd is stopping.
     #[error("the store could not be reached: otpd is stopping")]
     Stopping,
+    /// A wrong key or a tampered record: never read as "not enrolled".
+    #[error(
+        "user {user:?}: the {field} secret cannot be decrypted with the configured key: {source}"
+    )]
+    Sealed {
+        user: String,
+        field: seal::Field,
+        source: seal::SealError,
+    },
+    #[error("{0}")]
+    Key(#[from] key_file::KeyFileError),
 }
 
 /// A TOTP step spent at login and kept in memory, written to the store in batches rather than
