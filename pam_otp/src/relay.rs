@@ -597,7 +597,8 @@ mod tests {
 
     #[test]
     fn garbage_before_or_after_the_first_reply_is_denied_even_in_safe_mode() {
-        let garbage = vec![0, 0, 0, 5, 0, 1, 0xff, 0xff, 0xff];
+        let [hi, lo] = otp_proto::PROTOCOL_VERSION.to_be_bytes();
+        let garbage = vec![0, 0, 0, 5, hi, lo, 0xff, 0xff, 0xff];
         let d = Daemon::play(vec![Step::Raw(garbage.clone())]);
         let result = login(&d.options(), begin(), &mut User::default());
         assert!(
@@ -653,17 +654,19 @@ mod tests {
     #[test]
     fn another_protocol_version_is_named_and_denied_even_in_safe_mode() {
         let mut bytes = encode(&Reply::Outcome(Outcome::Allow)).unwrap().to_vec();
-        bytes[HEADER_LEN + 1] = 2;
+        let other = otp_proto::PROTOCOL_VERSION + 1;
+        bytes[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&other.to_be_bytes());
         let d = Daemon::play(vec![Step::Raw(bytes)]);
         let result = login(&d.options(), begin(), &mut User::default());
         assert!(
             matches!(
                 result,
-                Relayed::Broken(Failure::Frame(FrameError::Version(2)))
+                Relayed::Broken(Failure::Frame(FrameError::Version(v))) if v == other
             ),
             "{result:?}"
         );
-        assert!(result_text(&result).contains("version 2"), "{result:?}");
+        let named = format!("version {other}");
+        assert!(result_text(&result).contains(&named), "{result:?}");
         always(&result, &d.options(), PamError::AUTH_ERR);
     }
 
