@@ -83,6 +83,12 @@ fn disable_takes_a_current_code_even_with_an_address_on_file() {
     ));
     otpd.otpctl_json(&["send"]);
     let secret = otpd.enroll_totp_proving(&me(), &server.next_mail().code());
+    let notice = server.next_mail();
+    assert!(
+        notice.raw.contains("new authenticator app key"),
+        "{}",
+        notice.raw
+    );
     refused_with(
         &otpd.otpctl(&["--json", "disable", "totp", "--code", "000000"]),
         "wrong code",
@@ -231,4 +237,41 @@ fn confirming_an_address_says_that_codes_go_there_now() {
         "{said}"
     );
     assert!(!said.contains("authenticator app"), "{said}");
+}
+
+/// A new address needs a code, and the old address hears that login codes go elsewhere now.
+#[test]
+fn the_old_address_is_told_when_codes_move_to_a_new_one() {
+    let Some((server, otpd)) = with_mail(&format!(
+        "[users.\"{}\"]\nemail = \"old@example.com\"\n",
+        me()
+    )) else {
+        return;
+    };
+    otpd.otpctl_json(&["send"]);
+    let proof = server.next_mail().code();
+    otpd.otpctl_json(&[
+        "enroll",
+        "email",
+        "--email",
+        "new@example.com",
+        "--code",
+        &proof,
+    ]);
+    let confirm = server.next_mail();
+    assert!(confirm.header("To").unwrap().contains("new@example.com"));
+    otpd.otpctl_json(&["verify", &confirm.code()]);
+    let notice = server.next_mail();
+    assert!(
+        notice.header("To").unwrap().contains("old@example.com"),
+        "{}",
+        notice.raw
+    );
+    assert!(
+        notice
+            .raw
+            .contains("login codes by email now go to n***@e***.com"),
+        "{}",
+        notice.raw
+    );
 }

@@ -472,6 +472,12 @@ fn a_user_with_an_app_and_an_address_chooses() {
     let otpd = daemon(&server, "", "[code]\nresend_after = \"1ms\"\n");
     otpd.otpctl_json(&["send"]);
     otpd.enroll_totp_proving(&me(), &server.next_mail().code());
+    let notice = server.next_mail();
+    assert!(
+        notice.raw.contains("new authenticator app key"),
+        "{}",
+        notice.raw
+    );
     let service = PamService::otp(&otpd, "");
     let mut login = service.start(&me());
     let menu = login.next_prompt().unwrap();

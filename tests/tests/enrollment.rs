@@ -490,7 +490,17 @@ fn enroll_totp_proving_email(otpd: &Daemon, server: &otp_e2e::smtp::SmtpServer) 
     assert_eq!(bare.status.code(), Some(1), "{}", describe(&bare));
     assert!(String::from_utf8_lossy(&bare.stdout).contains("prove it is you"));
     otpd.otpctl_json(&["send"]);
-    otpd.enroll_totp_proving(&me(), &server.next_mail().code())
+    let secret = otpd.enroll_totp_proving(&me(), &server.next_mail().code());
+    expect_notice(server, "new authenticator app key");
+    secret
+}
+
+/// The next mail is the notice that a factor changed, saying `what`.
+fn expect_notice(server: &otp_e2e::smtp::SmtpServer, what: &str) {
+    let notice = server.next_mail();
+    let subject = notice.header("Subject").unwrap_or_default();
+    assert!(subject.contains("changed"), "{}", notice.raw);
+    assert!(notice.raw.contains(what), "{}", notice.raw);
 }
 
 fn token_in(mail: &otp_e2e::smtp::Mail) -> String {
@@ -531,7 +541,9 @@ fn disabling_needs_the_token_mailed_to_the_user() {
     let status = otpd.otpctl_json(&["status"]);
     assert_eq!(status["totp"], "none");
     assert_eq!(status["email"], "active", "only the named method is off");
-    otpd.assert_logged("Totp disabled");
+    otpd.assert_logged("the authenticator app turned off");
+    // The address on file hears of it.
+    expect_notice(&server, "the authenticator app turned off");
 }
 
 #[test]
@@ -577,5 +589,5 @@ fn an_admin_disables_another_user_at_once() {
         otpd.otpctl_json(&["--user", "someone-else", "status"])["totp"],
         "none"
     );
-    otpd.assert_logged("user=someone-else by uid=0: all second factors disabled");
+    otpd.assert_logged("user=someone-else by uid=0: every second factor turned off");
 }

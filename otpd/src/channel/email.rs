@@ -84,6 +84,7 @@ impl EmailChannel {
         let (subject, body) = match msg.kind {
             MessageKind::Code => (self.subject.as_str(), self.body.as_str()),
             MessageKind::DisableToken => (template::DISABLE_SUBJECT, template::DISABLE_BODY),
+            MessageKind::ChangeNotice => (template::CHANGE_SUBJECT, template::CHANGE_BODY),
         };
         let body = template::render(body, msg);
         Message::builder()

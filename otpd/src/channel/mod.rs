@@ -23,6 +23,8 @@ pub struct CodeMessage<'a> {
     pub id: &'a str,
     pub validity: Duration,
     pub host: &'a str,
+    /// What changed, for a `ChangeNotice` (empty otherwise).
+    pub change: &'a str,
 }
 
 /// What the code is for, which decides the wording.
@@ -32,6 +34,9 @@ pub enum MessageKind {
     Code,
     /// A token confirming that a second factor is to be turned off: fixed wording.
     DisableToken,
+    /// A factor of the account changed (`change` says how): fixed wording, no code. Sent to
+    /// the address on file, so a stolen session cannot change a factor unseen.
+    ChangeNotice,
 }
 
 #[derive(Debug, thiserror::Error)]

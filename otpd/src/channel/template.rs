@@ -12,9 +12,16 @@ account on {{host}}. If it was you, run\n\n    otpctl disable --token {{code}}\n
 The token is valid for {{validity}}. If it was not you, do nothing and tell your \
 administrator.\n\n(request {{id}})\n";
 
+/// The mail that tells the owner of an account that one of its factors changed.
+pub const CHANGE_SUBJECT: &str = "A second factor of your account on {{host}} changed";
+pub const CHANGE_BODY: &str = "Hello {{user}},\n\nyour account on {{host}} changed: \
+{{change}}.\n\nIf it was you, there is nothing to do. If it was not, tell your administrator \
+at once: someone who has your password and a logged-in session made the change.\n";
+
 pub fn render(template: &str, msg: &CodeMessage) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(
         template
+            .replace("{{change}}", msg.change)
             .replace("{{user}}", msg.user)
             .replace("{{host}}", msg.host)
             .replace("{{validity}}", &validity(msg.validity))
@@ -51,6 +58,7 @@ mod tests {
             id: "a1b2c3",
             validity: Duration::from_secs(300),
             host: "web1",
+            change: "",
         };
         let out = render(
             "{{user}}@{{host}}: {{code}} ({{validity}}, {{id}}) {{other}}",

@@ -4,7 +4,7 @@
 //! to a `Refusal`. Changing a factor of a user who has one needs a current code or recovery code
 //! (`require_proof`), unless an admin does it for someone else.
 
-use super::send::{send_code, SendError};
+use super::send::{notify_change, send_code, SendError};
 use crate::channel::email::valid_address;
 use crate::channel::sms::valid_number;
 use crate::peer::Caller;
@@ -81,11 +81,8 @@ async fn execute(
                 prove(state, &user, &proof.ok_or(Refusal::ProofRequired)?).await?;
             }
             let codes = accounts.new_recovery_codes(&user).await.map_err(internal)?;
-            changed(
-                caller,
-                &user,
-                "new recovery codes issued (the old set is void)",
-            );
+            let what = "new recovery codes were issued (the old ones no longer work)";
+            factor_changed(caller, state, &user, on_file(state, &user), what).await;
             Ok(CommandReply::RecoveryCodes(codes))
         }
         Command::Import { user, key, proof } => {
@@ -100,7 +97,8 @@ async fn execute(
                 ImportRefused::Invalid(why) => Refusal::BadRequest(why),
                 ImportRefused::Store(e) => internal(e),
             })?;
-            changed(caller, &user, &format!("{kind} key imported (active)"));
+            let what = format!("an authenticator {kind} key was imported and is active");
+            factor_changed(caller, state, &user, on_file(state, &user), &what).await;
             Ok(CommandReply::Ok)
         }
         Command::SetDefault { user, method } => {
@@ -145,8 +143,10 @@ async fn execute(
         Command::Reset { user } => {
             caller.require_admin()?;
             let user = target(caller, state, Some(user)).await?;
+            let address = state.accounts.methods(&user).map_err(internal)?.email;
             accounts.reset(&user).await.map_err(internal)?;
-            changed(caller, &user, "reset: enrollments and lockout forgotten");
+            let what = "an administrator removed every second factor";
+            factor_changed(caller, state, &user, address, what).await;
             Ok(CommandReply::Ok)
         }
         Command::Users => {
@@ -208,7 +208,8 @@ async fn verify(
         .map_err(internal)?;
     match proof {
         Proof::Allowed(How::Activated) => {
-            changed(caller, &user, "TOTP enrollment confirmed");
+            let what = "a new authenticator app key was confirmed and now counts at login";
+            factor_changed(caller, state, &user, on_file(state, &user), what).await;
             Ok(CommandReply::Verified {
                 activated: Some(MethodKind::Totp),
             })
@@ -217,12 +218,17 @@ async fn verify(
             purpose: Purpose::Confirm(via, destination),
             ..
         }) => {
+            let before = state.accounts.methods(&user).map_err(internal)?.email;
             state
                 .accounts
                 .set_destination(&user, via, &destination)
                 .await
                 .map_err(internal)?;
-            changed(caller, &user, &format!("{via} destination confirmed"));
+            let what = format!(
+                "login codes by {via} now go to {}",
+                crate::channel::mask(via, &destination)
+            );
+            factor_changed(caller, state, &user, before, &what).await;
             Ok(CommandReply::Verified {
                 activated: Some(match via {
                     Via::Email => MethodKind::Email,
@@ -289,6 +295,7 @@ async fn disable(
     proof: Option<DisableProof>,
 ) -> Result<CommandReply, Refusal> {
     let address = state.accounts.methods(&user).map_err(internal)?.email;
+    let before = address.clone();
     match (for_someone_else(caller, &user), proof, address) {
         (true, _, _) => {}
         (false, Some(DisableProof::Token(token)), _) => {
@@ -327,8 +334,14 @@ async fn disable(
     {
         return Err(Refusal::NotEnrolled(user));
     }
-    let what = method.map_or("all second factors".to_owned(), |m| format!("{m:?}"));
-    changed(caller, &user, &format!("{what} disabled"));
+    let what = match method {
+        None => "every second factor",
+        Some(MethodKind::Totp) => "the authenticator app",
+        Some(MethodKind::Email) => "email codes",
+        Some(MethodKind::Sms) => "SMS codes",
+    };
+    let notice = format!("{what} turned off");
+    factor_changed(caller, state, &user, before, &notice).await;
     Ok(CommandReply::Ok)
 }
 
@@ -377,6 +390,24 @@ async fn target(caller: &Caller, state: &State, user: Option<String>) -> Result<
         None => None,
     };
     caller.target(user)
+}
+
+/// Log a change of a factor and tell the user at the address on file before the change (`to`),
+/// so the old address hears of a new one, and of a factor turned off.
+async fn factor_changed(
+    caller: &Caller,
+    state: &State,
+    user: &str,
+    to: Option<String>,
+    what: &str,
+) {
+    changed(caller, user, what);
+    notify_change(state, user, to.as_deref(), what).await;
+}
+
+/// The address notices go to: the user's email method now.
+fn on_file(state: &State, user: &str) -> Option<String> {
+    state.accounts.methods(user).ok().and_then(|m| m.email)
 }
 
 fn changed(caller: &Caller, user: &str, what: &str) {

@@ -74,6 +74,7 @@ pub async fn send_code(
         id: &issued.id,
         validity: state.challenges.ttl(),
         host: &state.host,
+        change: "",
     };
     match channel.deliver(destination, &msg).await {
         Ok(()) => {
@@ -98,5 +99,37 @@ pub async fn send_code(
             );
             Err(SendError::Failed)
         }
+    }
+}
+
+/// Tell the user, at the address on file, that a factor of their account changed (`what`), so a
+/// stolen session cannot change one unseen. Best effort: a failed notice is logged and the
+/// change stands. No address or no email channel: nothing to do.
+pub async fn notify_change(state: &State, user: &str, address: Option<&str>, what: &str) {
+    let (Some(address), Some(channel)) = (address, state.channel(Via::Email)) else {
+        return;
+    };
+    let none = otp_proto::Secret::new("");
+    let msg = CodeMessage {
+        kind: MessageKind::ChangeNotice,
+        user,
+        code: &none,
+        id: "",
+        validity: Duration::ZERO,
+        host: &state.host,
+        change: what,
+    };
+    let masked = mask(Via::Email, address);
+    match channel.deliver(address, &msg).await {
+        Ok(()) => log::info!(
+            "user={}: notice of the change sent to {}",
+            field(user),
+            field(&masked)
+        ),
+        Err(e) => log::warn!(
+            "user={}: could not send the notice of the change to {}: {e}",
+            field(user),
+            field(&masked)
+        ),
     }
 }
