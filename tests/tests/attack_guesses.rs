@@ -135,6 +135,9 @@ fn two_hundred_concurrent_wrong_proofs_from_otpctl_are_checked_five_times() {
     let status = otpd.otpctl_json(&["status"]);
     assert_eq!(status["recovery_codes_left"], 8, "none was spent");
     assert!(status["locked_for_secs"].as_u64().is_some(), "{status}");
+    let rss = otpd.peak_rss_kib().expect("VmHWM");
+    eprintln!("otpd peak RSS after 200 concurrent proofs: {rss} KiB");
+    assert!(rss < 256 * 1024, "otpd peak RSS {rss} KiB");
 }
 
 fn lock_out(otpd: &Daemon) {
