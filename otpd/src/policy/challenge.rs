@@ -14,6 +14,7 @@
 //! the daemon's monotonic clock. Challenges live in memory: a restart voids them, which is safe
 //! (the user asks for a new code).
 
+use super::codes::{new_code, normalize, random};
 use crate::config::{Charset, CodeConfig};
 use otp_proto::{Secret, Via};
 use sha2::{Digest, Sha256};
@@ -21,10 +22,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-
-/// Letters and digits that cannot be mistaken for each other (no 0/O, 1/I/L).
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-const DIGITS: &[u8] = b"0123456789";
 
 /// What a code, once given back, proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,17 +389,6 @@ fn forget_older_than_an_hour(sends: &mut VecDeque<Instant>, now: Instant) {
     }
 }
 
-/// Codes are compared without spaces or dashes and without case ("abcde-fghij", "ABCDE FGHIJ"
-/// and "ABCDEFGHIJ" are one code); recovery codes too.
-pub(crate) fn normalize(code: &str) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(
-        code.chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-    )
-}
-
 fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(salt);
@@ -410,42 +396,15 @@ fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Uniform over the alphabet: bytes that would bias the modulo are drawn again.
-pub(crate) fn new_code(length: u8, charset: Charset) -> Secret {
-    let alphabet = match charset {
-        Charset::Numeric => DIGITS,
-        Charset::Alphanumeric => ALPHANUMERIC,
-    };
-    let limit = 256 - (256 % alphabet.len());
-    let mut code = String::with_capacity(length as usize);
-    while code.len() < length as usize {
-        for b in random::<32>() {
-            if (b as usize) < limit && code.len() < length as usize {
-                code.push(alphabet[b as usize % alphabet.len()] as char);
-            }
-        }
-    }
-    Secret::from(code)
-}
-
 /// A short id for logs and `otpctl send`; random so it reveals nothing.
 fn new_id() -> String {
     random::<6>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // The OS RNG failing is not recoverable; getrandom only fails on broken systems.
-    if getrandom::fill(&mut buf).is_err() {
-        log::error!("the OS random number generator failed");
-        std::process::abort();
-    }
-    buf
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::codes::ALPHANUMERIC;
 
     fn challenges(f: impl FnOnce(&mut CodeConfig)) -> Challenges {
         let mut cfg = CodeConfig::default();
@@ -794,21 +753,6 @@ mod tests {
                 id: issued.id,
                 purpose
             }
-        );
-    }
-
-    #[test]
-    fn numeric_codes_are_uniform_enough() {
-        let mut counts = [0u32; 10];
-        for _ in 0..2000 {
-            for b in new_code(12, Charset::Numeric).expose().bytes() {
-                counts[(b - b'0') as usize] += 1;
-            }
-        }
-        // 24000 digits: each ~2400; a biased generator would drift far outside this band.
-        assert!(
-            counts.iter().all(|&n| (2100..2700).contains(&n)),
-            "{counts:?}"
         );
     }
 }

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod challenge;
 pub mod clock;
+pub mod codes;
 pub mod lockout;
 pub mod proof;
 pub mod recovery;

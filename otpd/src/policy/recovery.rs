@@ -7,12 +7,12 @@
 //! them (before: one blocking-pool thread and ~64 MiB of retained heap per concurrent answer),
 //! and a check whose asker went away is dropped between two hashes.
 
-use super::challenge::normalize;
+use super::codes::{new_code, normalize, random};
 use crate::config::Charset;
 use crate::hex;
+use crate::store::RecoveryHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use otp_proto::Secret;
-use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -27,21 +27,11 @@ const LENGTH: u8 = 10;
 const MEMORY_KIB: u32 = 8 * 1024;
 const PASSES: u32 = 2;
 
-/// One unused recovery code, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecoveryHash {
-    /// Hex.
-    salt: String,
-    /// Hex argon2id output.
-    hash: String,
-}
-
 /// A new set: the codes to show once, and their hashes to keep.
 pub fn new_set() -> (Vec<Secret>, Vec<RecoveryHash>) {
     let codes: Vec<Secret> = (0..SET_SIZE)
         .map(|_| {
-            let raw = super::challenge::new_code(LENGTH, Charset::Alphanumeric);
+            let raw = new_code(LENGTH, Charset::Alphanumeric);
             let (a, b) = raw.expose().split_at(5);
             Secret::new(format!("{a}-{b}"))
         })
@@ -159,7 +149,7 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 fn hash_new(code: &str) -> RecoveryHash {
-    let salt = super::challenge::random::<16>();
+    let salt = random::<16>();
     let mut memory = vec![Block::default(); MEMORY_KIB as usize];
     RecoveryHash {
         salt: hex::encode(&salt),
