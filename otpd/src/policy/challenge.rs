@@ -100,9 +100,10 @@ pub struct Issued {
     ledger: Ledger,
 }
 
-/// The verdict on one answer.
+/// What the open challenges say of one answer (internal to the policy layer: `proof` turns it
+/// into the `Proof` sessions see).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum ChallengeCheck {
     Accepted {
         id: String,
         purpose: Purpose,
@@ -300,11 +301,11 @@ impl Challenges {
         code: &str,
         accept: impl Fn(&Purpose) -> bool,
         now: Instant,
-    ) -> Answer {
+    ) -> ChallengeCheck {
         let code = normalize(code);
         let mut users = self.lock();
         let Some(u) = users.get_mut(user) else {
-            return Answer::NoChallenge;
+            return ChallengeCheck::NoChallenge;
         };
         let mut matched = None;
         let mut expired_match = false;
@@ -324,24 +325,24 @@ impl Challenges {
         }
         if let Some(i) = matched {
             let c = u.open.remove(i);
-            return Answer::Accepted {
+            return ChallengeCheck::Accepted {
                 id: c.id,
                 purpose: c.purpose,
             };
         }
         u.open.retain(|c| c.expires > now);
         if expired_match {
-            return Answer::Expired;
+            return ChallengeCheck::Expired;
         }
         if candidates == 0 {
-            return Answer::NoChallenge;
+            return ChallengeCheck::NoChallenge;
         }
         let max = self.cfg.max_attempts;
         for c in u.open.iter_mut().filter(|c| accept(&c.purpose)) {
             c.attempts += 1;
         }
         u.open.retain(|c| c.attempts < max);
-        Answer::Wrong {
+        ChallengeCheck::Wrong {
             alive: u.open.iter().any(|c| accept(&c.purpose)),
         }
     }
@@ -450,10 +451,10 @@ mod tests {
         let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         assert_eq!(issued.code.expose().len(), 6);
         let first = c.answer("alice", issued.code.expose(), login, t);
-        assert!(matches!(first, Answer::Accepted { ref id, .. } if *id == issued.id));
+        assert!(matches!(first, ChallengeCheck::Accepted { ref id, .. } if *id == issued.id));
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
     }
 
@@ -467,12 +468,12 @@ mod tests {
         assert!(
             matches!(
                 c.answer("alice", old.code.expose(), login, t2),
-                Answer::Wrong { alive: true }
+                ChallengeCheck::Wrong { alive: true }
             ) || old.code == new.code
         );
         assert!(matches!(
             c.answer("alice", new.code.expose(), login, t2),
-            Answer::Accepted { .. }
+            ChallengeCheck::Accepted { .. }
         ));
     }
 
@@ -498,7 +499,7 @@ mod tests {
         for i in [1, 2, 0] {
             assert!(matches!(
                 c.answer("alice", codes[i].code.expose(), login, t),
-                Answer::Accepted { .. }
+                ChallengeCheck::Accepted { .. }
             ));
         }
     }
@@ -511,7 +512,7 @@ mod tests {
         let late = t + Duration::from_secs(61);
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, late),
-            Answer::Expired
+            ChallengeCheck::Expired
         );
     }
 
@@ -527,19 +528,19 @@ mod tests {
         };
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: true }
+            ChallengeCheck::Wrong { alive: true }
         );
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: true }
+            ChallengeCheck::Wrong { alive: true }
         );
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: false }
+            ChallengeCheck::Wrong { alive: false }
         );
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
     }
 
@@ -594,7 +595,7 @@ mod tests {
         let retry = c.issue("alice", Purpose::Login, "+15550001", t).unwrap();
         assert!(matches!(
             c.answer("alice", failed.code.expose(), login, t),
-            Answer::Wrong { .. } | Answer::Accepted { .. }
+            ChallengeCheck::Wrong { .. } | ChallengeCheck::Accepted { .. }
         ));
         assert_ne!(failed.id, retry.id);
     }
@@ -733,7 +734,7 @@ mod tests {
         let typed = format!(" {}-{} ", &code[..5].to_lowercase(), &code[5..]);
         assert!(matches!(
             c.answer("alice", &typed, login, t),
-            Answer::Accepted { .. }
+            ChallengeCheck::Accepted { .. }
         ));
     }
 
@@ -745,11 +746,11 @@ mod tests {
         let issued = c.issue("alice", purpose.clone(), DEST, t).unwrap();
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
         assert_eq!(
             c.answer("alice", issued.code.expose(), |_| true, t),
-            Answer::Accepted {
+            ChallengeCheck::Accepted {
                 id: issued.id,
                 purpose
             }

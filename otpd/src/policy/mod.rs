@@ -1,14 +1,20 @@
 //! The rules: what makes a code valid (`totp`), which answer proves what (`proof`, the one
 //! place every typed answer is judged), when a user is locked out (`lockout`), sent codes
-//! (`challenge`), recovery codes (`recovery`), the steps spent at login (`replay`), and the
-//! per-user bookkeeping that ties them to the store (`accounts`).
+//! (`challenge`), recovery codes (`recovery`), the steps spent at login (`replay`), the codes
+//! otpd makes up (`codes`); and over the store: user records under each user's lock
+//! (`records`), checks against the app key (`keys`), adding factors (`enrollment`), what a user
+//! can log in with (`factors`), all owned together by `accounts`.
 
 pub mod accounts;
 pub mod challenge;
 pub mod clock;
 pub mod codes;
+pub mod enrollment;
+pub mod factors;
+pub mod keys;
 pub mod lockout;
 pub mod proof;
+pub mod records;
 pub mod recovery;
 pub mod replay;
 pub mod totp;

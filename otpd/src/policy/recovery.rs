@@ -5,12 +5,14 @@
 //! Checks run on `Checker`, a fixed pool of one thread per core with one argon2 work area each,
 //! so however many answers arrive at once, otpd spends at most one core and 8 MiB per thread on
 //! them (before: one blocking-pool thread and ~64 MiB of retained heap per concurrent answer),
-//! and a check whose asker went away is dropped between two hashes.
+//! and a check whose asker went away is dropped between two hashes. `RecoveryCodes::spend` ties
+//! the pool to the user's record: a code that matched is gone, durably, before it counts.
 
 use super::codes::{new_code, normalize, random};
+use super::records::{Change, Records};
 use crate::config::Charset;
 use crate::hex;
-use crate::store::RecoveryHash;
+use crate::store::{RecoveryHash, StoreError};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use otp_proto::Secret;
 use std::sync::mpsc;
@@ -43,6 +45,57 @@ pub fn new_set() -> (Vec<Secret>, Vec<RecoveryHash>) {
 /// Hashes for codes that already exist (google-authenticator's scratch codes, on import).
 pub fn hash_existing(codes: &[Secret]) -> Vec<RecoveryHash> {
     codes.iter().map(|c| hash_new(c.expose())).collect()
+}
+
+/// What a recovery-code check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryCheck {
+    /// The user has no recovery codes: nothing was checked.
+    NoCodes,
+    Wrong,
+    /// It was one; now spent, with this many left.
+    Used {
+        left: u32,
+    },
+}
+
+/// The users' recovery codes: checked on the pool, spent in their records.
+pub struct RecoveryCodes {
+    records: Arc<Records>,
+    checker: Checker,
+}
+
+impl RecoveryCodes {
+    pub fn new(records: Arc<Records>) -> RecoveryCodes {
+        RecoveryCodes {
+            records,
+            checker: Checker::new(),
+        }
+    }
+
+    /// Spend a recovery code: when `code` is one of the user's unused codes, it is gone
+    /// (durably) before this returns. Only `proof` calls it, under a lockout reservation.
+    /// Dropping the future cancels the check.
+    pub async fn spend(&self, user: &str, code: &Secret) -> Result<RecoveryCheck, StoreError> {
+        let set = match self.records.load(user)? {
+            Some(r) if !r.recovery.is_empty() => r.recovery,
+            _ => return Ok(RecoveryCheck::NoCodes),
+        };
+        let Some(hash) = self.checker.find(code, set).await else {
+            return Ok(RecoveryCheck::Wrong);
+        };
+        self.records
+            .update(user, move |record| match record.as_mut() {
+                Some(r) if r.recovery.contains(&hash) => {
+                    r.recovery.retain(|h| *h != hash);
+                    let left = u32::try_from(r.recovery.len()).unwrap_or(u32::MAX);
+                    Change::Changed(RecoveryCheck::Used { left })
+                }
+                // Spent by a concurrent login between the check and the lock.
+                _ => Change::Unchanged(RecoveryCheck::Wrong),
+            })
+            .await
+    }
 }
 
 /// The stored hash `code` matches, if any. Every hash is computed, match or not, unless

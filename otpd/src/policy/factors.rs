@@ -1,0 +1,149 @@
+//! What each user can log in with, from their own record first and the static directory
+//! (`[users.NAME]`) second; the user's pick among several; turning factors off. The facts go to
+//! the session layer, which words them (masking addresses is its job, not this one's).
+
+use super::records::{Change, Records};
+use crate::config::UserEntry;
+use crate::store::{StoreError, UserRecord};
+use otp_proto::{MethodKind, MethodState, Via};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a user can log in with (`MethodKind` names one of them on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Factors {
+    /// The user's own pick among several (`otpctl default`).
+    pub default: Option<MethodKind>,
+    pub totp: bool,
+    /// The address email codes go to.
+    pub email: Option<String>,
+    /// The number SMS codes go to.
+    pub sms: Option<String>,
+}
+
+impl Factors {
+    pub fn is_empty(&self) -> bool {
+        !self.totp && self.email.is_none() && self.sms.is_none()
+    }
+
+    /// Where codes sent `via` go for this user.
+    pub fn destination(&self, via: Via) -> Option<&str> {
+        match via {
+            Via::Email => self.email.as_deref(),
+            Via::Sms => self.sms.as_deref(),
+        }
+    }
+}
+
+/// Everything enrolled for one user, as facts (`otpctl status` words them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub factors: Factors,
+    /// The authenticator app: active, waiting for its first code, or none.
+    pub app: MethodState,
+    pub recovery_codes_left: u32,
+}
+
+/// The users' factors (see the module comment).
+pub struct Registry {
+    records: Arc<Records>,
+    directory: BTreeMap<String, UserEntry>,
+}
+
+impl Registry {
+    pub fn new(records: Arc<Records>, directory: BTreeMap<String, UserEntry>) -> Registry {
+        Registry { records, directory }
+    }
+
+    /// The second factors that count at login for this user.
+    pub fn factors(&self, user: &str) -> Result<Factors, StoreError> {
+        let record = self.records.load_or_default(user)?;
+        Ok(self.factors_of(user, &record))
+    }
+
+    /// Does the user have a factor that works at login (an active key, an address, a number, or
+    /// recovery codes)? Changing factors then needs one of them (`proof::Counts::Change`).
+    pub fn has_factor(&self, user: &str) -> Result<bool, StoreError> {
+        let record = self.records.load_or_default(user)?;
+        Ok(!self.factors_of(user, &record).is_empty() || !record.recovery.is_empty())
+    }
+
+    pub fn enrolled(&self, user: &str) -> Result<Enrolled, StoreError> {
+        let record = self.records.load_or_default(user)?;
+        Ok(Enrolled {
+            factors: self.factors_of(user, &record),
+            app: match (&record.totp, &record.pending_totp) {
+                (Some(_), _) => MethodState::Active,
+                (None, Some(_)) => MethodState::Pending,
+                (None, None) => MethodState::None,
+            },
+            recovery_codes_left: u32::try_from(record.recovery.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Set (or clear) the method offered first.
+    pub async fn set_default(
+        &self,
+        user: &str,
+        method: Option<MethodKind>,
+    ) -> Result<(), StoreError> {
+        self.records
+            .update(user, move |record| {
+                record
+                    .get_or_insert_with(UserRecord::default)
+                    .default_method = method;
+                Change::Changed(())
+            })
+            .await
+    }
+
+    /// Remove every factor; true if there was one.
+    pub async fn disable(&self, user: &str) -> Result<bool, StoreError> {
+        self.records
+            .update(user, |record| {
+                let had = record.as_ref().is_some_and(|r| !r.is_empty());
+                *record = None;
+                Change::changed_if(had, had)
+            })
+            .await
+    }
+
+    /// Remove one factor; true if it was there. (`None` is `disable`.)
+    pub async fn disable_method(
+        &self,
+        user: &str,
+        method: Option<MethodKind>,
+    ) -> Result<bool, StoreError> {
+        let Some(method) = method else {
+            return self.disable(user).await;
+        };
+        self.records
+            .update(user, move |record| {
+                let Some(r) = record.as_mut() else {
+                    return Change::Unchanged(false);
+                };
+                let had = match method {
+                    MethodKind::Totp => {
+                        let had = r.totp.is_some() || r.pending_totp.is_some();
+                        (r.totp, r.pending_totp) = (None, None);
+                        had
+                    }
+                    MethodKind::Email => r.email.take().is_some(),
+                    MethodKind::Sms => r.phone.take().is_some(),
+                };
+                Change::changed_if(had, had)
+            })
+            .await
+    }
+
+    /// The user's own record first, then the static directory.
+    fn factors_of(&self, user: &str, record: &UserRecord) -> Factors {
+        let directory = self.directory.get(user);
+        Factors {
+            default: record.default_method,
+            totp: record.totp.is_some(),
+            email: (record.email.clone()).or_else(|| directory.and_then(|d| d.email.clone())),
+            sms: (record.phone.clone()).or_else(|| directory.and_then(|d| d.phone.clone())),
+        }
+    }
+}
