@@ -147,3 +147,62 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::accounts::Accounts;
+    use crate::policy::keys::{KeyCheck, Target};
+    use crate::policy::totp;
+    use crate::store::FileStore;
+    use otp_proto::Secret;
+
+    fn accounts(dir: &std::path::Path) -> Accounts {
+        Accounts::new(Arc::new(FileStore::open(dir).unwrap()), Config::default()).unwrap()
+    }
+
+    /// alice with an active key, confirmed with the previous step's code.
+    async fn enrolled(a: &Accounts) {
+        let (key, _) = a.enrollment.enroll_totp("alice", false).await.unwrap();
+        let t = super::super::clock::unix_now() - 30;
+        let code = Secret::new(totp::code_at(&key, t).unwrap());
+        let v = a.keys.check("alice", &code, Target::PendingOrActive).await;
+        assert_eq!(v.unwrap(), KeyCheck::Activated);
+    }
+
+    #[tokio::test]
+    async fn a_directory_address_is_a_factor_and_a_confirmed_one_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.users.insert(
+            "alice".into(),
+            crate::config::UserEntry {
+                email: Some("alice@corp.example".into()),
+                phone: None,
+            },
+        );
+        let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg).unwrap();
+        let m = a.registry.factors("alice").unwrap();
+        assert_eq!(m.email.as_deref(), Some("alice@corp.example"));
+        assert!(!m.totp);
+        a.enrollment
+            .set_destination("alice", Via::Email, "alice@home.example")
+            .await
+            .unwrap();
+        let m = a.registry.factors("alice").unwrap();
+        assert_eq!(m.email.as_deref(), Some("alice@home.example"));
+        assert!(a.registry.factors("bob").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn disable_forgets_every_factor() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        enrolled(&a).await;
+        assert!(a.registry.disable("alice").await.unwrap());
+        assert!(!a.registry.disable("alice").await.unwrap());
+        assert_eq!(a.registry.enrolled("alice").unwrap().app, MethodState::None);
+        assert!(a.users().await.unwrap().is_empty());
+    }
+}

@@ -173,3 +173,151 @@ impl Keys {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::accounts::Accounts;
+    use crate::store::FileStore;
+    use otp_proto::MethodState;
+
+    fn accounts(dir: &std::path::Path) -> Accounts {
+        let mut cfg = Config::default();
+        cfg.lockout.max_failures = 3;
+        Accounts::new(Arc::new(FileStore::open(dir).unwrap()), cfg).unwrap()
+    }
+
+    fn code(key: &TotpKey, offset: i64) -> Secret {
+        let t = (unix_now() as i64 + offset) as u64;
+        Secret::new(totp::code_at(key, t).unwrap())
+    }
+
+    async fn enrolled(a: &Accounts) -> TotpKey {
+        let (key, _) = a.enrollment.enroll_totp("alice", false).await.unwrap();
+        let v = a
+            .keys
+            .check("alice", &code(&key, -30), Target::PendingOrActive)
+            .await;
+        assert_eq!(v.unwrap(), KeyCheck::Activated);
+        key
+    }
+
+    #[tokio::test]
+    async fn a_pending_enrollment_does_not_count_at_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let (key, _) = a.enrollment.enroll_totp("alice", false).await.unwrap();
+        assert!(!a.registry.factors("alice").unwrap().totp);
+        let v = a
+            .keys
+            .check("alice", &code(&key, 0), Target::Active)
+            .await
+            .unwrap();
+        assert_eq!(v, KeyCheck::Wrong);
+        assert_eq!(
+            a.registry.enrolled("alice").unwrap().app,
+            MethodState::Pending
+        );
+    }
+
+    #[tokio::test]
+    async fn a_code_is_spent_once_and_the_confirming_code_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = enrolled(&a).await;
+        let used = code(&key, -30);
+        assert_eq!(
+            a.keys.check("alice", &used, Target::Active).await.unwrap(),
+            KeyCheck::Replayed
+        );
+        let now = code(&key, 0);
+        assert_eq!(
+            a.keys.check("alice", &now, Target::Active).await.unwrap(),
+            KeyCheck::Accepted
+        );
+        assert_eq!(
+            a.keys.check("alice", &now, Target::Active).await.unwrap(),
+            KeyCheck::Replayed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_used_code_stays_used_after_a_clean_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = accounts(dir.path());
+        let key = enrolled(&first).await;
+        let c = code(&key, 0);
+        let v = first.keys.check("alice", &c, Target::Active).await;
+        assert_eq!(v.unwrap(), KeyCheck::Accepted);
+        first.close().await.unwrap();
+        let second = accounts(dir.path());
+        let v = second.keys.check("alice", &c, Target::Active).await;
+        assert_eq!(v.unwrap(), KeyCheck::Replayed);
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_recent_codes_count_as_used_except_for_new_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = accounts(dir.path());
+        let key = enrolled(&first).await;
+        // Neither a login nor a flush: everything spent in memory is lost with the process.
+        drop(first);
+        let second = accounts(dir.path());
+        for offset in [0, 30] {
+            let v = second
+                .keys
+                .check("alice", &code(&key, offset), Target::Active)
+                .await;
+            assert!(
+                matches!(v.unwrap(), KeyCheck::RestartGuard { .. }),
+                "offset {offset}"
+            );
+        }
+        // Bob enrolls after the restart: his codes work at once.
+        let (bob, _) = second.enrollment.enroll_totp("bob", false).await.unwrap();
+        let v = second
+            .keys
+            .check("bob", &code(&bob, -30), Target::PendingOrActive)
+            .await;
+        assert_eq!(v.unwrap(), KeyCheck::Activated);
+        let v = second
+            .keys
+            .check("bob", &code(&bob, 0), Target::Active)
+            .await;
+        assert_eq!(v.unwrap(), KeyCheck::Accepted);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_spent_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        let key = enrolled(&a).await;
+        a.close().await.unwrap();
+        let v = a.keys.check("alice", &code(&key, 0), Target::Active).await;
+        assert_eq!(v.unwrap(), KeyCheck::Replayed);
+    }
+
+    #[tokio::test]
+    async fn two_concurrent_logins_cannot_spend_one_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Arc::new(accounts(dir.path()));
+        let key = enrolled(&a).await;
+        let c = code(&key, 0);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, c) = (a.clone(), c.clone());
+                tokio::spawn(
+                    async move { a.keys.check("alice", &c, Target::Active).await.unwrap() },
+                )
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            if t.await.unwrap() == KeyCheck::Accepted {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+}
