@@ -7,8 +7,9 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::names::Names;
 use crate::peer::Callers;
-use crate::policy::accounts::{hostname, Accounts};
+use crate::policy::accounts::Accounts;
 use crate::policy::challenge::Challenges;
+use crate::policy::clock::hostname;
 use crate::policy::proof::{self, Counts, Proof};
 use crate::store::StoreError;
 use otp_proto::{Secret, Via};
@@ -25,8 +26,11 @@ pub struct State {
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
     pub sms: Option<Box<dyn Channel>>,
-    /// Named in messages: "your login code for HOST".
+    /// Named in messages ("your login code for HOST") and in app accounts (USER@HOST); read
+    /// once, at start.
     pub host: String,
+    /// What the authenticator app files a new key under: `[totp] issuer`, or the host name.
+    pub issuer: String,
 }
 
 impl State {
@@ -44,6 +48,7 @@ impl State {
             }
             None => None,
         };
+        let host = hostname();
         Ok(State {
             sms,
             accounts,
@@ -51,7 +56,8 @@ impl State {
             names: Names::new(),
             challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
             email,
-            host: hostname(),
+            issuer: cfg.totp.issuer.clone().unwrap_or_else(|| host.clone()),
+            host,
             cfg,
         })
     }

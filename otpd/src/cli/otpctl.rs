@@ -32,7 +32,7 @@ pub enum Cmd {
     /// Set up a second factor.
     Enroll {
         #[arg(value_enum)]
-        method: Method,
+        method: EnrollArg,
         /// The address email codes go to (with `enroll email`).
         #[arg(long, value_name = "ADDRESS")]
         email: Option<String>,
@@ -107,8 +107,9 @@ pub enum Cmd {
     Users,
 }
 
+/// What `otpctl enroll` sets up (the wire names one factor with `MethodKind`).
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Method {
+pub enum EnrollArg {
     /// An authenticator app (RFC 6238 TOTP).
     Totp,
     /// Codes sent by email.
@@ -116,6 +117,9 @@ pub enum Method {
     /// Codes sent by SMS.
     Sms,
 }
+
+/// The old name of `EnrollArg`, for bin/otpctl until it moves to the new one.
+pub use EnrollArg as Method;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ViaArg {

@@ -14,6 +14,7 @@
 //! the daemon's monotonic clock. Challenges live in memory: a restart voids them, which is safe
 //! (the user asks for a new code).
 
+use super::codes::{new_code, normalize, random};
 use crate::config::{Charset, CodeConfig};
 use otp_proto::{Secret, Via};
 use sha2::{Digest, Sha256};
@@ -21,10 +22,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-
-/// Letters and digits that cannot be mistaken for each other (no 0/O, 1/I/L).
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-const DIGITS: &[u8] = b"0123456789";
 
 /// What a code, once given back, proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +100,10 @@ pub struct Issued {
     ledger: Ledger,
 }
 
-/// The verdict on one answer.
+/// What the open challenges say of one answer (internal to the policy layer: `proof` turns it
+/// into the `Proof` sessions see).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum ChallengeCheck {
     Accepted {
         id: String,
         purpose: Purpose,
@@ -303,11 +301,11 @@ impl Challenges {
         code: &str,
         accept: impl Fn(&Purpose) -> bool,
         now: Instant,
-    ) -> Answer {
+    ) -> ChallengeCheck {
         let code = normalize(code);
         let mut users = self.lock();
         let Some(u) = users.get_mut(user) else {
-            return Answer::NoChallenge;
+            return ChallengeCheck::NoChallenge;
         };
         let mut matched = None;
         let mut expired_match = false;
@@ -327,24 +325,24 @@ impl Challenges {
         }
         if let Some(i) = matched {
             let c = u.open.remove(i);
-            return Answer::Accepted {
+            return ChallengeCheck::Accepted {
                 id: c.id,
                 purpose: c.purpose,
             };
         }
         u.open.retain(|c| c.expires > now);
         if expired_match {
-            return Answer::Expired;
+            return ChallengeCheck::Expired;
         }
         if candidates == 0 {
-            return Answer::NoChallenge;
+            return ChallengeCheck::NoChallenge;
         }
         let max = self.cfg.max_attempts;
         for c in u.open.iter_mut().filter(|c| accept(&c.purpose)) {
             c.attempts += 1;
         }
         u.open.retain(|c| c.attempts < max);
-        Answer::Wrong {
+        ChallengeCheck::Wrong {
             alive: u.open.iter().any(|c| accept(&c.purpose)),
         }
     }
@@ -392,17 +390,6 @@ fn forget_older_than_an_hour(sends: &mut VecDeque<Instant>, now: Instant) {
     }
 }
 
-/// Codes are compared without spaces or dashes and without case ("abcde-fghij", "ABCDE FGHIJ"
-/// and "ABCDEFGHIJ" are one code); recovery codes too.
-pub(crate) fn normalize(code: &str) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(
-        code.chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-    )
-}
-
 fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(salt);
@@ -410,42 +397,15 @@ fn hash(salt: &[u8; 16], code: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Uniform over the alphabet: bytes that would bias the modulo are drawn again.
-pub(crate) fn new_code(length: u8, charset: Charset) -> Secret {
-    let alphabet = match charset {
-        Charset::Numeric => DIGITS,
-        Charset::Alphanumeric => ALPHANUMERIC,
-    };
-    let limit = 256 - (256 % alphabet.len());
-    let mut code = String::with_capacity(length as usize);
-    while code.len() < length as usize {
-        for b in random::<32>() {
-            if (b as usize) < limit && code.len() < length as usize {
-                code.push(alphabet[b as usize % alphabet.len()] as char);
-            }
-        }
-    }
-    Secret::from(code)
-}
-
 /// A short id for logs and `otpctl send`; random so it reveals nothing.
 fn new_id() -> String {
     random::<6>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // The OS RNG failing is not recoverable; getrandom only fails on broken systems.
-    if getrandom::fill(&mut buf).is_err() {
-        log::error!("the OS random number generator failed");
-        std::process::abort();
-    }
-    buf
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::codes::ALPHANUMERIC;
 
     fn challenges(f: impl FnOnce(&mut CodeConfig)) -> Challenges {
         let mut cfg = CodeConfig::default();
@@ -491,10 +451,10 @@ mod tests {
         let issued = c.issue("alice", Purpose::Login, DEST, t).unwrap();
         assert_eq!(issued.code.expose().len(), 6);
         let first = c.answer("alice", issued.code.expose(), login, t);
-        assert!(matches!(first, Answer::Accepted { ref id, .. } if *id == issued.id));
+        assert!(matches!(first, ChallengeCheck::Accepted { ref id, .. } if *id == issued.id));
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
     }
 
@@ -508,12 +468,12 @@ mod tests {
         assert!(
             matches!(
                 c.answer("alice", old.code.expose(), login, t2),
-                Answer::Wrong { alive: true }
+                ChallengeCheck::Wrong { alive: true }
             ) || old.code == new.code
         );
         assert!(matches!(
             c.answer("alice", new.code.expose(), login, t2),
-            Answer::Accepted { .. }
+            ChallengeCheck::Accepted { .. }
         ));
     }
 
@@ -539,7 +499,7 @@ mod tests {
         for i in [1, 2, 0] {
             assert!(matches!(
                 c.answer("alice", codes[i].code.expose(), login, t),
-                Answer::Accepted { .. }
+                ChallengeCheck::Accepted { .. }
             ));
         }
     }
@@ -552,7 +512,7 @@ mod tests {
         let late = t + Duration::from_secs(61);
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, late),
-            Answer::Expired
+            ChallengeCheck::Expired
         );
     }
 
@@ -568,19 +528,19 @@ mod tests {
         };
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: true }
+            ChallengeCheck::Wrong { alive: true }
         );
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: true }
+            ChallengeCheck::Wrong { alive: true }
         );
         assert_eq!(
             c.answer("alice", wrong, login, t),
-            Answer::Wrong { alive: false }
+            ChallengeCheck::Wrong { alive: false }
         );
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
     }
 
@@ -635,7 +595,7 @@ mod tests {
         let retry = c.issue("alice", Purpose::Login, "+15550001", t).unwrap();
         assert!(matches!(
             c.answer("alice", failed.code.expose(), login, t),
-            Answer::Wrong { .. } | Answer::Accepted { .. }
+            ChallengeCheck::Wrong { .. } | ChallengeCheck::Accepted { .. }
         ));
         assert_ne!(failed.id, retry.id);
     }
@@ -774,7 +734,7 @@ mod tests {
         let typed = format!(" {}-{} ", &code[..5].to_lowercase(), &code[5..]);
         assert!(matches!(
             c.answer("alice", &typed, login, t),
-            Answer::Accepted { .. }
+            ChallengeCheck::Accepted { .. }
         ));
     }
 
@@ -786,29 +746,14 @@ mod tests {
         let issued = c.issue("alice", purpose.clone(), DEST, t).unwrap();
         assert_eq!(
             c.answer("alice", issued.code.expose(), login, t),
-            Answer::NoChallenge
+            ChallengeCheck::NoChallenge
         );
         assert_eq!(
             c.answer("alice", issued.code.expose(), |_| true, t),
-            Answer::Accepted {
+            ChallengeCheck::Accepted {
                 id: issued.id,
                 purpose
             }
-        );
-    }
-
-    #[test]
-    fn numeric_codes_are_uniform_enough() {
-        let mut counts = [0u32; 10];
-        for _ in 0..2000 {
-            for b in new_code(12, Charset::Numeric).expose().bytes() {
-                counts[(b - b'0') as usize] += 1;
-            }
-        }
-        // 24000 digits: each ~2400; a biased generator would drift far outside this band.
-        assert!(
-            counts.iter().all(|&n| (2100..2700).contains(&n)),
-            "{counts:?}"
         );
     }
 }

@@ -12,9 +12,11 @@
 //! Sessions only put the verdict into words. OpenSSH's monitor and pam_faillock are the models;
 //! docs/design.md ("Judging an answer") has the reasoning.
 
-use super::accounts::{Accounts, RecoveryCheck, Target, Verdict};
-use super::challenge::{Answer, Challenges, Purpose};
+use super::accounts::Accounts;
+use super::challenge::{ChallengeCheck, Challenges, Purpose};
+use super::keys::{KeyCheck, Target};
 use super::lockout::Settle;
+use super::recovery::RecoveryCheck;
 use crate::store::StoreError;
 use otp_proto::{MethodKind, Secret};
 use std::time::{Duration, Instant};
@@ -143,81 +145,89 @@ async fn check(
     };
     match counts {
         Counts::AppLogin => {
-            let app = accounts.verify_totp(user, answer, Target::Active).await?;
+            let app = accounts.keys.check(user, answer, Target::Active).await?;
             match app {
-                Verdict::Accepted | Verdict::Activated => Ok(Proof::Allowed(How::App)),
-                Verdict::RestartGuard { until } => Ok(Proof::RestartGuard { until }),
+                KeyCheck::Accepted | KeyCheck::Activated => Ok(Proof::Allowed(How::App)),
+                KeyCheck::RestartGuard { until } => Ok(Proof::RestartGuard { until }),
                 _ => or_recovery(accounts, user, answer, from_app(app)).await,
             }
         }
         Counts::SentLogin => match sent(&|p| *p == Purpose::Login) {
-            Answer::Accepted { id, purpose } => Ok(Proof::Allowed(How::Sent { id, purpose })),
-            Answer::Expired => Ok(Proof::Expired),
-            Answer::Wrong { alive } => {
+            ChallengeCheck::Accepted { id, purpose } => {
+                Ok(Proof::Allowed(How::Sent { id, purpose }))
+            }
+            ChallengeCheck::Expired => Ok(Proof::Expired),
+            ChallengeCheck::Wrong { alive } => {
                 or_recovery(accounts, user, answer, Proof::Wrong { alive }).await
             }
-            Answer::NoChallenge => or_recovery(accounts, user, answer, Proof::NothingToCheck).await,
+            ChallengeCheck::NoChallenge => {
+                or_recovery(accounts, user, answer, Proof::NothingToCheck).await
+            }
         },
         Counts::FirstLogin => {
             let pending = accounts
-                .verify_totp(user, answer, Target::PendingOrActive)
+                .keys
+                .check(user, answer, Target::PendingOrActive)
                 .await?;
             Ok(match pending {
-                Verdict::Activated => Proof::Allowed(How::Activated),
-                Verdict::NotEnrolled => Proof::NothingToCheck,
+                KeyCheck::Activated => Proof::Allowed(How::Activated),
+                KeyCheck::NotEnrolled => Proof::NothingToCheck,
                 _ => Proof::Wrong { alive: false },
             })
         }
         Counts::Verify => {
             let app = accounts
-                .verify_totp(user, answer, Target::PendingOrActive)
+                .keys
+                .check(user, answer, Target::PendingOrActive)
                 .await?;
             match app {
-                Verdict::Activated => return Ok(Proof::Allowed(How::Activated)),
-                Verdict::Accepted => return Ok(Proof::Allowed(How::App)),
-                Verdict::RestartGuard { until } => return Ok(Proof::RestartGuard { until }),
+                KeyCheck::Activated => return Ok(Proof::Allowed(How::Activated)),
+                KeyCheck::Accepted => return Ok(Proof::Allowed(How::App)),
+                KeyCheck::RestartGuard { until } => return Ok(Proof::RestartGuard { until }),
                 _ => {}
             }
             Ok(match sent(&|p| !matches!(p, Purpose::Disable(_))) {
-                Answer::Accepted { id, purpose } => Proof::Allowed(How::Sent { id, purpose }),
-                Answer::Expired => Proof::Expired,
-                Answer::Wrong { alive } => Proof::Wrong { alive },
-                Answer::NoChallenge => from_app(app),
+                ChallengeCheck::Accepted { id, purpose } => {
+                    Proof::Allowed(How::Sent { id, purpose })
+                }
+                ChallengeCheck::Expired => Proof::Expired,
+                ChallengeCheck::Wrong { alive } => Proof::Wrong { alive },
+                ChallengeCheck::NoChallenge => from_app(app),
             })
         }
         Counts::Change => {
-            let app = accounts.verify_totp(user, answer, Target::Active).await?;
+            let app = accounts.keys.check(user, answer, Target::Active).await?;
             match app {
-                Verdict::Accepted => return Ok(Proof::Allowed(How::App)),
-                Verdict::RestartGuard { until } => return Ok(Proof::RestartGuard { until }),
+                KeyCheck::Accepted => return Ok(Proof::Allowed(How::App)),
+                KeyCheck::RestartGuard { until } => return Ok(Proof::RestartGuard { until }),
                 _ => {}
             }
             let otherwise = match sent(&|p| *p == Purpose::Login) {
-                Answer::Accepted { id, purpose } => {
+                ChallengeCheck::Accepted { id, purpose } => {
                     return Ok(Proof::Allowed(How::Sent { id, purpose }))
                 }
-                Answer::Wrong { .. } => Proof::Wrong { alive: false },
-                Answer::Expired | Answer::NoChallenge => from_app(app),
+                ChallengeCheck::Wrong { .. } => Proof::Wrong { alive: false },
+                ChallengeCheck::Expired | ChallengeCheck::NoChallenge => from_app(app),
             };
             or_recovery(accounts, user, answer, otherwise).await
         }
         Counts::DisableToken(method) => Ok(match sent(&|p| *p == Purpose::Disable(method)) {
-            Answer::Accepted { id, purpose } => Proof::Allowed(How::Sent { id, purpose }),
-            Answer::Expired => Proof::Expired,
-            Answer::Wrong { .. } => Proof::Wrong { alive: false },
-            Answer::NoChallenge => Proof::NothingToCheck,
+            ChallengeCheck::Accepted { id, purpose } => Proof::Allowed(How::Sent { id, purpose }),
+            ChallengeCheck::Expired => Proof::Expired,
+            ChallengeCheck::Wrong { .. } => Proof::Wrong { alive: false },
+            ChallengeCheck::NoChallenge => Proof::NothingToCheck,
         }),
     }
 }
 
 /// What the app key's verdict means when nothing else matches.
-fn from_app(app: Verdict) -> Proof {
+fn from_app(app: KeyCheck) -> Proof {
     match app {
-        Verdict::Accepted | Verdict::Activated => Proof::Allowed(How::App),
-        Verdict::Replayed => Proof::Replayed,
-        Verdict::RestartGuard { until } => Proof::RestartGuard { until },
-        Verdict::Wrong => Proof::Wrong { alive: false },
-        Verdict::NotEnrolled => Proof::NothingToCheck,
+        KeyCheck::Accepted | KeyCheck::Activated => Proof::Allowed(How::App),
+        KeyCheck::Replayed => Proof::Replayed,
+        KeyCheck::RestartGuard { until } => Proof::RestartGuard { until },
+        KeyCheck::Wrong => Proof::Wrong { alive: false },
+        KeyCheck::NotEnrolled => Proof::NothingToCheck,
     }
 }
 
@@ -229,7 +239,7 @@ async fn or_recovery(
     answer: &Secret,
     otherwise: Proof,
 ) -> Result<Proof, StoreError> {
-    Ok(match accounts.use_recovery_code(user, answer).await? {
+    Ok(match accounts.recovery.spend(user, answer).await? {
         RecoveryCheck::Used { left } => Proof::Allowed(How::Recovery { left }),
         RecoveryCheck::Wrong if otherwise == Proof::NothingToCheck => Proof::Wrong { alive: false },
         RecoveryCheck::Wrong | RecoveryCheck::NoCodes => otherwise,
@@ -312,7 +322,12 @@ mod tests {
 
         /// alice with an active key (confirmed with the previous step's code) and recovery codes.
         async fn alice(&self) -> (TotpKey, Vec<Secret>) {
-            let (key, codes) = self.accounts.enroll_totp("alice", false).await.unwrap();
+            let (key, codes) = self
+                .accounts
+                .enrollment
+                .enroll_totp("alice", false)
+                .await
+                .unwrap();
             let confirm = code(&key, -30);
             let v = self.judge("alice", &confirm, Counts::Verify).await;
             assert_eq!(v, Proof::Allowed(How::Activated));
@@ -333,13 +348,13 @@ mod tests {
             w.judge("alice", "000000x", Counts::AppLogin).await,
             Proof::Wrong { alive: false }
         );
-        assert_eq!(w.accounts.status("alice").unwrap().recent_failures, 1);
+        assert_eq!(w.accounts.lockouts.recent_failures("alice"), 1);
         let now = code(&key, 0);
         assert_eq!(
             w.judge("alice", &now, Counts::AppLogin).await,
             Proof::Allowed(How::App)
         );
-        assert_eq!(w.accounts.status("alice").unwrap().recent_failures, 0);
+        assert_eq!(w.accounts.lockouts.recent_failures("alice"), 0);
         assert_eq!(
             w.judge("alice", &now, Counts::AppLogin).await,
             Proof::Replayed
@@ -377,7 +392,14 @@ mod tests {
             w.judge("alice", &right, Counts::AppLogin).await,
             Proof::Locked(_)
         ));
-        assert_eq!(w.accounts.status("alice").unwrap().recovery_codes_left, 8);
+        assert_eq!(
+            w.accounts
+                .registry
+                .enrolled("alice")
+                .unwrap()
+                .recovery_codes_left,
+            8
+        );
     }
 
     #[tokio::test]
@@ -402,7 +424,7 @@ mod tests {
             w.judge("bob", "123456", Counts::AppLogin).await,
             Proof::NothingToCheck
         );
-        assert_eq!(w.accounts.status("bob").unwrap().recent_failures, 0);
+        assert_eq!(w.accounts.lockouts.recent_failures("bob"), 0);
     }
 
     #[tokio::test]
@@ -424,7 +446,7 @@ mod tests {
         }
         let again = open().unwrap();
         assert!(again.locked_for("alice").is_some(), "still locked");
-        again.unlock("alice").await.unwrap();
+        again.lockouts.unlock("alice").await.unwrap();
         drop(again);
         assert!(open().unwrap().locked_for("alice").is_none());
     }

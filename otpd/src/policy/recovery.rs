@@ -5,14 +5,16 @@
 //! Checks run on `Checker`, a fixed pool of one thread per core with one argon2 work area each,
 //! so however many answers arrive at once, otpd spends at most one core and 8 MiB per thread on
 //! them (before: one blocking-pool thread and ~64 MiB of retained heap per concurrent answer),
-//! and a check whose asker went away is dropped between two hashes.
+//! and a check whose asker went away is dropped between two hashes. `RecoveryCodes::spend` ties
+//! the pool to the user's record: a code that matched is gone, durably, before it counts.
 
-use super::challenge::normalize;
+use super::codes::{new_code, normalize, random};
+use super::records::{Change, Records};
 use crate::config::Charset;
 use crate::hex;
+use crate::store::{RecoveryHash, StoreError};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use otp_proto::Secret;
-use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -27,21 +29,11 @@ const LENGTH: u8 = 10;
 const MEMORY_KIB: u32 = 8 * 1024;
 const PASSES: u32 = 2;
 
-/// One unused recovery code, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecoveryHash {
-    /// Hex.
-    salt: String,
-    /// Hex argon2id output.
-    hash: String,
-}
-
 /// A new set: the codes to show once, and their hashes to keep.
 pub fn new_set() -> (Vec<Secret>, Vec<RecoveryHash>) {
     let codes: Vec<Secret> = (0..SET_SIZE)
         .map(|_| {
-            let raw = super::challenge::new_code(LENGTH, Charset::Alphanumeric);
+            let raw = new_code(LENGTH, Charset::Alphanumeric);
             let (a, b) = raw.expose().split_at(5);
             Secret::new(format!("{a}-{b}"))
         })
@@ -53,6 +45,57 @@ pub fn new_set() -> (Vec<Secret>, Vec<RecoveryHash>) {
 /// Hashes for codes that already exist (google-authenticator's scratch codes, on import).
 pub fn hash_existing(codes: &[Secret]) -> Vec<RecoveryHash> {
     codes.iter().map(|c| hash_new(c.expose())).collect()
+}
+
+/// What a recovery-code check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryCheck {
+    /// The user has no recovery codes: nothing was checked.
+    NoCodes,
+    Wrong,
+    /// It was one; now spent, with this many left.
+    Used {
+        left: u32,
+    },
+}
+
+/// The users' recovery codes: checked on the pool, spent in their records.
+pub struct RecoveryCodes {
+    records: Arc<Records>,
+    checker: Checker,
+}
+
+impl RecoveryCodes {
+    pub fn new(records: Arc<Records>) -> RecoveryCodes {
+        RecoveryCodes {
+            records,
+            checker: Checker::new(),
+        }
+    }
+
+    /// Spend a recovery code: when `code` is one of the user's unused codes, it is gone
+    /// (durably) before this returns. Only `proof` calls it, under a lockout reservation.
+    /// Dropping the future cancels the check.
+    pub async fn spend(&self, user: &str, code: &Secret) -> Result<RecoveryCheck, StoreError> {
+        let set = match self.records.load(user)? {
+            Some(r) if !r.recovery.is_empty() => r.recovery,
+            _ => return Ok(RecoveryCheck::NoCodes),
+        };
+        let Some(hash) = self.checker.find(code, set).await else {
+            return Ok(RecoveryCheck::Wrong);
+        };
+        self.records
+            .update(user, move |record| match record.as_mut() {
+                Some(r) if r.recovery.contains(&hash) => {
+                    r.recovery.retain(|h| *h != hash);
+                    let left = u32::try_from(r.recovery.len()).unwrap_or(u32::MAX);
+                    Change::Changed(RecoveryCheck::Used { left })
+                }
+                // Spent by a concurrent login between the check and the lock.
+                _ => Change::Unchanged(RecoveryCheck::Wrong),
+            })
+            .await
+    }
 }
 
 /// The stored hash `code` matches, if any. Every hash is computed, match or not, unless
@@ -159,7 +202,7 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 fn hash_new(code: &str) -> RecoveryHash {
-    let salt = super::challenge::random::<16>();
+    let salt = random::<16>();
     let mut memory = vec![Block::default(); MEMORY_KIB as usize];
     RecoveryHash {
         salt: hex::encode(&salt),

@@ -11,7 +11,7 @@
 //! never written, and only the guard keeps it refused.
 //!
 //! HOTP counters and recovery codes are rare and not time-bound: they stay durable before
-//! Allow (`Accounts`).
+//! Allow (`keys`, `recovery`).
 
 use crate::store::{PreviousRun, SavedSteps, TotpKey, UsedStep};
 use std::collections::{HashMap, HashSet};

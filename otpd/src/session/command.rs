@@ -6,15 +6,18 @@
 
 use super::send::{notify_change, send_code, SendError};
 use crate::channel::email::valid_address;
+use crate::channel::mask;
 use crate::channel::sms::valid_number;
 use crate::peer::Caller;
-use crate::policy::accounts::{hostname, EnrollError, ImportRefused};
 use crate::policy::challenge::Purpose;
+use crate::policy::enrollment::{EnrollError, ImportRefused};
+use crate::policy::factors::Enrolled;
 use crate::policy::proof::{Counts, How, Proof};
 use crate::policy::totp;
 use crate::state::State;
 use otp_proto::{
-    Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Secret, TotpEnrollment, Via,
+    Command, CommandReply, DisableProof, MethodKind, MethodState, Refusal, Reply, Secret,
+    TotpEnrollment, UserStatus, Via,
 };
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
@@ -62,8 +65,8 @@ async fn execute(
         }
         Command::Send { user, via } => {
             let user = target(caller, state, user).await?;
-            let methods = accounts.methods(&user).map_err(internal)?;
-            let pick = |v: Via| methods.destination(v).map(|d| (v, d.to_owned()));
+            let factors = accounts.registry.factors(&user).map_err(internal)?;
+            let pick = |v: Via| factors.destination(v).map(|d| (v, d.to_owned()));
             let found = match via {
                 Some(v) => pick(v),
                 None => pick(Via::Email).or_else(|| pick(Via::Sms)),
@@ -80,7 +83,8 @@ async fn execute(
             if !for_someone_else(caller, &user) {
                 prove(state, &user, &proof.ok_or(Refusal::ProofRequired)?).await?;
             }
-            let codes = accounts.new_recovery_codes(&user).await.map_err(internal)?;
+            let codes = accounts.enrollment.new_recovery_codes(&user);
+            let codes = codes.await.map_err(internal)?;
             let what = "new recovery codes were issued (the old ones no longer work)";
             factor_changed(caller, state, &user, on_file(state, &user), what).await;
             Ok(CommandReply::RecoveryCodes(codes))
@@ -93,10 +97,14 @@ async fn execute(
             } else {
                 "TOTP"
             };
-            accounts.import(&user, key).await.map_err(|e| match e {
-                ImportRefused::Invalid(why) => Refusal::BadRequest(why),
-                ImportRefused::Store(e) => internal(e),
-            })?;
+            accounts
+                .enrollment
+                .import(&user, key)
+                .await
+                .map_err(|e| match e {
+                    ImportRefused::Invalid(why) => Refusal::BadRequest(why),
+                    ImportRefused::Store(e) => internal(e),
+                })?;
             let what = format!("an authenticator {kind} key was imported and is active");
             factor_changed(caller, state, &user, on_file(state, &user), &what).await;
             Ok(CommandReply::Ok)
@@ -104,6 +112,7 @@ async fn execute(
         Command::SetDefault { user, method } => {
             let user = target(caller, state, user).await?;
             accounts
+                .registry
                 .set_default(&user, method)
                 .await
                 .map_err(internal)?;
@@ -115,9 +124,7 @@ async fn execute(
         }
         Command::Status { user } => {
             let user = target(caller, state, user).await?;
-            Ok(CommandReply::Status(
-                accounts.status(&user).map_err(internal)?,
-            ))
+            Ok(CommandReply::Status(status(state, &user)?))
         }
         Command::Disable {
             user,
@@ -136,14 +143,14 @@ async fn execute(
         Command::Unlock { user } => {
             caller.require_admin()?;
             let user = target(caller, state, Some(user)).await?;
-            accounts.unlock(&user).await.map_err(internal)?;
+            accounts.lockouts.unlock(&user).await.map_err(internal)?;
             changed(caller, &user, "unlocked");
             Ok(CommandReply::Ok)
         }
         Command::Reset { user } => {
             caller.require_admin()?;
             let user = target(caller, state, Some(user)).await?;
-            let address = state.accounts.methods(&user).map_err(internal)?.email;
+            let address = accounts.registry.factors(&user).map_err(internal)?.email;
             accounts.reset(&user).await.map_err(internal)?;
             let what = "an administrator removed every second factor";
             factor_changed(caller, state, &user, address, what).await;
@@ -153,7 +160,7 @@ async fn execute(
             caller.require_admin()?;
             let mut all = Vec::new();
             for user in accounts.users().await.map_err(internal)? {
-                all.push(accounts.status(&user).map_err(internal)?);
+                all.push(status(state, &user)?);
             }
             Ok(CommandReply::Users(all))
         }
@@ -165,22 +172,22 @@ async fn enroll_totp(
     state: &State,
     user: String,
 ) -> Result<CommandReply, Refusal> {
-    let (key, recovery_codes) =
-        state
-            .accounts
-            .enroll_totp(&user, false)
-            .await
-            .map_err(|e| match e {
-                EnrollError::Random => internal(e),
-                EnrollError::Store(e) => internal(e),
-            })?;
+    let (key, recovery_codes) = state
+        .accounts
+        .enrollment
+        .enroll_totp(&user, false)
+        .await
+        .map_err(|e| match e {
+            EnrollError::Random => internal(e),
+            EnrollError::Store(e) => internal(e),
+        })?;
     changed(
         caller,
         &user,
         "new TOTP secret issued (pending confirmation)",
     );
-    let issuer = state.accounts.issuer();
-    let account = format!("{user}@{}", hostname());
+    let issuer = state.issuer.clone();
+    let account = format!("{user}@{}", state.host);
     Ok(CommandReply::TotpEnrollment(TotpEnrollment {
         uri: totp::uri(&key, &issuer, &account),
         secret: key.secret,
@@ -192,6 +199,32 @@ async fn enroll_totp(
         period: key.period,
         recovery_codes,
     }))
+}
+
+/// `otpctl status`: the policy's facts about the user, in words the user may see (addresses and
+/// numbers masked).
+fn status(state: &State, user: &str) -> Result<UserStatus, Refusal> {
+    let Enrolled {
+        factors,
+        app,
+        recovery_codes_left,
+    } = state.accounts.registry.enrolled(user).map_err(internal)?;
+    let lockouts = &state.accounts.lockouts;
+    let state_of = |d: &Option<String>| match d {
+        Some(_) => MethodState::Active,
+        None => MethodState::None,
+    };
+    Ok(UserStatus {
+        email: state_of(&factors.email),
+        email_address: factors.email.as_deref().map(|a| mask(Via::Email, a)),
+        sms: state_of(&factors.sms),
+        sms_number: factors.sms.as_deref().map(|n| mask(Via::Sms, n)),
+        user: user.to_owned(),
+        totp: app,
+        recovery_codes_left,
+        locked_for_secs: lockouts.locked_for(user).map(|d| d.as_secs().max(1)),
+        recent_failures: lockouts.recent_failures(user),
+    })
 }
 
 /// A code may confirm a pending TOTP, confirm a registered address, or prove a working factor
@@ -218,16 +251,19 @@ async fn verify(
             purpose: Purpose::Confirm(via, destination),
             ..
         }) => {
-            let before = state.accounts.methods(&user).map_err(internal)?.email;
+            let before = state
+                .accounts
+                .registry
+                .factors(&user)
+                .map_err(internal)?
+                .email;
             state
                 .accounts
+                .enrollment
                 .set_destination(&user, via, &destination)
                 .await
                 .map_err(internal)?;
-            let what = format!(
-                "login codes by {via} now go to {}",
-                crate::channel::mask(via, &destination)
-            );
+            let what = format!("login codes by {via} now go to {}", mask(via, &destination));
             factor_changed(caller, state, &user, before, &what).await;
             Ok(CommandReply::Verified {
                 activated: Some(match via {
@@ -263,7 +299,8 @@ async fn require_proof(
     user: &str,
     proof: Option<Secret>,
 ) -> Result<(), Refusal> {
-    if for_someone_else(caller, user) || !state.accounts.has_factor(user).map_err(internal)? {
+    let has_factor = state.accounts.registry.has_factor(user).map_err(internal)?;
+    if for_someone_else(caller, user) || !has_factor {
         return Ok(());
     }
     prove(state, user, &proof.ok_or(Refusal::ProofRequired)?).await
@@ -294,7 +331,12 @@ async fn disable(
     method: Option<MethodKind>,
     proof: Option<DisableProof>,
 ) -> Result<CommandReply, Refusal> {
-    let address = state.accounts.methods(&user).map_err(internal)?.email;
+    let address = state
+        .accounts
+        .registry
+        .factors(&user)
+        .map_err(internal)?
+        .email;
     let before = address.clone();
     match (for_someone_else(caller, &user), proof, address) {
         (true, _, _) => {}
@@ -328,6 +370,7 @@ async fn disable(
     }
     if !state
         .accounts
+        .registry
         .disable_method(&user, method)
         .await
         .map_err(internal)?
@@ -407,7 +450,12 @@ async fn factor_changed(
 
 /// The address notices go to: the user's email method now.
 fn on_file(state: &State, user: &str) -> Option<String> {
-    state.accounts.methods(user).ok().and_then(|m| m.email)
+    state
+        .accounts
+        .registry
+        .factors(user)
+        .ok()
+        .and_then(|f| f.email)
 }
 
 fn changed(caller: &Caller, user: &str, what: &str) {

@@ -8,7 +8,6 @@ pub mod rekey;
 pub mod seal;
 
 use crate::config::Algorithm;
-use crate::policy::recovery::RecoveryHash;
 use otp_proto::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +141,17 @@ pub struct SavedSteps {
     /// step up to this time plus the skew counts as used (policy::replay).
     #[serde(default)]
     pub guard_from: Option<u64>,
+}
+
+/// One unused recovery code, as stored: argon2id with its own salt (policy::recovery makes and
+/// checks them; the store only keeps them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryHash {
+    /// Hex.
+    pub salt: String,
+    /// Hex argon2id output.
+    pub hash: String,
 }
 
 /// What the store knew of the previous run of otpd when this one began.
