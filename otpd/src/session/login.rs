@@ -1,7 +1,7 @@
 //! A login: the daemon chooses every prompt and decides the outcome; `pam_otp` only relays.
 //! Every attempt ends in one audit line (service, user, rhost, tty, result), never the code.
 //!
-//! The login is a small state machine: each [`Step`] names where the conversation stands, and
+//! The login is a small state machine: each `Step` names where the conversation stands, and
 //! one function per step says one thing or takes one answer and returns the next step, until
 //! `Decided`. Every answer is judged by `State::judge` (policy/proof.rs); the `after_*`
 //! functions here only map its verdict to the next step, so a reader finds what each reply
@@ -9,13 +9,16 @@
 //! unit-tested with a scripted user (the tests below).
 //!
 //! ```text
-//! Start ─┬─ nothing enrolled ─ Unenrolled ─┬─ FirstLoginEnrollment ─ AskEnrollmentCode ─ Enrolled
-//!        │                                 └─ Decided (nullok, allow) / Refuse (deny)
-//!        └─ ChooseMethod ─┬─ AskChoice (no default, several methods)
-//!                         ├─ AskAppCode ─────────────────────────── Decided / Recovered / Refuse
-//!                         └─ SendCode ─┬─ AskSentCode ⟲ (empty: a new code; wrong: try again)
-//!                                      └─ not sent: ChooseMethod without that method
+//! Start ─┬─ nothing enrolled: Unenrolled ─┬─ FirstLoginEnrollment ─ AskEnrollmentCode ⟲ ─ Enrolled
+//!        │                                └─ Decided (nullok, allow) or Refuse (deny)
+//!        └─ ChooseMethod ─ (AskChoice ⟲) ─┬─ AskAppCode ─ Decided or Recovered
+//!                                         └─ SendCode ─┬─ AskSentCode ⟲ ─ Decided or Recovered
+//!                                                      └─ not sent: ChooseMethod without it
 //! ```
+//!
+//! Any step may end in `Refuse` (say why, deny); `Refuse`, `Recovered` and `Enrolled` say one
+//! last thing and reach `Decided`. ⟲: the step repeats (a bad pick, a wrong code, an empty line
+//! asking for a new code) within its bound (`TRIES`, `MAX_ROUNDS`, the challenge's attempts).
 //!
 //! OpenSSH shows info messages only together with the next prompt (OpenSSH bug 2876), so
 //! whatever the user must read ("code sent to j***@e***.com") is part of the prompt text itself.
@@ -61,17 +64,11 @@ enum Step {
     /// The user's default method, or the only one, or else the menu.
     ChooseMethod(Menu),
     /// Show the menu and take a pick; `tries` left.
-    AskChoice {
-        menu: Menu,
-        tries: usize,
-    },
+    AskChoice { menu: Menu, tries: usize },
     /// Ask for the authenticator app's code.
     AskAppCode,
     /// Send a code to `to` (unless one is already waiting); `menu` holds the fallbacks.
-    SendCode {
-        menu: Menu,
-        to: SentTo,
-    },
+    SendCode { menu: Menu, to: SentTo },
     /// Take an answer to a sent code: an empty one asks for a new code.
     AskSentCode(SentCode),
     /// Show the QR code and the key of the user's first-login key.
@@ -81,11 +78,10 @@ enum Step {
     /// The first-login key is confirmed: hand out recovery codes once, let the user in.
     Enrolled,
     /// A recovery code let the user in: say how many are left.
-    Recovered {
-        left: u32,
-    },
+    Recovered { left: u32 },
     /// Say why, then deny.
     Refuse(Denial),
+    /// The outcome, and the audit line's note.
     Decided(Decision),
 }
 
@@ -707,10 +703,11 @@ fn audit(login: &Login, caller: &Caller, result: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{app_code, key_on_screen, root, world, Outbox, Script, World};
+    use super::super::testing::{
+        app_code, key_on_screen, root, world, Outbox, Said, Script, World,
+    };
     use super::super::testing::{EMAIL, PHONE};
     use super::*;
-    use crate::config::Config;
 
     const EMAIL_PROMPT: &str = "Email code: ";
     const MENU: &str = "Choose a second factor [1]: ";
@@ -761,10 +758,6 @@ mod tests {
         script
     }
 
-    fn tuned(tune: impl FnOnce(&mut Config)) -> World {
-        world(tune)
-    }
-
     fn plain() -> World {
         world(|_| {})
     }
@@ -790,7 +783,7 @@ mod tests {
         assert_eq!(ended.note, "allowed (totp)");
         assert_eq!(
             ended.script.said[0],
-            super::super::testing::Said::Prompt {
+            Said::Prompt {
                 text: PROMPT.into(),
                 echo: false
             },
@@ -870,7 +863,7 @@ mod tests {
         assert_eq!(ended.script.prompts()[0], menu);
         assert!(matches!(
             ended.script.said[0],
-            super::super::testing::Said::Prompt { echo: true, .. }
+            Said::Prompt { echo: true, .. }
         ));
         assert_eq!(ended.outcome, Outcome::Allow);
         assert!(ended.note.starts_with("allowed (email, challenge "));
@@ -914,7 +907,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_users_default_method_comes_without_a_menu_and_beats_the_configured_one() {
-        let w = tuned(|c| {
+        let w = world(|c| {
             c.policy.default_method = Some(MethodKind::Sms);
             c.code.resend_after = Duration::ZERO;
         });
@@ -991,7 +984,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_line_after_the_cooldown_sends_a_new_code_and_voids_the_old_one() {
-        let w = tuned(|c| c.code.resend_after = Duration::ZERO);
+        let w = world(|c| c.code.resend_after = Duration::ZERO);
         w.with_sent("alice", Via::Email).await;
         let outbox = w.email.clone();
         let script = Script::new()
@@ -1024,7 +1017,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_sent_code_is_refused() {
-        let w = tuned(|c| c.code.ttl = Duration::ZERO);
+        let w = world(|c| c.code.ttl = Duration::ZERO);
         w.with_sent("alice", Via::Email).await;
         let script = Script::new().answer_later(EMAIL_PROMPT, from(&w.email));
         let ended = log_in(&w, "alice", script).await;
@@ -1050,7 +1043,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_sent_codes_that_reach_the_lockout_say_locked() {
-        let w = tuned(|c| c.lockout.max_failures = 2);
+        let w = world(|c| c.lockout.max_failures = 2);
         w.with_sent("alice", Via::Email).await;
         let script = Script::new()
             .answer(EMAIL_PROMPT, "wrong1")
@@ -1116,7 +1109,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_codes_in_an_hour_end_the_login() {
-        let w = tuned(|c| {
+        let w = world(|c| {
             c.code.resend_after = Duration::ZERO;
             c.code.max_sends_per_hour = 2;
         });
@@ -1136,7 +1129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_delivery_falls_back_to_the_other_methods() {
-        let w = tuned(|c| c.policy.default_method = Some(MethodKind::Email));
+        let w = world(|c| c.policy.default_method = Some(MethodKind::Email));
         let (key, _) = w.with_app("alice").await;
         w.with_sent("alice", Via::Email).await;
         w.with_sent("alice", Via::Sms).await;
@@ -1229,7 +1222,7 @@ mod tests {
     // Nothing enrolled.
 
     fn enrolling() -> World {
-        tuned(|c| c.policy.unenrolled = Unenrolled::Enroll)
+        world(|c| c.policy.unenrolled = Unenrolled::Enroll)
     }
 
     /// The code of the key on screen, as the user's app shows it.
@@ -1308,7 +1301,7 @@ mod tests {
         assert_eq!(ended.outcome, Outcome::Ignore);
         assert_eq!(ended.note, "ignored: not enrolled (nullok)");
 
-        let w = tuned(|c| c.policy.unenrolled = Unenrolled::Allow);
+        let w = world(|c| c.policy.unenrolled = Unenrolled::Allow);
         let ended = log_in(&w, "dave", Script::new()).await;
         assert_eq!(ended.outcome, Outcome::Ignore);
         assert_eq!(
