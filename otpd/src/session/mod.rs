@@ -2,5 +2,8 @@
 //! one management command (`command`).
 
 pub mod command;
+pub mod dialog;
 pub mod login;
 pub mod send;
+#[cfg(test)]
+pub mod testing;

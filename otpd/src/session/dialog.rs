@@ -1,0 +1,30 @@
+//! The few things a login does with the person at the other end: ask (and wait for the answer),
+//! inform, warn, and end with an outcome. A login is written against this trait rather than a
+//! socket, so every path through it can be played by a script in a unit test (as pam_otp's own
+//! tests play a user); `Connection` is the real one (connection.rs).
+
+use otp_proto::frame::FrameError;
+use otp_proto::{Outcome, Secret};
+use std::future::Future;
+use std::time::Duration;
+
+/// The peer of a login. Errors are the peer's: it hung up, timed out, or broke the protocol.
+pub trait Dialog: Send {
+    /// Show `text` as a prompt (`echo` false for codes) and wait at most `within` for the
+    /// answer.
+    fn ask(
+        &mut self,
+        text: &str,
+        echo: bool,
+        within: Duration,
+    ) -> impl Future<Output = Result<Secret, FrameError>> + Send;
+
+    /// Something the user should read (PAM_TEXT_INFO).
+    fn info(&mut self, text: &str) -> impl Future<Output = Result<(), FrameError>> + Send;
+
+    /// Something that went wrong (PAM_ERROR_MSG).
+    fn error(&mut self, text: &str) -> impl Future<Output = Result<(), FrameError>> + Send;
+
+    /// The login is decided; nothing is said after this.
+    fn end(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), FrameError>> + Send;
+}
