@@ -119,7 +119,6 @@ pub enum EnrollArg {
 }
 
 /// The old name of `EnrollArg`, for bin/otpctl until it moves to the new one.
-pub use EnrollArg as Method;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ViaArg {

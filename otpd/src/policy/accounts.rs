@@ -12,19 +12,17 @@
 //! `keys`, `recovery` and the lockouts.
 
 use super::blocking;
-use super::clock::{hostname, unix_now};
-use super::enrollment::{EnrollError, Enrollment};
-use super::factors::{Factors, Registry};
+use super::clock::unix_now;
+use super::enrollment::Enrollment;
+use super::factors::Registry;
 use super::keys::Keys;
 use super::lockout::Lockouts;
 use super::records::Records;
 use super::recovery::RecoveryCodes;
 use super::replay::Replay;
 use crate::config::Config;
-use crate::store::{Store, StoreError, TotpKey};
-use otp_proto::Secret;
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct Accounts {
     /// What each user can log in with; their default; turning factors off.
@@ -37,8 +35,6 @@ pub struct Accounts {
     pub(super) recovery: RecoveryCodes,
     records: Arc<Records>,
     store: Arc<dyn Store>,
-    /// `[totp] issuer`, for `issuer` below only.
-    issuer: Option<String>,
 }
 
 impl Accounts {
@@ -62,7 +58,6 @@ impl Accounts {
             keys,
             records,
             store,
-            issuer: cfg.totp.issuer,
         })
     }
 
@@ -91,41 +86,5 @@ impl Accounts {
     pub async fn reset(&self, user: &str) -> Result<(), StoreError> {
         self.registry.disable(user).await?;
         self.lockouts.unlock(user).await
-    }
-}
-
-/// The old name of `Factors`, for session/login.rs until it moves to the new one.
-pub type Methods = Factors;
-
-/// Old entry points session/login.rs still calls; each is one line over the part that now does
-/// the job. Remove with the last caller.
-impl Accounts {
-    pub fn methods(&self, user: &str) -> Result<Factors, StoreError> {
-        self.registry.factors(user)
-    }
-
-    pub fn locked_for(&self, user: &str) -> Option<Duration> {
-        self.lockouts.locked_for(user)
-    }
-
-    pub fn pending_from_login(&self, user: &str) -> Result<Option<TotpKey>, StoreError> {
-        self.enrollment.pending_from_login(user)
-    }
-
-    pub async fn enroll_totp(
-        &self,
-        user: &str,
-        at_login: bool,
-    ) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
-        self.enrollment.enroll_totp(user, at_login).await
-    }
-
-    pub async fn new_recovery_codes(&self, user: &str) -> Result<Vec<Secret>, EnrollError> {
-        self.enrollment.new_recovery_codes(user).await
-    }
-
-    /// `State::issuer` is the one source now.
-    pub fn issuer(&self) -> String {
-        self.issuer.clone().unwrap_or_else(hostname)
     }
 }

@@ -435,19 +435,19 @@ mod tests {
         let challenges = Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl);
         {
             let a = open().unwrap();
-            a.enroll_totp("alice", false).await.unwrap();
+            a.enrollment.enroll_totp("alice", false).await.unwrap();
             for _ in 0..5 {
                 let wrong = Secret::new("1");
                 let p = judge(&a, &challenges, "alice", &wrong, Counts::AppLogin);
                 assert!(matches!(p.await.unwrap(), Proof::Wrong { .. }));
             }
-            assert!(a.locked_for("alice").is_some());
+            assert!(a.lockouts.locked_for("alice").is_some());
             // No close(): as after a kill -9.
         }
         let again = open().unwrap();
-        assert!(again.locked_for("alice").is_some(), "still locked");
+        assert!(again.lockouts.locked_for("alice").is_some(), "still locked");
         again.lockouts.unlock("alice").await.unwrap();
         drop(again);
-        assert!(open().unwrap().locked_for("alice").is_none());
+        assert!(open().unwrap().lockouts.locked_for("alice").is_none());
     }
 }

@@ -30,7 +30,7 @@ use crate::channel::template::validity;
 use crate::config::Unenrolled;
 use crate::logging::field;
 use crate::peer::Caller;
-use crate::policy::accounts::Methods;
+use crate::policy::factors::Factors;
 use crate::policy::challenge::Purpose;
 use crate::policy::proof::{Counts, How, Proof};
 use crate::state::State;
@@ -204,7 +204,7 @@ impl<D: Dialog> Session<'_, D> {
             );
             return refuse(DenyReason::Forbidden, "Permission denied.", note);
         }
-        match self.state.accounts.methods(self.user()) {
+        match self.state.accounts.registry.factors(self.user()) {
             Ok(methods) if methods.is_empty() => Step::Unenrolled,
             Ok(methods) => Step::ChooseMethod(Menu {
                 preferred: methods.default.or(self.state.cfg.policy.default_method),
@@ -262,7 +262,7 @@ impl<D: Dialog> Session<'_, D> {
     /// instead of "Sending...").
     async fn send_code(&mut self, menu: Menu, to: SentTo) -> Result<Step, FrameError> {
         let (state, user) = (self.state, self.login.user.as_str());
-        if let Some(left) = state.accounts.locked_for(user) {
+        if let Some(left) = state.accounts.lockouts.locked_for(user) {
             return Ok(locked(left));
         }
         let masked = to.masked();
@@ -388,7 +388,7 @@ impl<D: Dialog> Session<'_, D> {
             Proof::Locked(left) => locked(left),
             Proof::Wrong { .. } | Proof::Replayed | Proof::RestartGuard { .. } => {
                 let alive = proof == Proof::Wrong { alive: true };
-                match (self.state.accounts.locked_for(self.user()), alive) {
+                match (self.state.accounts.lockouts.locked_for(self.user()), alive) {
                     (Some(left), _) => locked(left),
                     (None, true) => again("Wrong code; try again."),
                     (None, false) => refuse(
@@ -409,7 +409,7 @@ impl<D: Dialog> Session<'_, D> {
             Err(e) => return Ok(internal(e)),
         };
         let account = format!("{}@{}", self.user(), self.state.host);
-        let uri = crate::policy::totp::uri(&key, &self.state.accounts.issuer(), &account);
+        let uri = crate::policy::totp::uri(&key, &self.state.issuer, &account);
         // The picture, the key and every text holding them are wiped when dropped; the
         // dialog wipes its own copies (`Connection::write`).
         let picture = Zeroizing::new(crate::qr::qr(uri.expose()).unwrap_or_default());
@@ -432,11 +432,11 @@ impl<D: Dialog> Session<'_, D> {
         }))
     }
 
-    async fn first_login_key(&self) -> Result<TotpKey, crate::policy::accounts::EnrollError> {
+    async fn first_login_key(&self) -> Result<TotpKey, crate::policy::enrollment::EnrollError> {
         let accounts = &self.state.accounts;
-        match accounts.pending_from_login(self.user())? {
+        match accounts.enrollment.pending_from_login(self.user())? {
             Some(key) => Ok(key),
-            None => Ok(accounts.enroll_totp(self.user(), true).await?.0),
+            None => Ok(accounts.enrollment.enroll_totp(self.user(), true).await?.0),
         }
     }
 
@@ -474,7 +474,7 @@ impl<D: Dialog> Session<'_, D> {
 
     async fn enrolled(&mut self) -> Result<Step, FrameError> {
         log::info!("user={}: TOTP enrolled at first login", field(self.user()));
-        let codes = match self.state.accounts.new_recovery_codes(self.user()).await {
+        let codes = match self.state.accounts.enrollment.new_recovery_codes(self.user()).await {
             Ok(codes) => codes,
             Err(e) => return Ok(internal(e)),
         };
@@ -565,7 +565,7 @@ impl SentTo {
 }
 
 /// The methods a user may pick from, in the order they are offered.
-fn menu(methods: Methods) -> Vec<Choice> {
+fn menu(methods: Factors) -> Vec<Choice> {
     let mut choices = Vec::new();
     if methods.totp {
         choices.push(Choice::App);
@@ -800,8 +800,7 @@ mod tests {
         assert_eq!(ended.outcome, deny(DenyReason::WrongCode));
         assert_eq!(ended.note, "denied: wrong code");
         assert_eq!(ended.script.errors(), ["Invalid code."]);
-        let status = w.state.accounts.status("alice").unwrap();
-        assert_eq!(status.recent_failures, 1);
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 1);
     }
 
     #[tokio::test]
@@ -842,7 +841,7 @@ mod tests {
         assert_eq!(ended.outcome, deny(DenyReason::Cancelled));
         assert_eq!(ended.note, "denied: empty answer");
         assert!(ended.script.errors().is_empty());
-        assert_eq!(w.state.accounts.status("alice").unwrap().recent_failures, 0);
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
     }
 
     // The menu.
@@ -921,6 +920,7 @@ mod tests {
 
         let accounts = &w.state.accounts;
         accounts
+            .registry
             .set_default("alice", Some(MethodKind::Email))
             .await
             .unwrap();
@@ -1093,7 +1093,7 @@ mod tests {
         );
         assert!(script.infos().is_empty(), "no \"Sending...\"");
         assert_eq!(w.email.delivered().len(), 1);
-        assert_eq!(w.state.accounts.status("alice").unwrap().recent_failures, 0);
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
     }
 
     #[tokio::test]
@@ -1158,6 +1158,7 @@ mod tests {
         w.with_sent("alice", Via::Email).await;
         let accounts = &w.state.accounts;
         accounts
+            .registry
             .set_default("alice", Some(MethodKind::Email))
             .await
             .unwrap();
@@ -1242,9 +1243,9 @@ mod tests {
         let infos = ended.script.infos();
         assert!(infos[0].starts_with("Set up your second factor: scan this QR code"));
         assert!(infos[1].starts_with("Enrolled. Your recovery codes"));
-        let status = w.state.accounts.status("carol").unwrap();
-        assert_eq!(status.recovery_codes_left, 8);
-        assert!(w.state.accounts.methods("carol").unwrap().totp);
+        let enrolled = w.state.accounts.registry.enrolled("carol").unwrap();
+        assert_eq!(enrolled.recovery_codes_left, 8);
+        assert!(w.state.accounts.registry.factors("carol").unwrap().totp);
     }
 
     #[tokio::test]
@@ -1326,6 +1327,7 @@ mod tests {
         assert!(w
             .state
             .accounts
+            .enrollment
             .pending_from_login("no-such-user-17")
             .unwrap()
             .is_none());
@@ -1356,6 +1358,6 @@ mod tests {
         let w = plain();
         w.with_app("alice").await;
         hang_up(&w, "alice", Script::new().hang_up(PROMPT)).await;
-        assert_eq!(w.state.accounts.status("alice").unwrap().recent_failures, 0);
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
     }
 }

@@ -223,6 +223,7 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
         email: Some(Box::new(email.clone())),
         sms: Some(Box::new(sms.clone())),
         host: "testhost".into(),
+        issuer: "testhost".into(),
         cfg,
     };
     World {
@@ -247,7 +248,7 @@ impl World {
     /// the current one is still unused, and eight recovery codes.
     pub async fn with_app(&self, user: &str) -> (TotpKey, Vec<Secret>) {
         let accounts = &self.state.accounts;
-        let (key, codes) = accounts.enroll_totp(user, false).await.unwrap();
+        let (key, codes) = accounts.enrollment.enroll_totp(user, false).await.unwrap();
         let confirm = Secret::new(app_code(&key, -30));
         let proof = self.state.judge(user, &confirm, Counts::Verify).await;
         assert_eq!(proof.unwrap(), Proof::Allowed(How::Activated));
@@ -261,7 +262,7 @@ impl World {
             Via::Sms => PHONE,
         };
         let accounts = &self.state.accounts;
-        accounts.set_destination(user, via, to).await.unwrap();
+        accounts.enrollment.set_destination(user, via, to).await.unwrap();
     }
 
     /// Fail `user`'s app login until the lockout starts.
@@ -271,7 +272,7 @@ impl World {
             let proof = self.state.judge(user, &wrong, Counts::AppLogin).await;
             assert!(matches!(proof.unwrap(), Proof::Wrong { .. }));
         }
-        assert!(self.state.accounts.locked_for(user).is_some());
+        assert!(self.state.accounts.lockouts.locked_for(user).is_some());
     }
 }
 

@@ -10,7 +10,7 @@ use otp_proto::client::Connection;
 use otp_proto::{
     Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Request, Secret, Via,
 };
-use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, ImportFormat, Method, ViaArg};
+use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, EnrollArg, ImportFormat, ViaArg};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,7 +94,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
     let given = |code: &Option<String>| code.clone().map(Secret::new);
     Ok(Request::Command(match &cli.command {
         Cmd::Enroll {
-            method: Method::Totp,
+            method: EnrollArg::Totp,
             code,
             ..
         } => Command::EnrollTotp {
@@ -102,7 +102,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
             proof: given(code),
         },
         Cmd::Enroll {
-            method: Method::Sms,
+            method: EnrollArg::Sms,
             phone,
             code,
             ..
@@ -114,7 +114,7 @@ fn build(cli: &Cli) -> Result<Request, String> {
             proof: given(code),
         },
         Cmd::Enroll {
-            method: Method::Email,
+            method: EnrollArg::Email,
             email,
             code,
             ..
