@@ -14,7 +14,7 @@ use crate::policy::accounts::Methods;
 use crate::policy::challenge::Purpose;
 use crate::policy::proof::{Counts, How, Proof};
 use crate::state::State;
-use otp_proto::frame::FrameError;
+use otp_proto::frame::{FrameError, Turn};
 use otp_proto::{DenyReason, Login, MethodKind, Outcome, Reply, Request, Secret, Via};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -421,7 +421,7 @@ impl Session<'_> {
             .await?;
         match self.conn.read(self.state.cfg.answer_timeout).await? {
             Request::Answer(answer) => Ok(answer),
-            _ => Err(FrameError::Malformed("expected an answer".into())),
+            other => Err(FrameError::unexpected(Turn::Answer, &other)),
         }
     }
 
