@@ -2,7 +2,7 @@
 //! read and write bounded by a timeout so a stuck or malicious client only holds its own task.
 
 use otp_proto::frame::{self, FrameError, HEADER_LEN};
-use otp_proto::{Outcome, Reply, Request, Secret};
+use otp_proto::{Reply, Request};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -47,35 +47,5 @@ impl Connection {
         let mut body = Zeroizing::new(vec![0u8; frame::body_len(header)?]);
         self.stream.read_exact(&mut body).await?;
         frame::decode(&body)
-    }
-}
-
-/// A login's peer is the socket: each prompt, info line and error is one reply frame, and an
-/// answer is the next request, which must be an `Answer`.
-impl crate::session::dialog::Dialog for Connection {
-    async fn ask(
-        &mut self,
-        text: &str,
-        echo: bool,
-        within: Duration,
-    ) -> Result<Secret, FrameError> {
-        let text = text.into();
-        self.write(Reply::Prompt { text, echo }).await?;
-        match self.read(within).await? {
-            Request::Answer(answer) => Ok(answer),
-            _ => Err(FrameError::Malformed("expected an answer".into())),
-        }
-    }
-
-    async fn info(&mut self, text: &str) -> Result<(), FrameError> {
-        self.write(Reply::Info { text: text.into() }).await
-    }
-
-    async fn error(&mut self, text: &str) -> Result<(), FrameError> {
-        self.write(Reply::Error { text: text.into() }).await
-    }
-
-    async fn end(&mut self, outcome: Outcome) -> Result<(), FrameError> {
-        self.write(Reply::Outcome(outcome)).await
     }
 }

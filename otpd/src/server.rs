@@ -12,11 +12,12 @@ use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
 use crate::store::{CachedStore, FileStore, StoreError};
-use otp_proto::frame::FrameError;
+use otp_proto::frame::{FrameError, Turn};
 use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
 use std::future::Future;
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
@@ -45,10 +46,38 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
+    /// A configured channel could not be set up. `State::new` (state.rs) still words its
+    /// channels' typed errors as text; this takes them as they come until it returns them.
     #[error("{0}")]
     Channel(String),
-    #[error("socket {path}: {message}")]
-    Socket { path: String, message: String },
+    #[error("socket {}: {problem}", path.display())]
+    Socket {
+        path: PathBuf,
+        problem: SocketProblem,
+    },
+}
+
+impl From<String> for ServerError {
+    fn from(channel: String) -> Self {
+        ServerError::Channel(channel)
+    }
+}
+
+/// Why the socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketProblem {
+    #[error("cannot create its directory: {0}")]
+    CreateDir(io::Error),
+    #[error("exists and is not a socket")]
+    NotASocket,
+    #[error("another otpd is already listening there")]
+    InUse,
+    #[error("cannot remove stale socket: {0}")]
+    RemoveStale(io::Error),
+    #[error("cannot bind: {0}")]
+    Bind(io::Error),
+    #[error("cannot open it to local users: {0}")]
+    Permissions(io::Error),
 }
 
 /// Every cap on connections, shared by the accept loop and the connections' tasks.
@@ -87,7 +116,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         &cfg.key_file,
     )?));
     let accounts = Accounts::new(store, cfg.clone())?;
-    let shared = Arc::new(State::new(cfg, accounts).map_err(ServerError::Channel)?);
+    let shared = Arc::new(State::new(cfg, accounts)?);
     let listener = match bind(&shared.cfg.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -283,7 +312,7 @@ async fn serve(
             let reply = session::command::run(&caller, shared, command).await;
             conn.write(reply).await
         }
-        Ok(Request::Answer(_)) => Err(FrameError::Malformed("an answer before any prompt".into())),
+        Ok(answer @ Request::Answer(_)) => Err(FrameError::unexpected(Turn::Opening, &answer)),
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -299,7 +328,9 @@ async fn refuse(conn: &mut Connection, uid: u32, e: FrameError) {
             supported: PROTOCOL_VERSION,
         },
         FrameError::Malformed(m) => Refusal::BadRequest(m.clone()),
-        FrameError::TooLarge(_) | FrameError::TooShort(_) => Refusal::BadRequest(e.to_string()),
+        FrameError::TooLarge(_) | FrameError::TooShort(_) | FrameError::Unexpected { .. } => {
+            Refusal::BadRequest(e.to_string())
+        }
         FrameError::Closed | FrameError::TimedOut | FrameError::Io(_) => {
             log::debug!("uid={uid}: connection ended: {e}");
             return;
@@ -312,28 +343,28 @@ async fn refuse(conn: &mut Connection, uid: u32, e: FrameError) {
 /// Bind the socket, refusing to steal it from a running daemon, and open it to every local user:
 /// SO_PEERCRED, not file modes, decides what each may do.
 fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    let err = |message: String| ServerError::Socket {
-        path: path.display().to_string(),
-        message,
+    let err = |problem| ServerError::Socket {
+        path: path.to_owned(),
+        problem,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+            .map_err(|e| err(SocketProblem::CreateDir(e)))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(err("exists and is not a socket".into()));
+            return Err(err(SocketProblem::NotASocket));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err("another otpd is already listening there".into()));
+            return Err(err(SocketProblem::InUse));
         }
-        std::fs::remove_file(path).map_err(|e| err(format!("cannot remove stale socket: {e}")))?;
+        std::fs::remove_file(path).map_err(|e| err(SocketProblem::RemoveStale(e)))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    let listener = UnixListener::bind(path).map_err(|e| err(SocketProblem::Bind(e)))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(SocketProblem::Permissions(e)))?;
     Ok(listener)
 }

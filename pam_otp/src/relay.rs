@@ -215,7 +215,7 @@ pub fn pam_code(result: &Relayed, options: &Options) -> PamError {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use otp_proto::frame::{encode, read_frame, write_frame, HEADER_LEN};
+    use otp_proto::frame::{encode, read_frame, write_frame, RequestKind, Turn, HEADER_LEN};
     use otp_proto::{CommandReply, DenyReason};
     use std::io::Write;
     use std::os::fd::AsRawFd;
@@ -829,6 +829,10 @@ mod tests {
             FrameError::Closed,
             FrameError::Version(2),
             FrameError::Malformed("x".into()),
+            FrameError::Unexpected {
+                expected: Turn::Answer,
+                got: RequestKind::Command,
+            },
             FrameError::TooLarge(1 << 20),
             FrameError::Io(io::ErrorKind::BrokenPipe.into()),
         ] {

@@ -4,7 +4,7 @@
 //! The version leads every frame, so a peer of another version is told so instead of failing to
 //! decode. Buffers that may hold a code are zeroized.
 
-use crate::PROTOCOL_VERSION;
+use crate::{Request, PROTOCOL_VERSION};
 use serde::{de::DeserializeOwned, Serialize};
 use std::io::{self, Read, Write};
 use zeroize::Zeroizing;
@@ -40,12 +40,73 @@ pub enum FrameError {
     Version(u16),
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A well-formed message where the dialogue allows another: a protocol violation, not a
+    /// codec failure.
+    #[error("expected {expected}, got {got}")]
+    Unexpected { expected: Turn, got: RequestKind },
     #[error("connection closed")]
     Closed,
     #[error("timed out")]
     TimedOut,
     #[error("i/o error: {0}")]
     Io(io::Error),
+}
+
+/// What a dialogue step waits for from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// A new connection's first request: a login or a command.
+    Opening,
+    /// The answer to the prompt just sent.
+    Answer,
+}
+
+impl std::fmt::Display for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Turn::Opening => "a login or a command",
+            Turn::Answer => "an answer to the prompt",
+        })
+    }
+}
+
+/// Which request a peer sent, without its contents (an answer holds a code): enough to name a
+/// protocol violation in a refusal or the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Begin,
+    Answer,
+    Command,
+}
+
+impl RequestKind {
+    pub fn of(request: &Request) -> RequestKind {
+        match request {
+            Request::Begin(_) => RequestKind::Begin,
+            Request::Answer(_) => RequestKind::Answer,
+            Request::Command(_) => RequestKind::Command,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RequestKind::Begin => "a login",
+            RequestKind::Answer => "an answer",
+            RequestKind::Command => "a command",
+        })
+    }
+}
+
+impl FrameError {
+    /// `got` arrived where the dialogue waited for `expected`.
+    pub fn unexpected(expected: Turn, got: &Request) -> FrameError {
+        FrameError::Unexpected {
+            expected,
+            got: RequestKind::of(got),
+        }
+    }
 }
 
 impl From<io::Error> for FrameError {
@@ -190,6 +251,25 @@ mod tests {
             decode::<Request>(&body),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_protocol_violation_names_what_came_and_what_was_due_never_the_code() {
+        let err = FrameError::unexpected(Turn::Opening, &Request::Answer(Secret::new("123456")));
+        assert!(matches!(
+            err,
+            FrameError::Unexpected {
+                expected: Turn::Opening,
+                got: RequestKind::Answer
+            }
+        ));
+        let text = err.to_string();
+        assert_eq!(text, "expected a login or a command, got an answer");
+        let err = FrameError::unexpected(Turn::Answer, &begin());
+        assert_eq!(
+            err.to_string(),
+            "expected an answer to the prompt, got a login"
+        );
     }
 
     #[test]

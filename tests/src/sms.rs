@@ -3,6 +3,8 @@
 //! (or why it rejected a request) on stdout, so tests wait for events.
 
 use crate::ca::TestCa;
+use crate::inbox::{dead_port, Arrived, Facts, Inbox};
+use otp_proto::Via;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -107,9 +109,83 @@ impl Drop for SmsProvider {
 
 /// The code in the default body: "Your login code for HOST is CODE. It is valid for ...".
 pub fn code_in(body: &str) -> String {
+    find_code(body).unwrap_or_else(|| panic!("no code in {body:?}"))
+}
+
+fn find_code(body: &str) -> Option<String> {
     body.split(" is ")
         .nth(1)
         .and_then(|rest| rest.split('.').next())
         .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no code in {body:?}"))
+}
+
+/// `[sms.twilio]` sending to `base_url`, the auth token read from `token_file`.
+pub fn twilio_section(base_url: &str, token_file: &Path) -> String {
+    format!(
+        "[sms.twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+         auth_token_file = {token_file:?}\nfrom = \"+15005550006\"\nbase_url = \"{base_url}\"\n"
+    )
+}
+
+/// The number the shared stories give the test user, and how otpd shows it.
+pub const PHONE: &str = "+12025554567";
+pub const MASKED: &str = "+1******4567";
+
+/// A Twilio-speaking provider and the token file otpd reads: the SMS side of the shared
+/// sent-code stories.
+pub struct TwilioInbox {
+    pub provider: SmsProvider,
+    secrets: tempfile::TempDir,
+}
+
+impl TwilioInbox {
+    fn section(&self, base_url: &str) -> String {
+        format!(
+            "[sms]\nprovider = \"twilio\"\n{}",
+            twilio_section(base_url, &self.secrets.path().join("twilio"))
+        )
+    }
+}
+
+impl Inbox for TwilioInbox {
+    fn open() -> TwilioInbox {
+        let secrets = tempfile::tempdir().expect("tempdir");
+        std::fs::write(secrets.path().join("twilio"), "twilio-token\n").expect("token file");
+        TwilioInbox {
+            provider: SmsProvider::start(&["--provider", "twilio"], None),
+            secrets,
+        }
+    }
+
+    fn config(&self) -> String {
+        self.section(&self.provider.url())
+    }
+
+    fn config_to_nowhere(&self) -> String {
+        self.section(&format!("http://127.0.0.1:{}", dead_port()))
+    }
+
+    fn facts(&self) -> Facts {
+        Facts {
+            via: Via::Sms,
+            user_key: "phone",
+            destination: PHONE,
+            masked: MASKED,
+            enroll: ["enroll", "sms", "--phone"],
+            other: ("+447700900123", "+4*******0123"),
+            invalid: ("555-1234", "E.164"),
+            status: ("sms", "sms_number"),
+            hears_of_changes: false,
+        }
+    }
+
+    fn next(&self) -> Arrived {
+        let (to, body) = self.provider.next_message();
+        let code = find_code(&body);
+        Arrived::new(to, Via::Sms, body, code)
+    }
+
+    fn nothing_arrived(&self) -> bool {
+        !self.provider.has_event()
+    }
 }

@@ -3,6 +3,9 @@
 
 pub use crate::ca::TestCa;
 
+use crate::inbox::{dead_port, Arrived, Facts, Inbox};
+use otp_proto::Via;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -158,10 +161,63 @@ impl Mail {
 
     /// The code: the default template puts it alone on an indented line.
     pub fn code(&self) -> String {
+        self.find_code()
+            .unwrap_or_else(|| panic!("no code in mail:\n{}", self.raw))
+    }
+
+    fn find_code(&self) -> Option<String> {
         self.body()
             .lines()
             .find(|l| l.starts_with("    ") && !l.trim().is_empty())
             .map(|l| l.trim().to_owned())
-            .unwrap_or_else(|| panic!("no code in mail:\n{}", self.raw))
+    }
+}
+
+/// The address the shared stories give the test user.
+pub const ADDRESS: &str = "me@example.com";
+
+impl Inbox for SmtpServer {
+    fn open() -> SmtpServer {
+        SmtpServer::start(SmtpOptions::default(), None)
+    }
+
+    fn config(&self) -> String {
+        email_section(self.port, "none", "")
+    }
+
+    fn config_to_nowhere(&self) -> String {
+        email_section(dead_port(), "none", "")
+    }
+
+    fn facts(&self) -> Facts {
+        Facts {
+            via: Via::Email,
+            user_key: "email",
+            destination: ADDRESS,
+            masked: "m***@e***.com",
+            enroll: ["enroll", "email", "--email"],
+            other: ("new@example.org", "n***@e***.org"),
+            invalid: ("not-an-address", "invalid address"),
+            status: ("email", "email_address"),
+            hears_of_changes: true,
+        }
+    }
+
+    fn next(&self) -> Arrived {
+        let mail = self.next_mail();
+        Arrived::new(
+            mail.header("To").unwrap_or_default(),
+            Via::Email,
+            format!(
+                "{}\n{}",
+                mail.header("Subject").unwrap_or_default(),
+                mail.body()
+            ),
+            mail.find_code(),
+        )
+    }
+
+    fn nothing_arrived(&self) -> bool {
+        !self.has_mail()
     }
 }

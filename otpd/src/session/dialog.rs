@@ -3,8 +3,9 @@
 //! socket, so every path through it can be played by a script in a unit test (as pam_otp's own
 //! tests play a user); `Connection` is the real one (connection.rs).
 
-use otp_proto::frame::FrameError;
-use otp_proto::{Outcome, Secret};
+use crate::connection::Connection;
+use otp_proto::frame::{FrameError, Turn};
+use otp_proto::{Outcome, Reply, Request, Secret};
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,4 +28,34 @@ pub trait Dialog: Send {
 
     /// The login is decided; nothing is said after this.
     fn end(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), FrameError>> + Send;
+}
+
+/// A login's peer is the socket: each prompt, info line and error is one reply frame, and an
+/// answer is the next request, which must be an `Answer`.
+impl Dialog for Connection {
+    async fn ask(
+        &mut self,
+        text: &str,
+        echo: bool,
+        within: Duration,
+    ) -> Result<Secret, FrameError> {
+        let text = text.into();
+        self.write(Reply::Prompt { text, echo }).await?;
+        match self.read(within).await? {
+            Request::Answer(answer) => Ok(answer),
+            other => Err(FrameError::unexpected(Turn::Answer, &other)),
+        }
+    }
+
+    async fn info(&mut self, text: &str) -> Result<(), FrameError> {
+        self.write(Reply::Info { text: text.into() }).await
+    }
+
+    async fn error(&mut self, text: &str) -> Result<(), FrameError> {
+        self.write(Reply::Error { text: text.into() }).await
+    }
+
+    async fn end(&mut self, outcome: Outcome) -> Result<(), FrameError> {
+        self.write(Reply::Outcome(outcome)).await
+    }
 }

@@ -30,8 +30,8 @@ use crate::channel::template::validity;
 use crate::config::Unenrolled;
 use crate::logging::field;
 use crate::peer::Caller;
-use crate::policy::factors::Factors;
 use crate::policy::challenge::Purpose;
+use crate::policy::factors::Factors;
 use crate::policy::proof::{Counts, How, Proof};
 use crate::state::State;
 use crate::store::{StoreError, TotpKey};
@@ -474,7 +474,13 @@ impl<D: Dialog> Session<'_, D> {
 
     async fn enrolled(&mut self) -> Result<Step, FrameError> {
         log::info!("user={}: TOTP enrolled at first login", field(self.user()));
-        let codes = match self.state.accounts.enrollment.new_recovery_codes(self.user()).await {
+        let codes = match self
+            .state
+            .accounts
+            .enrollment
+            .new_recovery_codes(self.user())
+            .await
+        {
             Ok(codes) => codes,
             Err(e) => return Ok(internal(e)),
         };

@@ -262,7 +262,11 @@ impl World {
             Via::Sms => PHONE,
         };
         let accounts = &self.state.accounts;
-        accounts.enrollment.set_destination(user, via, to).await.unwrap();
+        accounts
+            .enrollment
+            .set_destination(user, via, to)
+            .await
+            .unwrap();
     }
 
     /// Fail `user`'s app login until the lockout starts.
