@@ -6,6 +6,7 @@
 //! that a slow provider delays only the challenge that waits on it.
 
 pub mod email;
+pub mod secret_file;
 pub mod sms;
 pub mod template;
 
