@@ -548,10 +548,14 @@ impl Config {
                 ));
             }
             if let Some(custom) = &sms.custom {
-                custom
-                    .headers
-                    .pairs()
-                    .map_err(|e| (vec!["sms", "custom", "headers"], e))?;
+                let blame = |e| (vec!["sms", "custom", "headers"], e);
+                for (name, value) in custom.headers.pairs().map_err(blame)? {
+                    // What reqwest would refuse at every send, refused once here.
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| blame(format!("{name:?} is not a header name")))?;
+                    reqwest::header::HeaderValue::from_str(&value)
+                        .map_err(|_| blame(format!("the value of {name} is not a header value")))?;
+                }
             }
         }
         Ok(())
@@ -1128,6 +1132,11 @@ headers = "X-Api-Key: abc, X-Tenant: t1"
                 "totp.issuer: contains a control",
             ),
             ("[totp]\nskew = 11\n", "otpd.toml:2:", "totp.skew: "),
+            (
+                &format!("{custom}url = \"https://x\"\ntemplate = \"{{{{mobile}}}}{{{{body}}}}\"\nheaders = \"Bad Name: x\"\n"),
+                "otpd.toml:6:",
+                "sms.custom.headers: \"Bad Name\" is not a header name",
+            ),
         ];
         for (text, at, says) in cases {
             let err = match parse(text) {
