@@ -1,7 +1,15 @@
 //! The configuration schema, `/etc/otpd/otpd.toml`, documented where it is defined.
 //!
 //! Every key has a default, so an empty file (or no file at all) is a working configuration.
-//! Values are checked while parsing, so each error carries the file, line and key it came from.
+//! Values are checked while parsing, so each error carries the file, line and key it came from;
+//! what depends on several keys (a provider and its section) is checked right after, and located
+//! the same way. Everything the daemon would refuse is refused here, so `otpd check-config`
+//! saying ok means the daemon starts.
+//!
+//! Bounds (the largest values accepted): `answer_timeout` 1 hour; `lockout.window` and
+//! `lockout.lock_for` 30 days; `code.ttl` and `policy.disable_token_ttl` 1 day;
+//! `code.resend_after` 1 hour; `email.timeout` and `sms.timeout` 5 minutes; counts as in each
+//! key's deserializer below; templates 16 KiB.
 
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -17,18 +25,21 @@ pub const DEFAULT_KEY_FILE: &str = "/etc/otpd/key";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The Unix socket `pam_otp` and `otpctl` connect to.
+    /// The Unix socket `pam_otp` and `otpctl` connect to (an absolute path).
+    #[serde(deserialize_with = "absolute_path")]
     pub socket: PathBuf,
-    /// Enrollments and replay state; created 0700.
+    /// Enrollments and replay state; created 0700 (an absolute path).
+    #[serde(deserialize_with = "absolute_path")]
     pub state_dir: PathBuf,
     /// The key TOTP/HOTP secrets are sealed with in `state_dir`: 64 hex digits, root 0600, made
     /// by `otpd keygen`. systemd's credential `otpd.key` (`LoadCredential=`) is used instead
     /// when present. Without the key the enrollments cannot be read: back it up.
     pub key_file: PathBuf,
     /// Members of this group may run admin commands (root always may).
+    #[serde(deserialize_with = "optional_name")]
     pub admin_group: Option<String>,
-    /// How long a login waits for the person to type a code.
-    #[serde(deserialize_with = "duration")]
+    /// How long a login waits for the person to type a code (at most 1 hour).
+    #[serde(deserialize_with = "up_to_an_hour")]
     pub answer_timeout: Duration,
     pub totp: TotpConfig,
     pub lockout: LockoutConfig,
@@ -51,8 +62,8 @@ pub struct PolicyConfig {
     /// Offered without asking when a user has it among several methods (a user's own
     /// `otpctl default` wins).
     pub default_method: Option<otp_proto::MethodKind>,
-    /// How long the token `otpctl disable` mails to the user stays valid.
-    #[serde(deserialize_with = "duration")]
+    /// How long the token `otpctl disable` mails to the user stays valid (at most 1 day).
+    #[serde(deserialize_with = "up_to_a_day")]
     pub disable_token_ttl: Duration,
 }
 
@@ -87,13 +98,14 @@ pub struct CodeConfig {
     #[serde(deserialize_with = "code_length")]
     pub length: u8,
     pub charset: Charset,
-    #[serde(deserialize_with = "duration")]
+    /// At most 1 day.
+    #[serde(deserialize_with = "up_to_a_day")]
     pub ttl: Duration,
     /// Wrong answers one challenge survives.
     #[serde(deserialize_with = "max_attempts")]
     pub max_attempts: u32,
-    /// Cooldown between two sends to one user.
-    #[serde(deserialize_with = "duration")]
+    /// Cooldown between two sends to one user (at most 1 hour).
+    #[serde(deserialize_with = "up_to_an_hour")]
     pub resend_after: Duration,
     /// Sends to one user per hour, whatever the channel.
     #[serde(deserialize_with = "max_sends")]
@@ -124,26 +136,33 @@ pub enum Charset {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
+    #[serde(deserialize_with = "host")]
     pub host: String,
     /// Default: 25 with `tls = "none"`, 587 with starttls, 465 with tls.
+    #[serde(default, deserialize_with = "port")]
     pub port: Option<u16>,
     #[serde(default)]
     pub tls: TlsMode,
     /// SMTP AUTH user; no username, no AUTH.
     pub username: Option<String>,
-    /// A file holding the SMTP password (secrets never sit in this file).
+    /// A file holding the SMTP password (secrets never sit in this file): a regular file owned
+    /// by root, mode 0600 or 0400 (`channel::secret_file`).
     pub password_file: Option<PathBuf>,
     /// `From:`, e.g. `"Login codes <otp@example.com>"`.
+    #[serde(deserialize_with = "mailbox")]
     pub from: String,
-    /// Templates: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}`.
-    #[serde(default = "default_subject")]
+    /// Templates: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}` and no other;
+    /// `{{code}}` must appear in one of them.
+    #[serde(default = "default_subject", deserialize_with = "message_template")]
     pub subject: String,
-    #[serde(default = "default_body")]
+    #[serde(default = "default_body", deserialize_with = "message_template")]
     pub body: String,
-    /// Extra CA certificates (PEM) trusted for this server, beside the built-in roots.
+    /// Extra CA certificates (PEM) trusted for this server, beside the built-in roots; owned by
+    /// root and not writable by group or others.
     pub ca_file: Option<PathBuf>,
-    /// Bounds the whole delivery (default 8s; keep it below pam_otp's `timeout=`).
-    #[serde(default = "default_smtp_timeout", deserialize_with = "duration")]
+    /// Bounds the whole delivery (default 8s, at most 5 minutes; keep it below pam_otp's
+    /// `timeout=`).
+    #[serde(default = "default_smtp_timeout", deserialize_with = "up_to_5_minutes")]
     pub timeout: Duration,
 }
 
@@ -161,16 +180,18 @@ pub enum TlsMode {
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
     pub provider: SmsProvider,
-    /// Template: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}`.
-    #[serde(default = "default_sms_body")]
+    /// Template: `{{code}}` (required), `{{user}}`, `{{host}}`, `{{validity}}`, `{{id}}`.
+    #[serde(default = "default_sms_body", deserialize_with = "sms_template")]
     pub body: String,
     /// Extra CA certificates (PEM) trusted for the provider, beside the system roots.
     pub ca_file: Option<PathBuf>,
-    /// Bounds the whole request (default 8s; keep it below pam_otp's `timeout=`).
-    #[serde(default = "default_smtp_timeout", deserialize_with = "duration")]
+    /// Bounds the whole request (default 8s, at most 5 minutes; keep it below pam_otp's
+    /// `timeout=`).
+    #[serde(default = "default_smtp_timeout", deserialize_with = "up_to_5_minutes")]
     pub timeout: Duration,
-    /// Sends through the provider per hour, all users together: a ceiling on the bill.
-    #[serde(default = "default_sms_total", deserialize_with = "max_sends")]
+    /// Sends through the provider per hour, all users together: a ceiling on the bill
+    /// (1 to 100000).
+    #[serde(default = "default_sms_total", deserialize_with = "max_total")]
     pub max_total_per_hour: u32,
     pub twilio: Option<TwilioConfig>,
     pub vonage: Option<VonageConfig>,
@@ -189,11 +210,14 @@ pub enum SmsProvider {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
+    #[serde(deserialize_with = "name")]
     pub account_sid: String,
+    /// Owned by root, mode 0600 or 0400, as `[email] password_file`.
     pub auth_token_file: PathBuf,
     /// A Twilio number (E.164) or messaging service sender.
+    #[serde(deserialize_with = "name")]
     pub from: String,
-    #[serde(default = "default_twilio_url")]
+    #[serde(default = "default_twilio_url", deserialize_with = "http_url")]
     pub base_url: String,
 }
 
@@ -201,10 +225,13 @@ pub struct TwilioConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VonageConfig {
+    #[serde(deserialize_with = "name")]
     pub api_key: String,
+    /// Owned by root, mode 0600 or 0400, as `[email] password_file`.
     pub api_secret_file: PathBuf,
+    #[serde(deserialize_with = "name")]
     pub from: String,
-    #[serde(default = "default_vonage_url")]
+    #[serde(default = "default_vonage_url", deserialize_with = "http_url")]
     pub base_url: String,
 }
 
@@ -212,13 +239,17 @@ pub struct VonageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomSmsConfig {
+    /// `http://` or `https://`.
+    #[serde(deserialize_with = "http_url")]
     pub url: String,
     #[serde(default)]
     pub method: HttpMethod,
     #[serde(default)]
     pub content_type: BodyFormat,
     /// The request body, with `{{mobile}}` and `{{body}}` (JSON-escaped for json, encoded for
-    /// form), e.g. `{"to": "{{mobile}}", "text": "{{body}}"}` or `to={{mobile}}&text={{body}}`.
+    /// form), e.g. `{"to": "{{mobile}}", "text": "{{body}}"}` or `to={{mobile}}&text={{body}}`;
+    /// both placeholders are required and no other is known.
+    #[serde(deserialize_with = "gateway_template")]
     pub template: String,
     /// Extra headers: `"Name: value, Name2: value2"` (as WSO2 writes them) or a table.
     #[serde(default)]
@@ -292,7 +323,10 @@ fn default_vonage_url() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
+    #[serde(default, deserialize_with = "email_address")]
     pub email: Option<String>,
+    /// E.164: `+` and 8 to 15 digits, e.g. `+12025550123`.
+    #[serde(default, deserialize_with = "phone_number")]
     pub phone: Option<String>,
 }
 
@@ -345,6 +379,7 @@ pub struct TotpConfig {
     #[serde(deserialize_with = "skew")]
     pub skew: u8,
     /// Shown in the authenticator app; the host name when unset.
+    #[serde(deserialize_with = "optional_name")]
     pub issuer: Option<String>,
 }
 
@@ -355,9 +390,11 @@ pub struct TotpConfig {
 pub struct LockoutConfig {
     #[serde(deserialize_with = "max_failures")]
     pub max_failures: u32,
-    #[serde(deserialize_with = "duration")]
+    /// At most 30 days.
+    #[serde(deserialize_with = "up_to_30_days")]
     pub window: Duration,
-    #[serde(deserialize_with = "duration")]
+    /// At most 30 days.
+    #[serde(deserialize_with = "up_to_30_days")]
     pub lock_for: Duration,
 }
 
@@ -462,12 +499,13 @@ impl Config {
         }
     }
 
-    /// Parse `text`; `path` only names the file in errors.
+    /// Parse and check `text`; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let (line, column) = line_and_column(text, offset);
-            let key = key_at(text, offset)
+            let key = key_path_at(text, offset)
+                .or_else(|| key_at(text, offset))
                 .map(|k| format!("{k}: "))
                 .unwrap_or_default();
             ConfigError::Invalid {
@@ -477,8 +515,81 @@ impl Config {
                 key,
                 message: e.message().to_owned(),
             }
-        })
+        })?;
+        cfg.check_together().map_err(|(key, message)| {
+            let offset = offset_of(text, &key).unwrap_or(0);
+            let (line, column) = line_and_column(text, offset);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key: format!("{}: ", key.join(".")),
+                message,
+            }
+        })?;
+        Ok(cfg)
     }
+
+    /// What no single key's deserializer can see: a provider without its section, a username
+    /// without a password, a template set without a code. The key to blame, and why.
+    fn check_together(&self) -> Result<(), (Vec<&'static str>, String)> {
+        if let Some(email) = &self.email {
+            if email.username.is_some() && email.password_file.is_none() {
+                return Err((
+                    vec!["email", "username"],
+                    "needs password_file (the SMTP password is never written here)".into(),
+                ));
+            }
+            let code = "{{code}}";
+            if !email.subject.contains(code) && !email.body.contains(code) {
+                return Err((
+                    vec!["email", "body"],
+                    "neither subject nor body contains {{code}}".into(),
+                ));
+            }
+        }
+        if let Some(sms) = &self.sms {
+            let (section, present) = match sms.provider {
+                SmsProvider::Twilio => ("twilio", sms.twilio.is_some()),
+                SmsProvider::Vonage => ("vonage", sms.vonage.is_some()),
+                SmsProvider::Custom => ("custom", sms.custom.is_some()),
+            };
+            if !present {
+                return Err((
+                    vec!["sms", "provider"],
+                    format!("{section:?} needs an [sms.{section}] section"),
+                ));
+            }
+            if let Some(custom) = &sms.custom {
+                let blame = |e| (vec!["sms", "custom", "headers"], e);
+                for (name, value) in custom.headers.pairs().map_err(blame)? {
+                    // What reqwest would refuse at every send, refused once here.
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| blame(format!("{name:?} is not a header name")))?;
+                    reqwest::header::HeaderValue::from_str(&value)
+                        .map_err(|_| blame(format!("the value of {name} is not a header value")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the value of dotted `key` starts in `text`, found by walking the parsed document
+/// (so inline tables and dotted keys are found too); its innermost known part otherwise.
+fn offset_of(text: &str, key: &[&str]) -> Option<usize> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut found = None;
+    for part in key {
+        let (name, value) = table.iter().find(|(k, _)| k.get_ref() == part)?;
+        found = Some(name.span().start);
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ => return found,
+        }
+    }
+    found
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
@@ -486,6 +597,29 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, column)
+}
+
+/// The dotted key whose key or value holds `offset`, the innermost one, found in the parsed
+/// document (inline tables included); `None` when the text does not parse as TOML.
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    fn find(table: &toml::de::DeTable, offset: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            if let toml::de::DeValue::Table(inner) = value.get_ref() {
+                if find(inner, offset, path) {
+                    return true;
+                }
+            }
+            if key.span().contains(&offset) || value.span().contains(&offset) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find(root.get_ref(), offset, &mut path).then(|| path.join("."))
 }
 
 /// The dotted key whose line holds `offset`, e.g. `lockout.window`, found from the line's
@@ -509,9 +643,15 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
-/// "90s", "5m", "1h 30m": humantime's syntax.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// "90s", "5m", "1h 30m": humantime's syntax; longer than zero and at most `max`, which
+/// keeps every `Instant + duration` in the daemon far from overflowing.
+fn duration<'de, D: Deserializer<'de>>(d: D, max: Duration) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
+    if s.len() > 64 {
+        return Err(de::Error::custom(
+            "is not a duration like \"30s\" or \"5m\"",
+        ));
+    }
     let value = humantime::parse_duration(&s).map_err(|e| {
         de::Error::custom(format!(
             "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
@@ -520,7 +660,144 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     if value.is_zero() {
         return Err(de::Error::custom("must be longer than zero"));
     }
+    if value > max {
+        return Err(de::Error::custom(format!(
+            "{s:?} is longer than the {} allowed",
+            humantime::format_duration(max)
+        )));
+    }
     Ok(value)
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+fn up_to_5_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d, Duration::from_secs(5 * MINUTE))
+}
+
+fn up_to_an_hour<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d, Duration::from_secs(HOUR))
+}
+
+fn up_to_a_day<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d, Duration::from_secs(DAY))
+}
+
+fn up_to_30_days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d, Duration::from_secs(30 * DAY))
+}
+
+/// Longest string value besides templates: names, hosts, urls, addresses.
+const MAX_VALUE: usize = 1024;
+
+/// A string no longer than [`MAX_VALUE`], without control characters (they would end up in
+/// log lines, SMTP commands or HTTP headers).
+fn plain<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.len() > MAX_VALUE {
+        return Err(de::Error::custom(format!(
+            "is longer than {MAX_VALUE} bytes"
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(de::Error::custom("contains a control character"));
+    }
+    Ok(s)
+}
+
+fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = plain(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(s)
+}
+
+fn optional_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    name(d).map(Some)
+}
+
+fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = name(d)?;
+    if s.contains(char::is_whitespace) || s.contains('/') {
+        return Err(de::Error::custom(format!("{s:?} is not a host name")));
+    }
+    Ok(s)
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    in_range(d, 1, u16::MAX, "port").map(Some)
+}
+
+fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let s = plain(d)?;
+    if !s.starts_with('/') {
+        return Err(de::Error::custom(format!("{s:?} is not an absolute path")));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// `http://` or `https://` and a host: where otpd sends a provider its credentials.
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = name(d)?;
+    let url = reqwest::Url::parse(&s)
+        .map_err(|e| de::Error::custom(format!("{s:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(de::Error::custom(format!(
+            "{s:?} is not an http:// or https:// URL"
+        )));
+    }
+    Ok(s)
+}
+
+fn template<'de, D: Deserializer<'de>>(
+    d: D,
+    known: &[&str],
+    required: &[&'static str],
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::formats::check(&s, known, required).map_err(de::Error::custom)?;
+    Ok(s)
+}
+
+fn message_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    template(d, crate::formats::MESSAGE_PLACEHOLDERS, &[])
+}
+
+fn sms_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    template(d, crate::formats::MESSAGE_PLACEHOLDERS, &["code"])
+}
+
+fn gateway_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use crate::formats::GATEWAY_PLACEHOLDERS;
+    template(d, GATEWAY_PLACEHOLDERS, &["mobile", "body"])
+}
+
+fn email_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = plain(d)?;
+    if !crate::formats::valid_address(&s) {
+        return Err(de::Error::custom(format!("{s:?} is not an email address")));
+    }
+    Ok(Some(s))
+}
+
+fn mailbox<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = plain(d)?;
+    s.parse::<lettre::message::Mailbox>()
+        .map_err(|e| de::Error::custom(format!("{s:?} is not an address: {e}")))?;
+    Ok(s)
+}
+
+fn phone_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = plain(d)?;
+    if !crate::formats::valid_number(&s) {
+        return Err(de::Error::custom(format!(
+            "{s:?} is not an E.164 number like \"+12025550123\""
+        )));
+    }
+    Ok(Some(s))
 }
 
 fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
@@ -542,11 +819,11 @@ fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 }
 
 fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    in_range(d, 15, 300, "period")
+    in_range(d, 15, crate::formats::MAX_PERIOD, "period")
 }
 
 fn skew<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    in_range(d, 0, 10, "skew")
+    in_range(d, 0, crate::formats::MAX_SKEW, "skew")
 }
 
 fn code_length<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -558,7 +835,11 @@ fn max_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 
 fn max_sends<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    in_range(d, 1, 1000, "max_sends_per_hour")
+    in_range(d, 1, 1000, "sends per hour")
+}
+
+fn max_total<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 100_000, "sends per hour")
 }
 
 fn max_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -702,7 +983,8 @@ headers = "X-Api-Key: abc, X-Tenant: t1"
             ]
         );
         let table = parse(
-            "[sms]\nprovider = \"custom\"\n[sms.custom]\nurl = \"u\"\ntemplate = \"t\"\n\
+            "[sms]\nprovider = \"custom\"\n[sms.custom]\nurl = \"https://gw\"\n\
+             template = \"{{mobile}} {{body}}\"\n\
              [sms.custom.headers]\nAuthorization = \"Bearer x\"\n",
         )
         .unwrap();
@@ -737,5 +1019,173 @@ headers = "X-Api-Key: abc, X-Tenant: t1"
     fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
         let named = Config::load_or_default(Path::new("/nonexistent/otpd.toml"));
         assert!(matches!(named, Err(ConfigError::Read { .. })));
+    }
+
+    /// The configurations of issue 11 that check-config used to call ok: each is refused with
+    /// the file, the line and the key to fix.
+    #[test]
+    fn every_nonsense_value_is_refused_naming_its_line_and_key() {
+        let custom = "[sms]\nprovider = \"custom\"\n[sms.custom]\n";
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "socket = \"\"\n",
+                "otpd.toml:1:",
+                "socket: \"\" is not an absolute path",
+            ),
+            ("state_dir = \"var\"\n", "otpd.toml:1:", "state_dir: "),
+            (
+                "[users.x]\nphone = \"123\"\n",
+                "otpd.toml:2:",
+                "users.x.phone: \"123\" is not an E.164",
+            ),
+            (
+                "[users.x]\nemail = \"x\"\n",
+                "otpd.toml:2:",
+                "users.x.email: ",
+            ),
+            (
+                &format!("{custom}url = \"ftp://x\"\ntemplate = \"{{{{mobile}}}}{{{{body}}}}\"\n"),
+                "otpd.toml:4:",
+                "sms.custom.url: \"ftp://x\" is not an http:// or https:// URL",
+            ),
+            (
+                &format!("{custom}url = \"https://x\"\ntemplate = \"{{{{nope}}}}\"\n"),
+                "otpd.toml:5:",
+                "sms.custom.template: unknown placeholder {{nope}}",
+            ),
+            (
+                &format!("{custom}url = \"https://x\"\ntemplate = \"{{{{mobile}}}}\"\n"),
+                "otpd.toml:5:",
+                "must contain {{body}}",
+            ),
+            (
+                "answer_timeout = \"18446744073709551615s\"\n",
+                "otpd.toml:1:",
+                "answer_timeout: ",
+            ),
+            (
+                "answer_timeout = \"2h\"\n",
+                "otpd.toml:1:",
+                "longer than the 1h allowed",
+            ),
+            (
+                "[lockout]\nlock_for = \"100years\"\n",
+                "otpd.toml:2:",
+                "lockout.lock_for: \"100years\" is longer than the 30days allowed",
+            ),
+            (
+                "[lockout]\nwindow = \"31d\"\n",
+                "otpd.toml:2:",
+                "lockout.window: ",
+            ),
+            ("[code]\nttl = \"2d\"\n", "otpd.toml:2:", "code.ttl: "),
+            (
+                "[code]\nresend_after = \"2h\"\n",
+                "otpd.toml:2:",
+                "code.resend_after: ",
+            ),
+            (
+                "[policy]\ndisable_token_ttl = \"2d\"\n",
+                "otpd.toml:2:",
+                "policy.disable_token_ttl: ",
+            ),
+            (
+                "[sms]\nprovider = \"twilio\"\n",
+                "otpd.toml:2:",
+                "sms.provider: \"twilio\" needs an [sms.twilio] section",
+            ),
+            (
+                "[sms]\nprovider = \"vonage\"\ntimeout = \"10m\"\n",
+                "otpd.toml:3:",
+                "sms.timeout: ",
+            ),
+            (
+                "[sms]\nprovider = \"vonage\"\nbody = \"no code here\"\n",
+                "otpd.toml:3:",
+                "sms.body: must contain {{code}}",
+            ),
+            (
+                "[email]\nhost = \"h\"\nfrom = \"a@b\"\nusername = \"u\"\n",
+                "otpd.toml:4:",
+                "email.username: needs password_file",
+            ),
+            (
+                "[email]\nhost = \"h\"\nfrom = \"not an address\"\n",
+                "otpd.toml:3:",
+                "email.from: ",
+            ),
+            (
+                "[email]\nhost = \"h\"\nfrom = \"a@b\"\nsubject = \"{{cod}}\"\n",
+                "otpd.toml:4:",
+                "email.subject: unknown placeholder {{cod}}",
+            ),
+            (
+                "[email]\nhost = \"h\"\nfrom = \"a@b\"\nsubject = \"s\"\nbody = \"b\"\n",
+                "otpd.toml:5:",
+                "email.body: neither subject nor body contains {{code}}",
+            ),
+            (
+                "[email]\nhost = \"\"\nfrom = \"a@b\"\n",
+                "otpd.toml:2:",
+                "email.host: ",
+            ),
+            (
+                "[email]\nhost = \"h\"\nport = 0\nfrom = \"a@b\"\n",
+                "otpd.toml:3:",
+                "email.port: ",
+            ),
+            (
+                "admin_group = \"\"\n",
+                "otpd.toml:1:",
+                "admin_group: must not be empty",
+            ),
+            (
+                "[totp]\nissuer = \"a\\nb\"\n",
+                "otpd.toml:2:",
+                "totp.issuer: contains a control",
+            ),
+            ("[totp]\nskew = 11\n", "otpd.toml:2:", "totp.skew: "),
+            (
+                &format!("{custom}url = \"https://x\"\ntemplate = \"{{{{mobile}}}}{{{{body}}}}\"\nheaders = \"Bad Name: x\"\n"),
+                "otpd.toml:6:",
+                "sms.custom.headers: \"Bad Name\" is not a header name",
+            ),
+        ];
+        for (text, at, says) in cases {
+            let err = match parse(text) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.starts_with(at), "{text}: {err}");
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_key_inside_an_inline_table_is_located_too() {
+        let err =
+            parse("\n[users]\nbob = { email = \"b@example.com\" }\n[sms]\nprovider = \"custom\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("otpd.toml:5:"), "{err}");
+        assert!(err.contains("sms.provider: "), "{err}");
+        let err = parse("users = { x = { phone = \"1\" } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("phone"), "{err}");
+    }
+
+    #[test]
+    fn the_largest_accepted_values_are_accepted() {
+        let c = parse(
+            "answer_timeout = \"1h\"\n[lockout]\nlock_for = \"30days\"\nwindow = \"30d\"\n\
+             [code]\nttl = \"1day\"\n[sms]\nprovider = \"custom\"\ntimeout = \"5m\"\n\
+             max_total_per_hour = 100000\n[sms.custom]\nurl = \"http://127.0.0.1:8080/x\"\n\
+             template = \"{{mobile}}:{{body}}\"\n[users.a]\nphone = \"+12025550123\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.lockout.lock_for, Duration::from_secs(30 * 24 * 3600));
+        let defaults = Config::default();
+        assert_eq!(defaults.code.ttl, parse("").unwrap().code.ttl);
     }
 }

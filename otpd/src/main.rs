@@ -40,17 +40,18 @@ fn load(path: Option<PathBuf>) -> Result<(Config, String), ConfigError> {
     }
 }
 
+/// Exit 0 only when `run` would start with this file: the file parses and passes every bound,
+/// and every channel the daemon builds at start-up (`State::new`: email, SMS, with their secret
+/// and CA files) builds here too.
 fn check_config(path: Option<PathBuf>) -> ExitCode {
     let checked = load(path)
         .map_err(|e| e.to_string())
         .and_then(|(cfg, source)| {
-            // Channels read their secret and CA files when built: build them to check those too.
-            match &cfg.email {
-                Some(email) => otpd::channel::email::EmailChannel::new(email)
-                    .map(|_| (cfg, source.clone()))
-                    .map_err(|e| format!("{source}: {e}")),
-                None => Ok((cfg, source)),
-            }
+            build_channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
+            // The daemon refuses to start without a usable sealing key: so does the check.
+            otpd::store::key_file::load(&cfg.key_file)
+                .map_err(|e| format!("{source}: key_file: {e}"))?;
+            Ok((cfg, source))
         });
     match checked {
         Ok((cfg, source)) => {
@@ -66,6 +67,17 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The channels `State::new` builds, built and dropped: each reads its secret and CA files.
+fn build_channels(cfg: &Config) -> Result<(), String> {
+    if let Some(email) = &cfg.email {
+        otpd::channel::email::EmailChannel::new(email).map_err(|e| e.to_string())?;
+    }
+    if let Some(sms) = &cfg.sms {
+        otpd::channel::sms::SmsChannel::new(sms).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {

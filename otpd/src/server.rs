@@ -46,21 +46,14 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
-    /// A configured channel could not be set up. `State::new` (state.rs) still words its
-    /// channels' typed errors as text; this takes them as they come until it returns them.
-    #[error("{0}")]
-    Channel(String),
+    /// A configured channel could not be set up.
+    #[error(transparent)]
+    Channel(#[from] crate::state::ChannelSetupError),
     #[error("socket {}: {problem}", path.display())]
     Socket {
         path: PathBuf,
         problem: SocketProblem,
     },
-}
-
-impl From<String> for ServerError {
-    fn from(channel: String) -> Self {
-        ServerError::Channel(channel)
-    }
 }
 
 /// Why the socket could not be bound.

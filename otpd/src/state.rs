@@ -33,19 +33,24 @@ pub struct State {
     pub issuer: String,
 }
 
+/// A configured channel that could not be set up (its secret or CA file, its address).
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelSetupError {
+    #[error(transparent)]
+    Email(#[from] crate::channel::email::EmailConfigError),
+    #[error(transparent)]
+    Sms(#[from] crate::channel::sms::SmsConfigError),
+}
+
 impl State {
     /// Build every configured channel; an error names the section and key to fix.
-    pub fn new(cfg: Config, accounts: Accounts) -> Result<State, String> {
+    pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
         let email = match &cfg.email {
-            Some(e) => {
-                Some(Box::new(EmailChannel::new(e).map_err(|e| e.to_string())?) as Box<dyn Channel>)
-            }
+            Some(e) => Some(Box::new(EmailChannel::new(e)?) as Box<dyn Channel>),
             None => None,
         };
         let sms = match &cfg.sms {
-            Some(s) => {
-                Some(Box::new(SmsChannel::new(s).map_err(|e| e.to_string())?) as Box<dyn Channel>)
-            }
+            Some(s) => Some(Box::new(SmsChannel::new(s)?) as Box<dyn Channel>),
             None => None,
         };
         let host = hostname();

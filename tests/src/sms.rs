@@ -150,7 +150,11 @@ impl TwilioInbox {
 impl Inbox for TwilioInbox {
     fn open() -> TwilioInbox {
         let secrets = tempfile::tempdir().expect("tempdir");
-        std::fs::write(secrets.path().join("twilio"), "twilio-token\n").expect("token file");
+        let token = secrets.path().join("twilio");
+        std::fs::write(&token, "twilio-token\n").expect("token file");
+        // otpd refuses a secret file others may read.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&token, private).expect("chmod token file");
         TwilioInbox {
             provider: SmsProvider::start(&["--provider", "twilio"], None),
             secrets,

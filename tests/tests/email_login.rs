@@ -8,6 +8,7 @@ use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
 use otp_e2e::smtp::{self, email_section, SmtpOptions, SmtpServer, TestCa, ADDRESS};
 use otp_e2e::totp::{code, now};
 use otp_e2e::{me, skip, Daemon, PamService};
+use std::os::unix::fs::PermissionsExt;
 
 fn ready() -> bool {
     pam::available() && smtp::available()
@@ -68,6 +69,7 @@ fn tls_login(tls: &'static str) {
     let secrets = tempfile::tempdir().unwrap();
     let password = secrets.path().join("smtp.pass");
     std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::set_permissions(&password, PermissionsExt::from_mode(0o600)).unwrap();
     let otpd = mailing(email_section(
         server.port,
         tls,
@@ -132,6 +134,7 @@ fn refused_smtp_auth_is_logged_with_the_servers_reply() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pass"), "wrong").unwrap();
+    std::fs::set_permissions(dir.path().join("pass"), PermissionsExt::from_mode(0o600)).unwrap();
     let otpd = mailing(email_section(
         server.port,
         "starttls",

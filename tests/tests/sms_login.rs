@@ -24,6 +24,10 @@ impl Secrets {
         std::fs::write(dir.path().join("twilio"), "twilio-token\n").unwrap();
         std::fs::write(dir.path().join("vonage"), "vonage-secret\n").unwrap();
         std::fs::write(dir.path().join("wrong"), "not-the-secret\n").unwrap();
+        for name in ["twilio", "vonage", "wrong"] {
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+            std::fs::set_permissions(dir.path().join(name), private).unwrap();
+        }
         Secrets(dir)
     }
 

@@ -1,7 +1,7 @@
 //! Email delivery over SMTP (lettre on tokio, rustls), with plain, STARTTLS or implicit TLS,
 //! optional AUTH, extra CA certificates, and a hard timeout.
 
-use super::{template, Channel, CodeMessage, Delivery, DeliveryError, MessageKind};
+use super::{secret_file, template, Channel, CodeMessage, Delivery, DeliveryError, MessageKind};
 use crate::config::{EmailConfig, TlsMode};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
@@ -41,8 +41,7 @@ impl EmailChannel {
         if cfg.tls != TlsMode::None {
             let mut params = TlsParameters::builder(cfg.host.clone());
             if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| err("ca_file", format!("{}: {e}", ca.display())))?;
+                let pem = secret_file::read_ca(ca).map_err(|e| err("ca_file", e.to_string()))?;
                 let cert = Certificate::from_pem(&pem)
                     .map_err(|e| err("ca_file", format!("{}: {e}", ca.display())))?;
                 params = params.add_root_certificate(cert);
@@ -57,16 +56,14 @@ impl EmailChannel {
             log::warn!("[email] sends the SMTP password without TLS (tls = \"none\")");
         }
         if let Some(user) = &cfg.username {
+            // The configuration refuses a username without a password_file.
             let Some(file) = &cfg.password_file else {
                 return Err(err("password_file", "is required with username".into()));
             };
-            let password = std::fs::read_to_string(file)
-                .map_err(|e| err("password_file", format!("{}: {e}", file.display())))?;
-            let password = zeroize::Zeroizing::new(password);
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.trim_end_matches(['\r', '\n']).to_owned(),
-            ));
+            let password =
+                secret_file::read_secret(file).map_err(|e| err("password_file", e.to_string()))?;
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(EmailChannel {
             transport: builder.build(),
@@ -112,10 +109,7 @@ impl Channel for EmailChannel {
     }
 }
 
-/// Is this something we can send mail to? Used before accepting an enrollment.
-pub fn valid_address(address: &str) -> bool {
-    address.parse::<Address>().is_ok()
-}
+pub use crate::formats::valid_address;
 
 /// `j***@e***.com`: enough for the owner to recognise, little for a shoulder surfer.
 pub fn mask(address: &str) -> String {

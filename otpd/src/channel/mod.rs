@@ -1,11 +1,15 @@
-//! Channels deliver a code to a person: `email` (SMTP) and `sms` (HTTPS to a provider). A
-//! channel only delivers; expiry,
-//! attempts, cooldowns and quotas are the challenge policy's (`policy::challenge`).
+//! Channels deliver a message to a person: `email` (SMTP) and `sms` (HTTPS to a provider). A
+//! channel delivers; expiry, attempts, cooldowns and the per-user and per-destination quotas are
+//! the challenge policy's (`policy::challenge`). One exception, on purpose: the SMS channel
+//! keeps `[sms] max_total_per_hour`, a ceiling on the provider's bill for all users together,
+//! because it is about the provider, not about any user. Secret and CA files are read by one
+//! helper (`secret_file`) for every channel.
 //!
 //! Channels are behind a trait so they could later move to a less-privileged process, and so
 //! that a slow provider delays only the challenge that waits on it.
 
 pub mod email;
+pub mod secret_file;
 pub mod sms;
 pub mod template;
 

@@ -1,5 +1,6 @@
 //! Message templates: `{{code}}`, `{{user}}`, `{{host}}`, `{{validity}}` and `{{id}}` are
-//! replaced; anything else is left as written.
+//! replaced. The configuration refuses any other placeholder ([`check`]), so a typo is an error
+//! at start-up rather than a mail that shows `{{cod}}` and no code.
 
 use super::CodeMessage;
 use std::time::Duration;
@@ -18,16 +19,37 @@ pub const CHANGE_BODY: &str = "Hello {{user}},\n\nyour account on {{host}} chang
 {{change}}.\n\nIf it was you, there is nothing to do. If it was not, tell your administrator \
 at once: someone who has your password and a logged-in session made the change.\n";
 
+pub use crate::formats::{
+    check, TemplateError, GATEWAY_PLACEHOLDERS, MAX_TEMPLATE, MESSAGE_PLACEHOLDERS,
+};
+
+/// Fill `template` in one pass, so a value holding `{{code}}` (a user name, say) is never
+/// expanded itself; an unknown placeholder stays as written.
 pub fn render(template: &str, msg: &CodeMessage) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(
-        template
-            .replace("{{change}}", msg.change)
-            .replace("{{user}}", msg.user)
-            .replace("{{host}}", msg.host)
-            .replace("{{validity}}", &validity(msg.validity))
-            .replace("{{id}}", msg.id)
-            .replace("{{code}}", msg.code.expose()),
-    )
+    let validity = validity(msg.validity);
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(template.len() + 64));
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            rest = &rest[open..];
+            break;
+        };
+        match &after[..close] {
+            "code" => out.push_str(msg.code.expose()),
+            // Only the fixed change notice names it; configured templates may not (`check`).
+            "change" => out.push_str(msg.change),
+            "user" => out.push_str(msg.user),
+            "host" => out.push_str(msg.host),
+            "validity" => out.push_str(&validity),
+            "id" => out.push_str(msg.id),
+            _ => out.push_str(&rest[open..open + 2 + close + 2]),
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// "5 minutes", "90 seconds", "1 hour".
@@ -71,9 +93,65 @@ mod tests {
     }
 
     #[test]
+    fn a_value_holding_a_placeholder_is_not_expanded() {
+        let code = Secret::new("123456");
+        let msg = CodeMessage {
+            kind: crate::channel::MessageKind::Code,
+            user: "{{code}}",
+            code: &code,
+            id: "{{user}}",
+            validity: Duration::from_secs(60),
+            host: "h",
+            change: "",
+        };
+        let out = render("{{user}} {{id}} {{ open", &msg);
+        assert_eq!(out.as_str(), "{{code}} {{user}} {{ open");
+    }
+
+    #[test]
     fn validity_reads_naturally() {
         assert_eq!(validity(Duration::from_secs(60)), "1 minute");
         assert_eq!(validity(Duration::from_secs(90)), "90 seconds");
         assert_eq!(validity(Duration::from_secs(7200)), "2 hours");
+    }
+
+    #[test]
+    fn only_known_placeholders_pass_the_check() {
+        let check_message = |t: &str| check(t, MESSAGE_PLACEHOLDERS, &[]);
+        assert_eq!(
+            check_message("Code {{code}} for {{user}}@{{host}} ({{validity}}, {{id}})"),
+            Ok(())
+        );
+        assert_eq!(
+            check_message("no placeholder, { braces } are fine }}"),
+            Ok(())
+        );
+        assert!(
+            matches!(check_message("{{nope}}"), Err(TemplateError::Unknown(n, _)) if n == "nope")
+        );
+        assert!(check_message("{{nope}}")
+            .unwrap_err()
+            .to_string()
+            .contains("{{nope}}"));
+        assert_eq!(
+            check_message("code {{code"),
+            Err(TemplateError::Unclosed(5))
+        );
+        assert!(matches!(
+            check_message("{{ code }}"),
+            Err(TemplateError::Unknown(..))
+        ));
+        assert!(matches!(
+            check_message(&"x".repeat(MAX_TEMPLATE + 1)),
+            Err(TemplateError::TooLong(_))
+        ));
+        assert_eq!(
+            check("to={{mobile}}", GATEWAY_PLACEHOLDERS, &["mobile", "body"]),
+            Err(TemplateError::Missing("body"))
+        );
+        assert!(matches!(
+            check("{{code}}", GATEWAY_PLACEHOLDERS, &[]),
+            Err(TemplateError::Unknown(..))
+        ));
     }
 }

@@ -101,6 +101,9 @@ impl Enrollment {
     /// Make an existing authenticator setup the user's active key (and its scratch codes their
     /// recovery codes), checked first so a bad file cannot lock the user out.
     pub async fn import(&self, user: &str, imported: ImportedKey) -> Result<(), ImportRefused> {
+        // Bounded work: a peer may send any ImportedKey frame, not only what otpctl parsed.
+        crate::import::check_imported(&imported)
+            .map_err(|e| ImportRefused::Invalid(e.to_string()))?;
         let algorithm = match imported.algorithm.as_str() {
             "SHA1" => Algorithm::SHA1,
             "SHA256" => Algorithm::SHA256,

@@ -17,9 +17,9 @@ use crate::store::{PreviousRun, SavedSteps, TotpKey, UsedStep};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
-/// The longest period a key may have (config and import bounds); the guard is kept until no
+/// The longest period a key may have (config and import bounds): the guard is kept until no
 /// key's step inside it can be accepted any more.
-const MAX_PERIOD: u64 = 300;
+use crate::formats::MAX_PERIOD;
 
 pub struct Replay {
     state: Mutex<Spent>,

@@ -52,29 +52,42 @@ pub fn uri(key: &TotpKey, issuer: &str, account: &str) -> Secret {
 /// HOTP look-ahead when the imported setup named none (RFC 4226 §7.4 suggests a small window).
 const HOTP_WINDOW: u32 = 10;
 
+pub use crate::formats::{MAX_SKEW, MAX_WINDOW};
+
 /// Check `code` against the key: for TOTP the steps `now ± skew`, for HOTP the next counters
 /// within the window; say whether it matched a fresh step, a used one, or none. Spaces in the
-/// code are ignored ("123 456").
+/// code are ignored ("123 456"). The work is bounded whatever the key holds.
 pub fn check(key: &TotpKey, code: &str, now: u64, skew: u8) -> Check {
     match key.kind {
-        KeyKind::Totp => check_totp(key, code, now, skew),
+        KeyKind::Totp => check_totp(key, code, now, skew.min(MAX_SKEW)),
         KeyKind::Hotp => check_hotp(key, code),
     }
 }
 
 /// RFC 4226 §7.2: counters from the one after the last accepted, up to the window; every
-/// counter is computed so the time taken does not depend on where the match is.
+/// counter is computed so the time taken does not depend on where the match is. Arithmetic
+/// saturates: a counter at the end of its range matches nothing rather than wrapping to 0.
 fn check_hotp(key: &TotpKey, code: &str) -> Check {
     let code: zeroize::Zeroizing<String> =
         zeroize::Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
     let Some(hotp) = totp_for(key) else {
         return Check::Wrong;
     };
-    let first = key.last_step.map_or(0, |last| last + 1);
-    let last = first + key.window.unwrap_or(HOTP_WINDOW) as u64;
+    let first = match key.last_step {
+        None => 0,
+        Some(last) => match last.checked_add(1) {
+            Some(next) => next,
+            None => return Check::Wrong,
+        },
+    };
+    let window = key.window.unwrap_or(HOTP_WINDOW).min(MAX_WINDOW);
+    let last = first.saturating_add(u64::from(window));
     let mut verdict = Check::Wrong;
     for counter in first..=last {
-        let hit = hotp.check(&code, counter * key.period).is_some();
+        let Some(time) = counter.checked_mul(key.period) else {
+            break;
+        };
+        let hit = hotp.check(&code, time).is_some();
         if hit && verdict == Check::Wrong {
             verdict = Check::Fresh(counter);
         }
@@ -88,13 +101,18 @@ fn check_totp(key: &TotpKey, code: &str, now: u64, skew: u8) -> Check {
     let Some(totp) = totp_for(key) else {
         return Check::Wrong;
     };
+    // totp_for refused period 0.
     let current = now / key.period;
-    let first = current.saturating_sub(skew as u64);
+    let first = current.saturating_sub(u64::from(skew));
+    let last = current.saturating_add(u64::from(skew));
     let mut verdict = Check::Wrong;
     // Newest first, so a code valid for both a used and a fresh step counts as fresh; every step
     // is computed so the time taken does not depend on where the match is.
-    for step in (first..=current + skew as u64).rev() {
-        let hit = totp.check(&code, step * key.period).is_some();
+    for step in (first..=last).rev() {
+        let Some(time) = step.checked_mul(key.period) else {
+            continue;
+        };
+        let hit = totp.check(&code, time).is_some();
         let used = key.last_step.is_some_and(|last| step <= last);
         verdict = match (verdict, hit, used) {
             (Check::Fresh(s), _, _) => Check::Fresh(s),
@@ -300,6 +318,72 @@ mod tests {
             uri.expose(),
             "otpauth://totp/ACME%20Corp:alice@host1?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\
              &issuer=ACME%20Corp&algorithm=SHA256&digits=8&period=30"
+        );
+    }
+
+    fn hotp(last_step: Option<u64>, window: Option<u32>, period: u64) -> TotpKey {
+        TotpKey {
+            kind: KeyKind::Hotp,
+            last_step,
+            window,
+            period,
+            ..key(b"12345678901234567890", Algorithm::SHA1, 6)
+        }
+    }
+
+    /// A record saved before imports were bounded may hold a window of 2^32-1: checking it
+    /// must cost at most MAX_WINDOW + 1 HMACs, so a code beyond that is simply wrong.
+    #[test]
+    fn a_stored_huge_window_is_clamped_to_100() {
+        let k = hotp(None, Some(u32::MAX), 30);
+        let beyond = code_at(&k, 30 * 150).unwrap();
+        let within = code_at(&k, 30 * 100).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(check(&k, &within, 0, 1), Check::Fresh(100));
+        if check(&k, &beyond, 0, 1) != Check::Wrong {
+            // The same 6 digits may recur below 100; only a fresh match at 150 is a failure.
+            assert_ne!(check(&k, &beyond, 0, 1), Check::Fresh(150));
+        }
+        eprintln!("two checks of a 2^32-1 window took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn counters_and_periods_at_the_end_of_u64_do_not_wrap_or_panic() {
+        assert_eq!(
+            check(&hotp(Some(u64::MAX), None, 30), "755224", 0, 1),
+            Check::Wrong
+        );
+        assert_eq!(
+            check(
+                &hotp(Some(u64::MAX - 2), Some(u32::MAX), u64::MAX),
+                "755224",
+                0,
+                1
+            ),
+            Check::Wrong
+        );
+        let mut totp = key(b"12345678901234567890", Algorithm::SHA1, 6);
+        // Only steps 0 and 1 fit in u64 seconds; the rest are skipped, not wrapped.
+        totp.period = u64::MAX;
+        assert_eq!(check(&totp, "755224", u64::MAX, u8::MAX), Check::Fresh(0));
+        totp.period = 30;
+        let code = code_at(&totp, u64::MAX).unwrap();
+        assert_eq!(
+            check(&totp, &code, u64::MAX, u8::MAX),
+            Check::Fresh(u64::MAX / 30)
+        );
+    }
+
+    #[test]
+    fn a_skew_above_the_maximum_is_clamped() {
+        let k = key(b"12345678901234567890", Algorithm::SHA1, 6);
+        let now = 1_000_000_000;
+        let far = code_at(&k, now + 30 * 50).unwrap();
+        assert_ne!(check(&k, &far, now, u8::MAX), Check::Fresh(now / 30 + 50));
+        let edge = code_at(&k, now + 30 * u64::from(MAX_SKEW)).unwrap();
+        assert_eq!(
+            check(&k, &edge, now, u8::MAX),
+            Check::Fresh(now / 30 + u64::from(MAX_SKEW))
         );
     }
 }

@@ -33,20 +33,34 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return out.fail(2, &e),
     };
+    // Created before otpd is asked for codes, so a path that cannot be used costs nothing.
+    let codes_file = match &cli.command {
+        Cmd::Enroll {
+            codes_file: Some(p),
+            ..
+        }
+        | Cmd::RecoveryCodes {
+            codes_file: Some(p),
+            ..
+        } => match CodesFile::create(p) {
+            Ok(f) => Some(f),
+            Err(e) => return out.fail(2, &e),
+        },
+        _ => None,
+    };
     let reply = match call_with_proof(&socket, request) {
         Ok(r) => r,
         Err(e) => return out.fail(3, &e),
     };
     match (cli.command, reply) {
-        (Cmd::Enroll { codes_file, .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
+        (Cmd::Enroll { .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
             out.enrollment(&e);
             // Shown unless declined: typing the key is the fallback when a camera cannot scan.
             if !cli.json && !ask_no("Can't scan it? Show the key instead? [Y/n] ") {
                 out.key(&e);
             }
             out.recovery_codes(&e.recovery_codes);
-            if let Err(code) = save_codes(&out, codes_file.as_deref(), &e.recovery_codes, cli.json)
-            {
+            if let Err(code) = save_codes(&out, codes_file, &e.recovery_codes, cli.json) {
                 return code;
             }
             if cli.json {
@@ -66,12 +80,9 @@ fn main() -> ExitCode {
             let prompt = "Enter the code you received to confirm (empty to stop): ";
             confirm(&socket, &out, cli.user.clone(), prompt)
         }
-        (
-            Cmd::RecoveryCodes { codes_file, .. },
-            Reply::Done(CommandReply::RecoveryCodes(codes)),
-        ) => {
+        (Cmd::RecoveryCodes { .. }, Reply::Done(CommandReply::RecoveryCodes(codes))) => {
             out.done(&CommandReply::RecoveryCodes(codes.clone()));
-            match save_codes(&out, codes_file.as_deref(), &codes, cli.json) {
+            match save_codes(&out, codes_file, &codes, cli.json) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(code) => code,
             }
@@ -291,6 +302,13 @@ fn import(
         Ok(_) => return out.fail(2, "no key for that user in the file"),
         Err(e) => return out.fail(2, &format!("{}: {e}", file.display())),
     };
+    // Every key first, so a file with one bad line imports nothing; otpd checks again.
+    for (user, key) in &keys {
+        if let Err(e) = otpd::import::check_imported(key) {
+            let name = user.as_deref().unwrap_or("your key");
+            return out.fail(2, &format!("{}: {name}: {e}", file.display()));
+        }
+    }
     let mut imported = Vec::new();
     for (user, key) in keys {
         let name = user.clone().unwrap_or_else(|| "you".into());
@@ -320,19 +338,24 @@ fn import(
     ExitCode::SUCCESS
 }
 
-/// Write recovery codes to `path` (given, or asked for on a terminal), mode 0600.
+/// Write recovery codes to `file` (created already), or to a path asked for on a terminal.
 fn save_codes(
     out: &Output,
-    path: Option<&std::path::Path>,
+    file: Option<CodesFile>,
     codes: &[Secret],
     json: bool,
 ) -> Result<(), ExitCode> {
-    let path = match path {
-        Some(p) => p.to_owned(),
+    let file = match file {
+        Some(f) => f,
         None if json => return Ok(()),
-        None => match ask_visible("Save them to a file? Enter a path, or leave empty: ") {
-            Some(p) if !p.trim().is_empty() => PathBuf::from(p.trim()),
-            _ => return Ok(()),
+        None => loop {
+            match ask_visible("Save them to a file? Enter a path, or leave empty: ") {
+                Some(p) if !p.trim().is_empty() => match CodesFile::create(p.trim().as_ref()) {
+                    Ok(f) => break f,
+                    Err(e) => eprintln!("{e}"),
+                },
+                _ => return Ok(()),
+            }
         },
     };
     let text = zeroize::Zeroizing::new(
@@ -341,7 +364,8 @@ fn save_codes(
             .map(|c| format!("{}\n", c.expose()))
             .collect::<String>(),
     );
-    write_private(&path, text.as_bytes())
+    let path = file.path.clone();
+    file.write(text.as_bytes())
         .map_err(|e| out.fail(2, &format!("cannot write {}: {e}", path.display())))?;
     if !json {
         eprintln!("Saved to {} (readable only by you).", path.display());
@@ -349,19 +373,54 @@ fn save_codes(
     Ok(())
 }
 
-/// Create or replace a file that only its owner can read.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// A new file for recovery codes, mode 0600. Never an existing file and never through a
+/// symlink at the path (O_CREAT|O_EXCL|O_NOFOLLOW): root running `otpctl --user alice ...
+/// --codes-file /home/alice/codes` must not overwrite whatever alice's symlink points at.
+/// Removed again when dropped unwritten (otpd refused, or was unreachable).
+struct CodesFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: bool,
+}
+
+impl CodesFile {
+    fn create(path: &std::path::Path) -> Result<CodesFile, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => format!(
+                    "{} already exists (or is a symlink); recovery codes go only to a new file",
+                    path.display()
+                ),
+                _ => format!("cannot create {}: {e}", path.display()),
+            })?;
+        Ok(CodesFile {
+            path: path.to_owned(),
+            file,
+            written: false,
+        })
+    }
+
+    fn write(mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        self.file.sync_all()?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for CodesFile {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn method_kind(arg: DefaultArg) -> Option<MethodKind> {

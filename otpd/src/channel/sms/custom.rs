@@ -38,16 +38,11 @@ impl Custom {
         to: &str,
         text: &str,
     ) -> reqwest::RequestBuilder {
-        let (content_type, body) = match self.format {
-            BodyFormat::Json => (
-                "application/json",
-                fill(&self.template, to, text, json_escape),
-            ),
-            BodyFormat::Form => (
-                "application/x-www-form-urlencoded",
-                fill(&self.template, to, text, form_encode),
-            ),
+        let content_type = match self.format {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Form => "application/x-www-form-urlencoded",
         };
+        let body = body(self.format, &self.template, to, text);
         let mut request = client
             .request(self.method.clone(), &self.url)
             .header(reqwest::header::CONTENT_TYPE, content_type);
@@ -68,6 +63,14 @@ pub fn check(status: reqwest::StatusCode, reply: &str) -> Result<(), DeliveryErr
     )))
 }
 
+/// The request body: the admin's template with `{{mobile}}` and `{{body}}` escaped for `format`.
+pub fn body(format: BodyFormat, template: &str, to: &str, text: &str) -> String {
+    match format {
+        BodyFormat::Json => fill(template, to, text, json_escape),
+        BodyFormat::Form => fill(template, to, text, form_encode),
+    }
+}
+
 fn fill(template: &str, to: &str, text: &str, escape: fn(&str) -> String) -> String {
     template
         .replace("{{mobile}}", &escape(to))
@@ -77,7 +80,11 @@ fn fill(template: &str, to: &str, text: &str, escape: fn(&str) -> String) -> Str
 /// The inside of a JSON string literal.
 fn json_escape(s: &str) -> String {
     let quoted = serde_json::Value::String(s.to_owned()).to_string();
-    quoted[1..quoted.len() - 1].to_owned()
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// application/x-www-form-urlencoded.

@@ -1,11 +1,11 @@
 //! SMS delivery over HTTPS (reqwest, rustls with ring): Twilio, Vonage, or a custom gateway
 //! described by a template. Each provider file knows only its request and its reply.
 
-mod custom;
+pub mod custom;
 mod twilio;
 mod vonage;
 
-use super::{template, Channel, CodeMessage, Delivery, DeliveryError};
+use super::{secret_file, template, Channel, CodeMessage, Delivery, DeliveryError};
 use crate::config::{SmsConfig, SmsProvider};
 use std::path::Path;
 use std::sync::Mutex;
@@ -144,21 +144,17 @@ fn missing(section: &'static str) -> SmsConfigError {
 }
 
 fn certificate(path: &Path) -> Result<reqwest::Certificate, SmsConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| config_error("ca_file", format!("{}: {e}", path.display())))?;
+    let pem = secret_file::read_ca(path).map_err(|e| config_error("ca_file", e.to_string()))?;
     reqwest::Certificate::from_pem(&pem)
         .map_err(|e| config_error("ca_file", format!("{}: {e}", path.display())))
 }
 
-/// A secret read from a file, without its trailing newline.
+/// A provider's secret (`secret_file`'s rules), an error naming `key`.
 pub(crate) fn read_secret(
     key: &'static str,
     path: &Path,
 ) -> Result<otp_proto::Secret, SmsConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| config_error(key, format!("{}: {e}", path.display())))?;
-    let text = zeroize::Zeroizing::new(text);
-    Ok(otp_proto::Secret::new(text.trim_end_matches(['\r', '\n'])))
+    secret_file::read_secret(path).map_err(|e| config_error(key, e.to_string()))
 }
 
 /// reqwest's top-level message hides the cause (TLS, refused...): name them all.
@@ -173,15 +169,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
-pub fn valid_number(number: &str) -> bool {
-    let Some(digits) = number.strip_prefix('+') else {
-        return false;
-    };
-    (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
-}
+pub use crate::formats::valid_number;
 
 /// `+1******4567`: the first digit and the last four.
 pub fn mask(number: &str) -> String {
