@@ -1,6 +1,10 @@
 //! Logging to stderr and, when a syslog socket exists, to syslog (facility authpriv).
 //!
 //! A fresh machine may have neither /dev/log nor journald: then stderr alone, and start-up goes on.
+//! Under systemd, stderr is a journal stream (`JOURNAL_STREAM` names its device and inode) and
+//! syslog reaches the same journal, so each event would be stored twice: there otpd writes stderr
+//! only, each line led by its sd-daemon priority (`<6>`), and the unit's `SyslogFacility=authpriv`
+//! files it under authpriv.
 //! Log lines name users, services and outcomes; codes and secrets are `otp_proto::Secret`, whose
 //! formatting prints `<redacted>`, so they cannot reach a log line by accident.
 //!
@@ -55,17 +59,17 @@ fn current_peer() -> Option<u32> {
 }
 
 struct Sink {
+    /// Stderr is the journal: lines carry their priority there, and syslog is not used.
+    journal: bool,
     syslog: Option<Mutex<Syslog>>,
 }
 
 impl Sink {
     fn write(&self, level: Level, line: &str) {
         let line = escape(line);
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "otpd: {}: {line}",
-            level.as_str().to_lowercase()
-        );
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(stderr_line(self.journal, level, &line).as_bytes());
         if let Some(syslog) = &self.syslog {
             if let Ok(mut s) = syslog.lock() {
                 // A lost syslog line must never fail a login.
@@ -85,17 +89,64 @@ struct Logger {
     limiter: Arc<Mutex<Limiter>>,
 }
 
+/// One line for stderr: for the journal, its sd-daemon priority and the line (journald adds the
+/// name and pid); for a terminal or a file, the name and level in words.
+fn stderr_line(journal: bool, level: Level, line: &str) -> String {
+    if journal {
+        let priority = match level {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        format!("<{priority}>{line}\n")
+    } else {
+        format!("otpd: {}: {line}\n", level.as_str().to_lowercase())
+    }
+}
+
+/// Is stderr the journal stream that `JOURNAL_STREAM` ("DEVICE:INODE", in decimal) names? The
+/// variable alone is not enough: a child of a systemd service inherits it with a redirected
+/// stderr, and its lines would then lose their level in words for nothing.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(named) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => names_stream(&named, &meta),
+        Err(_) => false,
+    }
+}
+
+/// Does `named` (the value of `JOURNAL_STREAM`) name the file `meta` describes?
+fn names_stream(named: &std::ffi::OsStr, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = named.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    dev.parse::<u64>() == Ok(meta.dev()) && ino.parse::<u64>() == Ok(meta.ino())
+}
+
 /// Install the logger once, at start-up. Says on stderr when syslog is unavailable.
 pub fn init(level: LevelFilter) {
-    let formatter = Formatter3164 {
-        facility: Facility::LOG_AUTHPRIV,
-        hostname: None,
-        process: "otpd".into(),
-        pid: std::process::id(),
+    let journal = stderr_is_journal();
+    let syslog = if journal {
+        None
+    } else {
+        let formatter = Formatter3164 {
+            facility: Facility::LOG_AUTHPRIV,
+            hostname: None,
+            process: "otpd".into(),
+            pid: std::process::id(),
+        };
+        syslog::unix(formatter).ok().map(Mutex::new)
     };
-    let syslog = syslog::unix(formatter).ok().map(Mutex::new);
-    let no_syslog = syslog.is_none();
-    let sink = Arc::new(Sink { syslog });
+    let no_syslog = syslog.is_none() && !journal;
+    let sink = Arc::new(Sink { journal, syslog });
     let limiter = Arc::new(Mutex::new(Limiter::default()));
     let logger = Logger {
         sink: sink.clone(),
@@ -411,6 +462,50 @@ mod tests {
         }
         assert!((0..1000).all(|_| l.admit(0, t)), "root is never limited");
         assert!(l.admit(1000, t), "another user has its own bucket");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderrs_own_device_and_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::tempfile().expect("temp file");
+        let meta = file.metadata().expect("metadata");
+        let own = format!("{}:{}", meta.dev(), meta.ino());
+        assert!(names_stream(own.as_ref(), &meta));
+        // Inherited by a child whose stderr went elsewhere: another inode.
+        let other = format!("{}:{}", meta.dev(), meta.ino() + 1);
+        assert!(!names_stream(other.as_ref(), &meta));
+        let other_dev = format!("{}:{}", meta.dev() + 1, meta.ino());
+        assert!(!names_stream(other_dev.as_ref(), &meta));
+        for junk in [
+            "",
+            ":",
+            "12",
+            "a:b",
+            &format!("{own}:0"),
+            &format!(" {own}"),
+        ] {
+            assert!(!names_stream(junk.as_ref(), &meta), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn for_the_journal_a_line_carries_its_priority_not_the_level_in_words() {
+        let line = logged("sshd: user=x\nevil uid=1000: denied");
+        assert_eq!(
+            stderr_line(true, Level::Info, &line),
+            "<6>sshd: user=x\\x0aevil uid=1000: denied\n"
+        );
+        assert_eq!(stderr_line(true, Level::Error, "e"), "<3>e\n");
+        assert_eq!(stderr_line(true, Level::Warn, "w"), "<4>w\n");
+        assert_eq!(stderr_line(true, Level::Debug, "d"), "<7>d\n");
+        assert_eq!(stderr_line(false, Level::Warn, "w"), "otpd: warn: w\n");
+        // A peer cannot choose a line's priority: its bytes come after the prefix, and a
+        // newline that would start a new, prefixed line is escaped.
+        let forged = logged("x\n<0>otpd: emergency");
+        assert_eq!(
+            stderr_line(true, Level::Info, &forged),
+            "<6>x\\x0a<0>otpd: emergency\n"
+        );
     }
 
     #[tokio::test]
