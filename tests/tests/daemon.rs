@@ -155,12 +155,25 @@ fn check_config_names_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
     assert!(err.contains("lockout.window"), "{err}");
-    std::fs::write(&path, "[totp]\ndigits = 8\n").unwrap();
-    let ok = std::process::Command::new(artifacts::otpd())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    // A valid file, but no sealing key: the daemon would refuse to start, so the check fails.
+    let key = dir.path().join("key");
+    std::fs::write(&path, format!("key_file = {key:?}\n[totp]\ndigits = 8\n")).unwrap();
+    let check = || {
+        std::process::Command::new(artifacts::otpd())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let keyless = check();
+    assert_eq!(keyless.status.code(), Some(2), "{}", describe(&keyless));
+    assert!(
+        String::from_utf8_lossy(&keyless.stderr).contains("run `otpd keygen`"),
+        "{}",
+        describe(&keyless)
+    );
+    otp_e2e::daemon::keygen(&key);
+    let ok = check();
     assert!(ok.status.success(), "{}", describe(&ok));
 }
 
