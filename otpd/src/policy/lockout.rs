@@ -95,6 +95,13 @@ impl Lockout {
         locked
     }
 
+    /// Does the user have failures or a lock to remember (answers in flight aside)?
+    fn has_history(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|f| !f.recent.is_empty() || f.locked_until.is_some())
+    }
+
     /// Time left on the user's lock, if locked.
     pub fn locked_for(&mut self, user: &str, now: Instant) -> Option<Duration> {
         self.expire(user, now);
@@ -209,16 +216,24 @@ impl Lockouts {
 
     /// Settle a reservation; a failure is stored before this returns (on the blocking pool).
     pub async fn settle(&self, user: &str, how: Settle) -> Result<(), StoreError> {
-        if self.state().settle(user, Instant::now(), how) {
+        let (had_history, locked) = {
+            let mut state = self.state();
+            let had = state.has_history(user);
+            (had, state.settle(user, Instant::now(), how))
+        };
+        if locked {
+            let user = crate::logging::field(user);
             log::warn!("user={user}: locked out after too many failed codes");
         }
         match how {
             Settle::Failure => self.write(user).await,
-            Settle::Success => {
+            // Only a slate that had something on it has a stored state to clear: the common
+            // login (no failures) leaves nothing for `flush` to do.
+            Settle::Success if had_history => {
                 self.clear_later(user);
                 Ok(())
             }
-            Settle::Uncounted => Ok(()),
+            Settle::Success | Settle::Uncounted => Ok(()),
         }
     }
 
@@ -411,5 +426,28 @@ mod tests {
             l.locked_for("alice", t + Duration::from_secs(100)),
             Some(Duration::from_secs(200))
         );
+    }
+
+    fn lockouts(dir: &std::path::Path) -> Lockouts {
+        let store = Arc::new(crate::store::FileStore::open(dir).unwrap());
+        Lockouts::load(lockout().cfg, store).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_clean_login_leaves_nothing_to_store_and_a_cleared_failure_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = lockouts(dir.path());
+        l.reserve("alice").unwrap();
+        l.settle("alice", Settle::Success).await.unwrap();
+        assert!(l.pending().is_empty(), "no history, nothing for flush");
+        l.reserve("bob").unwrap();
+        l.settle("bob", Settle::Failure).await.unwrap();
+        let file = dir.path().join("lockout/bob.json");
+        assert!(file.exists(), "a failure is stored at once");
+        l.reserve("bob").unwrap();
+        l.settle("bob", Settle::Success).await.unwrap();
+        assert!(l.pending().contains("bob"));
+        l.flush().await.unwrap();
+        assert!(!file.exists(), "the cleared slate is removed by the batch");
     }
 }
