@@ -299,7 +299,7 @@ async fn serve(
             } else {
                 None
             };
-            session::login::run(&mut conn, &caller, shared, login).await
+            session::login::run(&mut conn, &caller, shared, login, target).await
         }
         Ok(Request::Command(command)) => {
             let reply = session::command::run(&caller, shared, command).await;

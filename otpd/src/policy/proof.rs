@@ -7,7 +7,8 @@
 //!    key with replay protection, open sent codes, recovery codes (on the bounded argon2 pool);
 //! 3. spends what it matched, and settles the reservation: a failure is stored before the
 //!    verdict is returned (so before the "wrong code" reply leaves otpd); a success clears;
-//! 4. writes one audit line (`answer: ...`).
+//! 4. writes one audit line (`answer (PURPOSE): ...`); a login's successful answer at debug,
+//!    since the login's own audit line records it.
 //!
 //! Sessions only put the verdict into words. OpenSSH's monitor and pam_faillock are the models;
 //! docs/design.md ("Judging an answer") has the reasoning.
@@ -83,7 +84,7 @@ pub async fn judge(
     counts: Counts,
 ) -> Result<Proof, StoreError> {
     if let Err(left) = accounts.lockouts.reserve(user) {
-        audit(user, counts, "locked (not checked)");
+        audit(log::Level::Info, user, counts, "locked (not checked)");
         return Ok(Proof::Locked(left));
     }
     let mut reservation = Reservation {
@@ -104,7 +105,19 @@ pub async fn judge(
         _ => Settle::Uncounted,
     };
     reservation.settle(how).await?;
-    audit(user, counts, &describe(&proof));
+    // A login that succeeds already ends in the session's audit line ("allowed (totp)"): its
+    // answer's line would only repeat it on the hot path, so it goes to debug.
+    let repeated = matches!(proof, Proof::Allowed(_))
+        && matches!(
+            counts,
+            Counts::AppLogin | Counts::SentLogin | Counts::FirstLogin
+        );
+    let level = if repeated {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    audit(level, user, counts, &describe(&proof));
     Ok(proof)
 }
 
@@ -263,9 +276,13 @@ fn describe(proof: &Proof) -> String {
     }
 }
 
-fn audit(user: &str, counts: Counts, result: &str) {
+fn audit(level: log::Level, user: &str, counts: Counts, result: &str) {
     let user = crate::logging::field(user);
-    log::info!("user={user}: answer ({}): {result}", purpose_name(counts));
+    log::log!(
+        level,
+        "user={user}: answer ({}): {result}",
+        purpose_name(counts)
+    );
 }
 
 fn purpose_name(counts: Counts) -> &'static str {

@@ -139,16 +139,18 @@ struct Session<'a, D> {
     known: bool,
 }
 
+/// Run the login of `login.user`, which the caller has resolved to `name` (`State::names`, once
+/// per login: the server needs it first, for the per-user connection cap).
 pub async fn run<D: Dialog>(
     dialog: &mut D,
     caller: &Caller,
     state: &State,
     mut login: Login,
+    name: crate::names::Name,
 ) -> Result<(), FrameError> {
     // Everything is keyed by the canonical passwd name: "ALICE" or "alice " is not a user of
     // its own with its own lockout, and a name without a passwd entry is let in only by an
     // enrolled record of exactly that name.
-    let name = state.names.resolve(&login.user).await;
     let known = name.is_known();
     login.user = name.as_str().to_owned();
     let session = Session {
@@ -715,6 +717,17 @@ mod tests {
     use super::super::testing::{EMAIL, PHONE};
     use super::*;
 
+    /// `run` as the server calls it: the typed name resolved first.
+    async fn resolve_and_run<D: Dialog>(
+        dialog: &mut D,
+        caller: &Caller,
+        state: &State,
+        login: Login,
+    ) -> Result<(), FrameError> {
+        let name = state.names.resolve(&login.user).await;
+        run(dialog, caller, state, login, name).await
+    }
+
     const EMAIL_PROMPT: &str = "Email code: ";
     const MENU: &str = "Choose a second factor [1]: ";
 
@@ -758,7 +771,7 @@ mod tests {
 
     /// A login the user walks away from: the dialog ends without an outcome.
     async fn hang_up(w: &World, user: &str, mut script: Script) -> Script {
-        let result = run(&mut script, &root(), &w.state, sshd(user)).await;
+        let result = resolve_and_run(&mut script, &root(), &w.state, sshd(user)).await;
         assert!(matches!(result, Err(FrameError::Closed)), "{result:?}");
         assert_eq!(script.outcome(), None);
         script
@@ -1326,7 +1339,9 @@ mod tests {
             ..sshd("no-such-user-17")
         };
         let mut script = Script::new();
-        run(&mut script, &root(), &w.state, login).await.unwrap();
+        resolve_and_run(&mut script, &root(), &w.state, login)
+            .await
+            .unwrap();
         assert_eq!(script.outcome(), Some(deny(DenyReason::NotEnrolled)));
         assert_eq!(script.errors(), [NOT_SET_UP]);
         assert!(script.prompts().is_empty(), "no enrollment for a stranger");
@@ -1351,7 +1366,7 @@ mod tests {
             admin: false,
         };
         let mut script = Script::new();
-        run(&mut script, &mallory, &w.state, sshd("alice"))
+        resolve_and_run(&mut script, &mallory, &w.state, sshd("alice"))
             .await
             .unwrap();
         assert_eq!(script.outcome(), Some(deny(DenyReason::Forbidden)));
