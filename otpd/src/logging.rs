@@ -165,16 +165,8 @@ pub fn init(level: LevelFilter) {
 }
 
 /// Every `REFILL`, write the summaries that are due and forget uids with nothing to remember.
-/// This thread starts before otpd blocks SIGTERM for its sigwait thread (main.rs), so it blocks
-/// every signal itself: a signal delivered here would take the default action and kill otpd
-/// without its clean stop.
+/// (It inherits SIGTERM and SIGINT blocked: main.rs blocks them before the logger starts.)
 fn summarize(sink: &Sink, limiter: &Mutex<Limiter>) {
-    // SAFETY: sigfillset fills a zeroed sigset_t; pthread_sigmask changes this thread's mask.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
     loop {
         std::thread::sleep(REFILL);
         let due = lock(limiter).due(Instant::now());

@@ -19,8 +19,17 @@ fn main() -> ExitCode {
         Cmd::Keygen { key_file } => keygen(cli.config, key_file),
         Cmd::Rekey { new_key_file } => rekey(cli.config, &new_key_file),
         Cmd::Run => {
+            // First, before any thread starts (the logger starts one): every thread then
+            // inherits SIGTERM and SIGINT blocked, and only the sigwait thread takes them.
+            let shutdown = shutdown_signal();
             otpd::logging::init(level);
-            run(cli.config)
+            match shutdown {
+                Ok(shutdown) => run(cli.config, shutdown),
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -80,7 +89,7 @@ fn build_channels(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn run(path: Option<PathBuf>) -> ExitCode {
+fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
     harden();
     let (cfg, source) = match load(path) {
         Ok(loaded) => loaded,
@@ -91,16 +100,6 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     };
     log::info!("configuration: {source}");
     raise_fd_limit();
-    // Before the runtime starts, so that its threads inherit the blocked signals: a SIGTERM
-    // right after start-up must already mean a clean shutdown, not the default (die, leave the
-    // socket behind).
-    let shutdown = match shutdown_signal() {
-        Ok(shutdown) => shutdown,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -82,12 +82,15 @@ impl Names {
         };
         let mut cache = self.cache();
         if cache.len() >= CAPACITY {
-            cache.retain(|_, (at, _)| now.saturating_duration_since(*at) < NAME_TTL);
-            if cache.len() >= CAPACITY {
-                cache.clear();
-            }
+            // Made-up names (anyone who reaches a login prompt can type thousands) go first,
+            // and never push out the real users: when only fresh real names are left, this
+            // one is not remembered.
+            cache
+                .retain(|_, (at, n)| n.is_known() && now.saturating_duration_since(*at) < NAME_TTL);
         }
-        cache.insert(typed.to_owned(), (now, name.clone()));
+        if cache.len() < CAPACITY {
+            cache.insert(typed.to_owned(), (now, name.clone()));
+        }
         name
     }
 

@@ -226,7 +226,11 @@ fn admit(stream: &UnixStream, limits: &Limits) -> Option<(u32, Slot<u32>)> {
     let uid = cred.uid();
     let Some(slot) = limits.per_uid.acquire(uid) else {
         if let Some(n) = limits.uid_refused.hit() {
-            log::warn!("uid={uid}: more than {PER_UID} connections open; refused {n} (counted)");
+            // One line per 10 s for every uid together: the count is of all refusals, the
+            // uid is the one refused just now.
+            log::warn!(
+                "uid={uid}: more than {PER_UID} connections open; refused {n} (counted, all uids)"
+            );
         }
         return None;
     };

@@ -185,7 +185,7 @@ pub struct Lockouts {
     store: Arc<dyn Store>,
     /// Held while a state is read from memory and written, so writes land in the order of the
     /// states they carry: a slower write of an older state cannot overwrite a newer one.
-    writing: tokio::sync::Mutex<()>,
+    writing: Arc<tokio::sync::Mutex<()>>,
     /// Users whose stored state is stale (a success, an expiry) and is removed by `flush`.
     to_clear: Mutex<HashSet<String>>,
 }
@@ -204,7 +204,7 @@ impl Lockouts {
         }
         Ok(Lockouts {
             state: Mutex::new(lockout),
-            writing: tokio::sync::Mutex::new(()),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
             store,
             to_clear: Mutex::new(to_clear),
         })
@@ -226,7 +226,14 @@ impl Lockouts {
             log::warn!("user={user}: locked out after too many failed codes");
         }
         match how {
-            Settle::Failure => self.write(user).await,
+            Settle::Failure => {
+                let written = self.write(user).await;
+                if written.is_err() {
+                    // Counted in memory; the next batch tries to store it again.
+                    self.clear_later(user);
+                }
+                written
+            }
             // Only a slate that had something on it has a stored state to clear: the common
             // login (no failures) leaves nothing for `flush` to do.
             Settle::Success if had_history => {
@@ -278,12 +285,18 @@ impl Lockouts {
 
     /// Store the user's current state (a clean slate removes the file).
     async fn write(&self, user: &str) -> Result<(), StoreError> {
-        let _in_order = self.writing.lock().await;
+        // Owned and moved into the write, so a dropped caller cannot let a later, newer state
+        // be written before this older one lands.
+        let in_order = self.writing.clone().lock_owned().await;
         let record = self
             .state()
             .record(user, Instant::now(), super::clock::unix_now());
         let (store, name) = (self.store.clone(), user.to_owned());
-        super::blocking(move || store.save_lockout(&name, record.as_ref())).await
+        super::blocking(move || {
+            let _held = in_order;
+            store.save_lockout(&name, record.as_ref())
+        })
+        .await
     }
 
     fn state(&self) -> MutexGuard<'_, Lockout> {

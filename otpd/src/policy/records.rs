@@ -69,7 +69,11 @@ impl Records {
     ) -> Result<T, StoreError> {
         let lock = self.user_lock(user);
         let result = async {
-            let _guard = lock.lock().await;
+            // Owned, and moved into the write below: if this future is dropped (the login's
+            // connection went away) while the write runs on the pool, the lock is still held
+            // until the write ends, so the next change cannot read the record from before it
+            // (a spent recovery code coming back).
+            let guard = lock.clone().lock_owned().await;
             let mut record = self.load(user)?;
             let before = active_key(&record);
             let result = match change(&mut record) {
@@ -78,9 +82,12 @@ impl Records {
             };
             let replaced = before != active_key(&record);
             let (store, name) = (self.store.clone(), user.to_owned());
-            blocking(move || match record {
-                Some(r) => store.save(&name, &r),
-                None => store.remove(&name),
+            blocking(move || {
+                let _held = guard;
+                match record {
+                    Some(r) => store.save(&name, &r),
+                    None => store.remove(&name),
+                }
             })
             .await?;
             if replaced {
@@ -158,5 +165,92 @@ mod tests {
         .unwrap();
         assert!(r.load("alice").unwrap().is_none());
         assert!(r.users().await.unwrap().is_empty());
+    }
+
+    /// A store whose saves say they started, then wait until the test lets them through, as a
+    /// slow disk does.
+    struct SlowSaves {
+        inner: FileStore,
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Store for SlowSaves {
+        fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+            self.inner.load(user)
+        }
+        fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
+            let _ = self.started.send(());
+            let _ = self.gate.lock().unwrap().recv();
+            self.inner.save(user, record)
+        }
+        fn remove(&self, user: &str) -> Result<(), StoreError> {
+            self.inner.remove(user)
+        }
+        fn users(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.users()
+        }
+        fn begin_run(&self) -> Result<PreviousRun, StoreError> {
+            self.inner.begin_run()
+        }
+        fn end_run(&self) -> Result<(), StoreError> {
+            self.inner.end_run()
+        }
+        fn save_used_steps(&self, saved: &crate::store::SavedSteps) -> Result<(), StoreError> {
+            self.inner.save_used_steps(saved)
+        }
+        fn lockouts(&self) -> Result<Vec<(String, crate::store::LockoutRecord)>, StoreError> {
+            self.inner.lockouts()
+        }
+        fn save_lockout(
+            &self,
+            user: &str,
+            record: Option<&crate::store::LockoutRecord>,
+        ) -> Result<(), StoreError> {
+            self.inner.save_lockout(user, record)
+        }
+    }
+
+    /// A login that hangs up while its change is being written must not let the next change in
+    /// before the write ends: it would read the record from before it (a spent recovery code
+    /// coming back).
+    #[tokio::test]
+    async fn a_change_dropped_mid_write_holds_the_user_until_the_write_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let store: Arc<dyn Store> = Arc::new(SlowSaves {
+            inner: FileStore::open(dir.path()).unwrap(),
+            started: started_tx,
+            gate: std::sync::Mutex::new(gate),
+        });
+        let r = Arc::new(Records::new(
+            store,
+            Arc::new(Replay::new(PreviousRun::default(), 1, 0)),
+        ));
+        let first = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.update("alice", |rec| {
+                    rec.get_or_insert_with(UserRecord::default).email = Some("a@x.example".into());
+                    Change::Changed(())
+                })
+                .await
+            })
+        };
+        started.recv().await.unwrap();
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(
+            r.user_lock("alice").try_lock().is_err(),
+            "the dropped change still holds alice while its write runs"
+        );
+        open.send(()).unwrap();
+        // The write ends on the blocking pool; then the lock is free again.
+        while r.user_lock("alice").try_lock().is_err() {
+            tokio::task::yield_now().await;
+        }
+        let email = r.load("alice").unwrap().and_then(|rec| rec.email);
+        assert_eq!(email.as_deref(), Some("a@x.example"));
     }
 }

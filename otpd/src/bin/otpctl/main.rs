@@ -226,8 +226,10 @@ fn call_with_proof(socket: &std::path::Path, mut request: Request) -> Result<Rep
     let Some(slot) = proof_slot(&mut request).filter(|slot| slot.is_none()) else {
         return Ok(reply);
     };
-    match rpassword::prompt_password("A current code (or a recovery code) proves it is you: ") {
-        Ok(code) if !code.trim().is_empty() => *slot = Some(Secret::new(code.trim())),
+    match ask_hidden("A current code (or a recovery code) proves it is you: ") {
+        Ok(code) if !code.expose().trim().is_empty() => {
+            *slot = Some(Secret::new(code.expose().trim()))
+        }
         _ => return Ok(reply),
     }
     call(socket, &request)
