@@ -145,7 +145,7 @@ impl Enrollment {
                     key.last_step = key.last_step.max(old.last_step).max(spent);
                 }
                 record.totp = Some(key);
-                record.pending_totp = None;
+                record.clear_pending();
                 if !hashes.is_empty() {
                     record.recovery = hashes;
                 }
@@ -170,4 +170,49 @@ pub enum EnrollError {
     Random,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::policy::accounts::Accounts;
+    use crate::store::{FileStore, Store};
+    use otp_proto::{ImportedKey, Secret};
+    use std::sync::Arc;
+
+    /// A pending key, its recovery set and where it was made go together: an import or a
+    /// disable that drops the key leaves none of the rest behind.
+    #[tokio::test]
+    async fn dropping_a_pending_key_forgets_its_recovery_set_and_origin_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Accounts::new(
+            Arc::new(FileStore::open(dir.path()).unwrap()),
+            Config::default(),
+        )
+        .unwrap();
+        let stored = || {
+            FileStore::open(dir.path())
+                .unwrap()
+                .load("alice")
+                .unwrap()
+                .unwrap()
+        };
+        a.enrollment.enroll_totp("alice", true).await.unwrap();
+        assert!(stored().pending_at_login && !stored().pending_recovery.is_empty());
+        let key = ImportedKey {
+            secret: Secret::new("JBSWY3DPEHPK3PXPJBSWY3DP"),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            hotp_counter: None,
+            window: None,
+            recovery_codes: Vec::new(),
+        };
+        a.enrollment.import("alice", key).await.unwrap();
+        let record = stored();
+        assert!(record.pending_totp.is_none());
+        assert!(record.pending_recovery.is_empty());
+        assert!(!record.pending_at_login);
+        assert!(a.enrollment.pending_from_login("alice").unwrap().is_none());
+    }
 }

@@ -125,7 +125,8 @@ impl Registry {
                 let had = match method {
                     MethodKind::Totp => {
                         let had = r.totp.is_some() || r.pending_totp.is_some();
-                        (r.totp, r.pending_totp) = (None, None);
+                        r.totp = None;
+                        r.clear_pending();
                         had
                     }
                     MethodKind::Email => r.email.take().is_some(),

@@ -163,11 +163,10 @@ impl Keys {
                 let mut key = pending.clone();
                 key.last_step = Some(step);
                 record.totp = Some(key);
-                record.pending_totp = None;
-                record.pending_at_login = false;
                 if !record.pending_recovery.is_empty() {
                     record.recovery = std::mem::take(&mut record.pending_recovery);
                 }
+                record.clear_pending();
                 Change::Changed(true)
             })
             .await

@@ -78,6 +78,14 @@ pub enum KeyKind {
 }
 
 impl UserRecord {
+    /// Forget a pending enrollment and what goes with it (its recovery-code set, where it was
+    /// made), so none of the three can outlive the key.
+    pub fn clear_pending(&mut self) {
+        self.pending_totp = None;
+        self.pending_recovery.clear();
+        self.pending_at_login = false;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.totp.is_none()
             && self.pending_totp.is_none()
