@@ -56,7 +56,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     let checked = load(path)
         .map_err(|e| e.to_string())
         .and_then(|(cfg, source)| {
-            build_channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
+            otpd::state::State::channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
             // The daemon refuses to start without a usable sealing key: so does the check.
             otpd::store::key_file::load(&cfg.key_file)
                 .map_err(|e| format!("{source}: key_file: {e}"))?;
@@ -76,17 +76,6 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The channels `State::new` builds, built and dropped: each reads its secret and CA files.
-fn build_channels(cfg: &Config) -> Result<(), String> {
-    if let Some(email) = &cfg.email {
-        otpd::channel::email::EmailChannel::new(email).map_err(|e| e.to_string())?;
-    }
-    if let Some(sms) = &cfg.sms {
-        otpd::channel::sms::SmsChannel::new(sms).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {

@@ -33,6 +33,9 @@ pub struct State {
     pub issuer: String,
 }
 
+/// The email and SMS channels, each `None` when not configured.
+pub type Channels = (Option<Box<dyn Channel>>, Option<Box<dyn Channel>>);
+
 /// A configured channel that could not be set up (its secret or CA file, its address).
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelSetupError {
@@ -45,14 +48,7 @@ pub enum ChannelSetupError {
 impl State {
     /// Build every configured channel; an error names the section and key to fix.
     pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
-        let email = match &cfg.email {
-            Some(e) => Some(Box::new(EmailChannel::new(e)?) as Box<dyn Channel>),
-            None => None,
-        };
-        let sms = match &cfg.sms {
-            Some(s) => Some(Box::new(SmsChannel::new(s)?) as Box<dyn Channel>),
-            None => None,
-        };
+        let (email, sms) = Self::channels(&cfg)?;
         let host = hostname();
         Ok(State {
             sms,
@@ -75,6 +71,20 @@ impl State {
         counts: Counts,
     ) -> Result<Proof, StoreError> {
         proof::judge(&self.accounts, &self.challenges, user, answer, counts).await
+    }
+
+    /// The configured channels (email, SMS), each with its secret and CA files read. Also what
+    /// `otpd check-config` builds, so "ok" there means the daemon's channels start.
+    pub fn channels(cfg: &Config) -> Result<Channels, ChannelSetupError> {
+        let email = match &cfg.email {
+            Some(e) => Some(Box::new(EmailChannel::new(e)?) as Box<dyn Channel>),
+            None => None,
+        };
+        let sms = match &cfg.sms {
+            Some(s) => Some(Box::new(SmsChannel::new(s)?) as Box<dyn Channel>),
+            None => None,
+        };
+        Ok((email, sms))
     }
 
     /// The channel codes `via` travel by, if configured.
