@@ -311,3 +311,50 @@ fn enrolling_a_victims_address_in_any_case_sends_little_and_never_locks_the_vict
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
     otpd.assert_logged("hourly quota of email enrollment codes reached");
 }
+
+/// `otpctl ARGS` as `daemon` (uid 1), a second local user beside `nobody`.
+fn otpctl_as_daemon(otpd: &Daemon, args: &[&str]) -> std::process::Output {
+    otpd.otpctl_as_nobody(&["status"]); // opens the test directory to other users
+    std::process::Command::new("setpriv")
+        .args(["--reuid=1", "--regid=1", "--clear-groups"])
+        .arg(otp_e2e::artifacts::otpctl())
+        .arg("--config")
+        .arg(&otpd.config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run otpctl as daemon")
+}
+
+/// Two users each stay under their own budget (2 of 3), so only the per-destination budget can
+/// refuse the fourth send: it must see the four spellings as one address.
+#[test]
+fn spellings_of_one_address_share_its_enrollment_budget() {
+    if !skip::require_root() || !smtp::available() {
+        return;
+    }
+    let server = SmtpServer::start(SmtpOptions::default(), None);
+    let otpd = Daemon::start(&email_section(server.port, "none", ""));
+    let tries: [(&str, &str); 4] = [
+        ("nobody", "victim@example.com"),
+        ("daemon", "VICTIM@example.com"),
+        ("nobody", "Victim@Example.COM"),
+        ("daemon", "victim@EXAMPLE.com"),
+    ];
+    let mut sent = 0;
+    for (who, address) in tries {
+        let args = ["enroll", "email", "--email", address];
+        let out = match who {
+            "nobody" => otpd.otpctl_as_nobody(&args),
+            _ => otpctl_as_daemon(&otpd, &args),
+        };
+        if String::from_utf8_lossy(&out.stdout).contains("A code was sent") {
+            sent += 1;
+            server.next_mail();
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("too many codes"), "{}", describe(&out));
+        }
+    }
+    assert_eq!(sent, 3, "the address's budget of 3, whatever the case");
+}
