@@ -65,6 +65,12 @@ pub struct PolicyConfig {
     /// How long the token `otpctl disable` mails to the user stays valid (at most 1 day).
     #[serde(deserialize_with = "up_to_a_day")]
     pub disable_token_ttl: Duration,
+    /// After a second factor from a remote host, logins of that user from that host through
+    /// that service skip the code for this long (at most 30 days; off when unset).
+    #[serde(deserialize_with = "optional_up_to_30_days")]
+    pub grace: Option<Duration>,
+    /// Grace also for logins without a remote host (console, sudo, su).
+    pub grace_local: bool,
 }
 
 impl Default for PolicyConfig {
@@ -73,6 +79,8 @@ impl Default for PolicyConfig {
             unenrolled: Unenrolled::Deny,
             default_method: None,
             disable_token_ttl: Duration::from_secs(15 * 60),
+            grace: None,
+            grace_local: false,
         }
     }
 }
@@ -687,6 +695,10 @@ fn up_to_a_day<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn up_to_30_days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration(d, Duration::from_secs(30 * DAY))
+}
+
+fn optional_up_to_30_days<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    up_to_30_days(d).map(Some)
 }
 
 /// Longest string value besides templates: names, hosts, urls, addresses.

@@ -78,9 +78,44 @@ impl PamService {
 
     /// Start a login whose prompts the test answers as they come.
     pub fn start(&self, user: &str) -> PamSession<'_> {
-        let mut child = self
-            .command(&artifacts::pamclient())
-            .args([&self.name, user])
+        self.start_from(&From::default(), user)
+    }
+
+    /// Log `user` in as `from` says (PAM_RHOST, another service name, as `nobody`).
+    pub fn login_from(&self, from: &From, user: &str, answers: &[&str]) -> PamRun {
+        let mut session = self.start_from(from, user);
+        for a in answers {
+            session.send(a);
+        }
+        session.finish()
+    }
+
+    /// The same stack under another service name (PAM_SERVICE).
+    pub fn add_service(&self, name: &str) {
+        std::fs::copy(self.dir.path().join(&self.name), self.dir.path().join(name))
+            .expect("copy the service file");
+    }
+
+    /// `start`, with PAM_RHOST, the service and the uid taken from `from`.
+    pub fn start_from(&self, from: &From, user: &str) -> PamSession<'_> {
+        let client = artifacts::pamclient();
+        let mut cmd = match from.as_nobody {
+            false => self.command(&client),
+            true => {
+                use std::os::unix::fs::PermissionsExt;
+                let open = std::fs::Permissions::from_mode(0o755);
+                std::fs::set_permissions(self.dir.path(), open).expect("open the service dir");
+                let mut cmd = crate::skip::as_nobody(&client);
+                self.preload(&mut cmd);
+                cmd
+            }
+        };
+        if let Some(rhost) = from.rhost {
+            cmd.env("PAMCLIENT_RHOST", rhost);
+        }
+        let service = from.service.unwrap_or(&self.name);
+        let mut child = cmd
+            .args([service, user])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -99,11 +134,27 @@ impl PamService {
     /// A command with pam_wrapper preloaded and pointed at this service directory.
     pub fn command(&self, program: &std::path::Path) -> Command {
         let mut cmd = Command::new(program);
+        self.preload(&mut cmd);
+        cmd
+    }
+
+    fn preload(&self, cmd: &mut Command) {
         cmd.env("LD_PRELOAD", wrapper().expect("pam_wrapper"))
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path());
-        cmd
     }
+}
+
+/// Where a login comes from, as the PAM application says it.
+#[derive(Default)]
+pub struct From<'a> {
+    /// PAM_RHOST; unset when `None`.
+    pub rhost: Option<&'a str>,
+    /// PAM_SERVICE; the service's own name when `None` (see `add_service`).
+    pub service: Option<&'a str>,
+    /// Run the PAM application as `nobody` (the caller must be root), as a local user runs
+    /// their own PAM program.
+    pub as_nobody: bool,
 }
 
 /// A login in progress. It borrows its service so that the service directory outlives it.

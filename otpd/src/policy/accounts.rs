@@ -6,7 +6,8 @@
 //! - `recovery` (policy::recovery): recovery codes checked on the bounded pool and spent;
 //! - `enrollment` (policy::enrollment): new pending keys, imports, recovery-code sets, addresses;
 //! - `registry` (policy::factors): what a user can log in with, their default, turning off;
-//! - `lockouts` (policy::lockout): failures and locks, durable.
+//! - `lockouts` (policy::lockout): failures and locks, durable;
+//! - `grace` (policy::grace): who may skip the code, from where, for a while (in memory).
 //!
 //! Checking a code is not done here but in `proof`, the one place every answer is judged, from
 //! `keys`, `recovery` and the lockouts.
@@ -15,6 +16,7 @@ use super::blocking;
 use super::clock::unix_now;
 use super::enrollment::Enrollment;
 use super::factors::Registry;
+use super::grace::Grace;
 use super::keys::Keys;
 use super::lockout::Lockouts;
 use super::records::Records;
@@ -31,6 +33,8 @@ pub struct Accounts {
     pub enrollment: Enrollment,
     /// Failures and locks, durable; reserved and settled by `proof`.
     pub lockouts: Lockouts,
+    /// Logins that may skip the code for a while; forgotten at any failure.
+    pub grace: Grace,
     pub(super) keys: Arc<Keys>,
     pub(super) recovery: RecoveryCodes,
     records: Arc<Records>,
@@ -54,6 +58,7 @@ impl Accounts {
             registry: Registry::new(records.clone(), cfg.users),
             enrollment: Enrollment::new(records.clone(), keys.clone(), cfg.totp.clone()),
             recovery: RecoveryCodes::new(records.clone()),
+            grace: Grace::new(&cfg.policy),
             lockouts,
             keys,
             records,
@@ -84,6 +89,7 @@ impl Accounts {
 
     /// Forget the user entirely: factors, replay state, lockout.
     pub async fn reset(&self, user: &str) -> Result<(), StoreError> {
+        self.grace.forget(user);
         self.registry.disable(user).await?;
         self.lockouts.unlock(user).await
     }

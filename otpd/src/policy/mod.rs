@@ -3,7 +3,7 @@
 //! (`challenge`), recovery codes (`recovery`), the steps spent at login (`replay`), the codes
 //! otpd makes up (`codes`); and over the store: user records under each user's lock
 //! (`records`), checks against the app key (`keys`), adding factors (`enrollment`), what a user
-//! can log in with (`factors`), all owned together by `accounts`.
+//! can log in with (`factors`), the grace period (`grace`), all owned together by `accounts`.
 
 pub mod accounts;
 pub mod challenge;
@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod enrollment;
 pub mod factors;
+pub mod grace;
 pub mod keys;
 pub mod lockout;
 pub mod proof;

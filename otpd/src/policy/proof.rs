@@ -132,6 +132,9 @@ struct Reservation<'a> {
 impl Reservation<'_> {
     async fn settle(&mut self, how: Settle) -> Result<(), StoreError> {
         self.settled = true;
+        if how == Settle::Failure {
+            self.accounts.grace.forget(self.user); // policy::grace: any failed code ends it
+        }
         self.accounts.lockouts.settle(self.user, how).await
     }
 }
@@ -139,6 +142,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.settled {
+            self.accounts.grace.forget(self.user);
             self.accounts
                 .lockouts
                 .settle_later(self.user, Settle::Failure);

@@ -131,18 +131,14 @@ async fn execute(
             method,
             proof,
         } => {
-            disable(
-                caller,
-                state,
-                target(caller, state, user).await?,
-                method,
-                proof,
-            )
-            .await
+            let user = target(caller, state, user).await?;
+            accounts.grace.forget(&user); // a disable, even one still waiting for its token
+            disable(caller, state, user, method, proof).await
         }
         Command::Unlock { user } => {
             caller.require_admin()?;
             let user = target(caller, state, Some(user)).await?;
+            accounts.grace.forget(&user);
             accounts.lockouts.unlock(&user).await.map_err(internal)?;
             changed(caller, &user, "unlocked");
             Ok(CommandReply::Ok)

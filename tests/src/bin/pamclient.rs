@@ -1,7 +1,8 @@
 //! A small PAM application for tests: `pamclient SERVICE USER` runs pam_authenticate with a
 //! conversation that prints every message as one line (`PROMPT_ECHO_OFF: ...`, `INFO: ...`;
 //! newlines escaped as `\n`) and answers each prompt with the next line of stdin (end of input
-//! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`.
+//! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`. `PAMCLIENT_RHOST`, when
+//! set, becomes PAM_RHOST (as sshd sets it from the connection).
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::{BufRead, Write};
@@ -57,6 +58,10 @@ unsafe extern "C" fn conversation(
     0
 }
 
+extern "C" {
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
@@ -74,6 +79,14 @@ fn main() {
     if rc != 0 {
         say(&format!("RESULT: {rc} pam_start failed"));
         return;
+    }
+    if let Some(rhost) = std::env::var_os("PAMCLIENT_RHOST") {
+        let rhost = CString::new(rhost.into_encoded_bytes()).expect("rhost");
+        let rc = unsafe { pam_set_item(pamh, pam_otp::ffi::PAM_RHOST, rhost.as_ptr().cast()) };
+        if rc != 0 {
+            say(&format!("RESULT: {rc} pam_set_item failed"));
+            return;
+        }
     }
     let rc = unsafe { pam_authenticate(pamh, 0) };
     let text = unsafe { CStr::from_ptr(pam_strerror(pamh, rc)) }
