@@ -11,6 +11,8 @@
 //! `code.resend_after` 1 hour; `email.timeout` and `sms.timeout` 5 minutes; counts as in each
 //! key's deserializer below; templates 16 KiB.
 
+pub mod directory;
+
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +54,8 @@ pub struct Config {
     /// A static directory of contact details, `[users.NAME]`. Users can also register their own
     /// address with `otpctl enroll email`, which takes precedence once confirmed.
     pub users: BTreeMap<String, UserEntry>,
+    /// Addresses and numbers from an LDAP directory (`[directory]`, config/directory.rs).
+    pub directory: Option<directory::DirectoryConfig>,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -429,6 +433,7 @@ impl Default for Config {
             email: None,
             sms: None,
             users: BTreeMap::new(),
+            directory: None,
         }
     }
 }
@@ -555,6 +560,9 @@ impl Config {
                     "neither subject nor body contains {{code}}".into(),
                 ));
             }
+        }
+        if let Some(directory) = &self.directory {
+            directory.check()?;
         }
         if let Some(sms) = &self.sms {
             let (section, present) = match sms.provider {

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod directory;
 pub mod formats;
 pub mod hex;
 pub mod import;

@@ -60,6 +60,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             // The daemon refuses to start without a usable sealing key: so does the check.
             otpd::store::key_file::load(&cfg.key_file)
                 .map_err(|e| format!("{source}: key_file: {e}"))?;
+            if let Some(directory) = &cfg.directory {
+                check_directory(directory).map_err(|e| format!("{source}: {e}"))?;
+            }
             Ok((cfg, source))
         });
     match checked {
@@ -76,6 +79,27 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `[directory]`: its files are read as the daemon reads them (an error fails the check), and
+/// whether it answers now is said (a directory down now does not stop the daemon either).
+fn check_directory(cfg: &otpd::config::directory::DirectoryConfig) -> Result<(), String> {
+    let directory = otpd::directory::Directory::new(cfg).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    match runtime.block_on(directory.probe()) {
+        Ok(()) => println!(
+            "directory {} (base {}): answers",
+            directory.url, directory.base
+        ),
+        Err(e) => println!(
+            "directory {} (base {}): does not answer now: {e}",
+            directory.url, directory.base
+        ),
+    }
+    Ok(())
 }
 
 fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {

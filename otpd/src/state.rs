@@ -43,12 +43,18 @@ pub enum ChannelSetupError {
     Email(#[from] crate::channel::email::EmailConfigError),
     #[error(transparent)]
     Sms(#[from] crate::channel::sms::SmsConfigError),
+    #[error(transparent)]
+    Directory(#[from] crate::directory::ldap::DirectoryConfigError),
 }
 
 impl State {
     /// Build every configured channel; an error names the section and key to fix.
-    pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
+    pub fn new(cfg: Config, mut accounts: Accounts) -> Result<State, ChannelSetupError> {
         let (email, sms) = Self::channels(&cfg)?;
+        if let Some(directory) = &cfg.directory {
+            let directory = crate::directory::Directory::new(directory)?;
+            accounts.registry.set_directory(directory);
+        }
         let host = hostname();
         Ok(State {
             sms,

@@ -1,8 +1,8 @@
 //! The harness for end-to-end tests: the built binaries (`artifacts`), a real otpd on a temp
 //! config (`daemon`), real libpam through pam_wrapper (`pam`), oathtool's codes (`totp`), a real
 //! SMTP server (`smtp`), SMS providers' APIs on loopback (`sms`), either seen as where sent
-//! codes arrive (`inbox`), a test CA (`ca`), a real sshd (`sshd`), and skipping with a reason
-//! (`skip`).
+//! codes arrive (`inbox`), a test CA (`ca`), a real sshd (`sshd`), a real slapd (`slapd`), and
+//! skipping with a reason (`skip`).
 
 pub mod artifacts;
 pub mod ca;
@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod inbox;
 pub mod pam;
 pub mod skip;
+pub mod slapd;
 pub mod sms;
 pub mod smtp;
 pub mod sshd;

@@ -1,9 +1,10 @@
-//! What each user can log in with, from their own record first and the static directory
-//! (`[users.NAME]`) second; the user's pick among several; turning factors off. The facts go to
+//! What each user can log in with, from their own record first, an LDAP directory second
+//! (`[directory]`, crate::directory) and the static directory (`[users.NAME]`) last; the user's pick among several; turning factors off. The facts go to
 //! the session layer, which words them (masking addresses is its job, not this one's).
 
 use super::records::{Change, Records};
 use crate::config::UserEntry;
+use crate::directory::{Directory, Known};
 use crate::store::{StoreError, UserRecord};
 use otp_proto::{MethodKind, MethodState, Via};
 use std::collections::BTreeMap;
@@ -19,11 +20,14 @@ pub struct Factors {
     pub email: Option<String>,
     /// The number SMS codes go to.
     pub sms: Option<String>,
+    /// Ways the directory may hold an address or number for, but cannot say now (down for
+    /// longer than `cache_ttl`): the method is unavailable, and the user is not "unenrolled".
+    pub unavailable: Vec<Via>,
 }
 
 impl Factors {
     pub fn is_empty(&self) -> bool {
-        !self.totp && self.email.is_none() && self.sms.is_none()
+        !self.totp && self.email.is_none() && self.sms.is_none() && self.unavailable.is_empty()
     }
 
     /// Where codes sent `via` go for this user.
@@ -48,11 +52,35 @@ pub struct Enrolled {
 pub struct Registry {
     records: Arc<Records>,
     directory: BTreeMap<String, UserEntry>,
+    /// `[directory]`, when configured.
+    ldap: Option<Directory>,
 }
 
 impl Registry {
     pub fn new(records: Arc<Records>, directory: BTreeMap<String, UserEntry>) -> Registry {
-        Registry { records, directory }
+        Registry {
+            records,
+            directory,
+            ldap: None,
+        }
+    }
+
+    /// Read addresses and numbers from this directory too (`[directory]`).
+    pub fn set_directory(&mut self, directory: Directory) {
+        self.ldap = Some(directory);
+    }
+
+    /// The configured directory, if any.
+    pub fn directory(&self) -> Option<&Directory> {
+        self.ldap.as_ref()
+    }
+
+    /// Ask the directory afresh for `user` (a no-op without one): call before `factors` at a
+    /// login or a command, so a changed address counts at once.
+    pub async fn look_up(&self, user: &str) {
+        if let Some(ldap) = &self.ldap {
+            ldap.refresh(user).await;
+        }
     }
 
     /// The second factors that count at login for this user.
@@ -137,14 +165,41 @@ impl Registry {
             .await
     }
 
-    /// The user's own record first, then the static directory.
+    /// The user's own confirmed record first, then the LDAP directory, then the static one.
+    /// While the LDAP directory cannot say, a method it may hold is unavailable rather than
+    /// taken from `[users.NAME]`.
     fn factors_of(&self, user: &str, record: &UserRecord) -> Factors {
         let directory = self.directory.get(user);
+        let mut unavailable = Vec::new();
+        let mut pick = |via: Via, own: &Option<String>, ldap: Option<Option<String>>| {
+            let fixed = directory.and_then(|d| match via {
+                Via::Email => d.email.clone(),
+                Via::Sms => d.phone.clone(),
+            });
+            match (own, ldap) {
+                (Some(own), _) => Some(own.clone()),
+                (None, Some(Some(found))) => Some(found),
+                (None, Some(None)) => {
+                    unavailable.push(via);
+                    None
+                }
+                (None, None) => fixed,
+            }
+        };
+        // Some(Some(x)): the directory holds x; Some(None): it cannot say; None: it holds none.
+        let (email, phone) = match self.ldap.as_ref().map(|l| l.known(user)) {
+            None => (None, None),
+            Some(Known::Contacts(c)) => (c.email.map(Some), c.phone.map(Some)),
+            Some(Known::Unavailable { email, phone }) => {
+                (email.then_some(None), phone.then_some(None))
+            }
+        };
         Factors {
             default: record.default_method,
             totp: record.totp.is_some(),
-            email: (record.email.clone()).or_else(|| directory.and_then(|d| d.email.clone())),
-            sms: (record.phone.clone()).or_else(|| directory.and_then(|d| d.phone.clone())),
+            email: pick(Via::Email, &record.email, email),
+            sms: pick(Via::Sms, &record.phone, phone),
+            unavailable,
         }
     }
 }

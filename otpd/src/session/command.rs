@@ -428,7 +428,9 @@ async fn target(caller: &Caller, state: &State, user: Option<String>) -> Result<
         Some(typed) => Some(state.names.resolve(&typed).await.as_str().to_owned()),
         None => None,
     };
-    caller.target(user)
+    let user = caller.target(user)?;
+    state.accounts.registry.look_up(&user).await; // the directory's values, read afresh
+    Ok(user)
 }
 
 /// Log a change of a factor and tell the user at the address on file before the change (`to`),

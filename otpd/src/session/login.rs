@@ -187,7 +187,7 @@ impl<D: Dialog> Session<'_, D> {
         let mut step = Step::Start;
         loop {
             step = match step {
-                Step::Start => self.start(),
+                Step::Start => self.start().await?,
                 Step::Unenrolled => self.unenrolled(),
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
@@ -208,22 +208,54 @@ impl<D: Dialog> Session<'_, D> {
         &self.login.user
     }
 
-    fn start(&self) -> Step {
+    async fn start(&mut self) -> Result<Step, FrameError> {
         if !self.caller.may_authenticate(self.user()) {
             let note = format!(
                 "denied: uid {} may not authenticate this user",
                 self.caller.uid
             );
-            return refuse(DenyReason::Forbidden, "Permission denied.", note);
+            return Ok(refuse(DenyReason::Forbidden, "Permission denied.", note));
         }
-        match self.state.accounts.registry.factors(self.user()) {
+        let registry = &self.state.accounts.registry;
+        registry.look_up(self.user()).await; // the directory's values, read afresh
+        Ok(match registry.factors(self.user()) {
             Ok(methods) if methods.is_empty() => Step::Unenrolled,
-            Ok(methods) => Step::ChooseMethod(Menu {
-                preferred: methods.default.or(self.state.cfg.policy.default_method),
-                choices: menu(methods),
-            }),
+            Ok(methods) => {
+                let unavailable = self.unavailable(&methods);
+                let menu = Menu {
+                    preferred: methods.default.or(self.state.cfg.policy.default_method),
+                    choices: menu(methods),
+                };
+                match (unavailable, menu.choices.is_empty()) {
+                    (Some(text), true) => refuse(
+                        DenyReason::SendFailed,
+                        format!("{text} Try again later or ask your administrator."),
+                        "denied: directory unavailable",
+                    ),
+                    (Some(text), false) => {
+                        self.dialog.error(&text).await?;
+                        Step::ChooseMethod(menu)
+                    }
+                    (None, _) => Step::ChooseMethod(menu),
+                }
+            }
             Err(e) => internal(e),
-        }
+        })
+    }
+
+    /// What the user is told when the directory that holds their address or number cannot be
+    /// reached (`[directory]`): only for methods whose channel is configured.
+    fn unavailable(&self, methods: &Factors) -> Option<String> {
+        let via: Vec<String> = (methods.unavailable.iter())
+            .filter(|via| self.state.channel(**via).is_some())
+            .map(|via| format!("{via}"))
+            .collect();
+        (!via.is_empty()).then(|| {
+            format!(
+                "Codes by {} are unavailable now: the user directory cannot be reached.",
+                via.join(" and ")
+            )
+        })
     }
 
     fn unenrolled(&self) -> Step {
