@@ -252,6 +252,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_directory_that_never_answered_leaves_the_user_unavailable_not_unenrolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[directory]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\n\
+                    base = \"dc=example\"\ntimeout = \"1s\"\n\
+                    [users.alice]\nemail = \"alice@static.example\"\n";
+        let cfg = Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let directory = crate::directory::Directory::new(cfg.directory.as_ref().unwrap());
+        let mut a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg).unwrap();
+        a.registry.set_directory(directory.unwrap());
+        a.registry.look_up("alice").await;
+        let m = a.registry.factors("alice").unwrap();
+        assert_eq!(
+            m.email, None,
+            "not the static address while the directory cannot say"
+        );
+        assert_eq!(m.unavailable, [Via::Email, Via::Sms]);
+        assert!(
+            !m.is_empty(),
+            "not \"unenrolled\": unenrolled = allow must not let in"
+        );
+        assert!(
+            a.registry.has_factor("alice").unwrap(),
+            "changes still need proof"
+        );
+        a.enrollment
+            .set_destination("alice", Via::Email, "alice@home.example")
+            .await
+            .unwrap();
+        let m = a.registry.factors("alice").unwrap();
+        assert_eq!(
+            m.email.as_deref(),
+            Some("alice@home.example"),
+            "her own comes first"
+        );
+        assert_eq!(m.unavailable, [Via::Sms]);
+    }
+
+    #[tokio::test]
     async fn disable_forgets_every_factor() {
         let dir = tempfile::tempdir().unwrap();
         let a = accounts(dir.path());
