@@ -227,16 +227,21 @@ impl<D: Dialog> Session<'_, D> {
                     choices: menu(methods),
                 };
                 match (unavailable, menu.choices.is_empty()) {
-                    (Some(text), true) => refuse(
+                    // Only methods the directory cannot vouch for now: nothing to offer.
+                    (text, true) => refuse(
                         DenyReason::SendFailed,
-                        format!("{text} Try again later or ask your administrator."),
+                        format!(
+                            "{} Try again later or ask your administrator.",
+                            text.as_deref()
+                                .unwrap_or("The user directory cannot be reached.")
+                        ),
                         "denied: directory unavailable",
                     ),
                     (Some(text), false) => {
                         self.dialog.error(&text).await?;
                         Step::ChooseMethod(menu)
                     }
-                    (None, _) => Step::ChooseMethod(menu),
+                    (None, false) => Step::ChooseMethod(menu),
                 }
             }
             Err(e) => internal(e),
