@@ -102,6 +102,18 @@ pub enum Command {
     Reset { user: String },
     /// Admin: every user the store knows.
     Users,
+    /// Create a new pending HOTP key (RFC 4226) for a hardware token or an app; it counts at
+    /// login only after `Verify` with a code from it.
+    EnrollHotp {
+        user: Option<String>,
+        /// The vendor's secret, hex or base32; `None`: otpd makes one (for an app).
+        secret: Option<Secret>,
+        /// The counter of the token's next code (default 0).
+        counter: Option<u64>,
+        /// 6 or 8 (default 6).
+        digits: Option<u8>,
+        proof: Option<Secret>,
+    },
 }
 
 /// A kind of second factor, as a user or an admin names it.
@@ -238,6 +250,9 @@ pub struct TotpEnrollment {
     pub period: u64,
     /// Recovery codes that become valid with the enrollment: show them once.
     pub recovery_codes: Vec<Secret>,
+    /// `Some(counter of the next code)` for an HOTP key (`uri` is then `otpauth://hotp/...`
+    /// and `period` means nothing).
+    pub hotp_counter: Option<u64>,
 }
 
 /// An OATH key from another tool, as otpctl read it.

@@ -166,7 +166,7 @@ fn totp_for(key: &TotpKey) -> Option<totp_rs::Totp> {
 }
 
 /// Percent-encode everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {

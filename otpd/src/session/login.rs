@@ -44,6 +44,10 @@ use zeroize::Zeroizing;
 /// The TOTP prompt; it names "code" so users (and tests) know what is asked.
 pub const PROMPT: &str = "Verification code: ";
 
+/// Asked after an HOTP code past the look-ahead window (a resync).
+pub const NEXT_HOTP_PROMPT: &str =
+    "Your token is ahead of this server. Press its button again and enter the next code: ";
+
 /// Prompts one sent-code login may show before it gives up (resends and retries together).
 const MAX_ROUNDS: usize = 10;
 
@@ -67,6 +71,8 @@ enum Step {
     AskChoice { menu: Menu, tries: usize },
     /// Ask for the authenticator app's code.
     AskAppCode,
+    /// An HOTP code past the window matched `counter`: ask for the token's next code.
+    AskNextHotpCode { counter: u64 },
     /// Send a code to `to` (unless one is already waiting); `menu` holds the fallbacks.
     SendCode { menu: Menu, to: SentTo },
     /// Take an answer to a sent code: an empty one asks for a new code.
@@ -182,6 +188,7 @@ impl<D: Dialog> Session<'_, D> {
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
+                Step::AskNextHotpCode { counter } => self.ask_next_hotp_code(counter).await?,
                 Step::SendCode { menu, to } => self.send_code(menu, to).await?,
                 Step::AskSentCode(sent) => self.ask_sent_code(sent).await?,
                 Step::FirstLoginEnrollment => self.first_login_enrollment().await?,
@@ -258,6 +265,24 @@ impl<D: Dialog> Session<'_, D> {
         }
         let proof = self.state.judge(self.user(), &code, Counts::AppLogin).await;
         Ok(after_app_code(proof))
+    }
+
+    /// The second code of an HOTP resync (policy::hotp): judged like every answer, and only
+    /// the code right after the first one moves the counter.
+    async fn ask_next_hotp_code(&mut self, counter: u64) -> Result<Step, FrameError> {
+        // The first code was a counted failure: it may have been the one that locked.
+        if let Some(left) = self.state.accounts.lockouts.locked_for(self.user()) {
+            return Ok(locked(left));
+        }
+        let code = self.ask(NEXT_HOTP_PROMPT, false).await?;
+        if code.is_empty() {
+            return Ok(decided(deny(DenyReason::Cancelled), "denied: empty answer"));
+        }
+        let counts = Counts::HotpResync { after: counter };
+        Ok(match self.state.judge(self.user(), &code, counts).await {
+            Ok(Proof::Allowed(_)) => decided(Outcome::Allow, "allowed (hotp, resynchronised)"),
+            other => after_app_code(other),
+        })
     }
 
     /// Send the first code, unless one is already waiting or the cooldown runs (then say so
@@ -388,7 +413,10 @@ impl<D: Dialog> Session<'_, D> {
             ),
             Proof::NothingToCheck => again("No code is waiting; press Enter for a new one."),
             Proof::Locked(left) => locked(left),
-            Proof::Wrong { .. } | Proof::Replayed | Proof::RestartGuard { .. } => {
+            Proof::Wrong { .. }
+            | Proof::Replayed
+            | Proof::RestartGuard { .. }
+            | Proof::ResyncNeeded { .. } => {
                 let alive = proof == Proof::Wrong { alive: true };
                 match (self.state.accounts.lockouts.locked_for(self.user()), alive) {
                     (Some(left), _) => locked(left),
@@ -624,6 +652,7 @@ fn after_app_code(proof: Result<Proof, StoreError>) -> Step {
         ),
         Ok(Proof::Locked(left)) => locked(left),
         Ok(Proof::RestartGuard { until }) => restart_guard(until),
+        Ok(Proof::ResyncNeeded { counter }) => Step::AskNextHotpCode { counter },
         Ok(Proof::NothingToCheck) => decided(deny(DenyReason::NotEnrolled), "denied: not enrolled"),
         Err(e) => internal(e),
     }
@@ -1205,6 +1234,66 @@ mod tests {
             .challenges
             .cooldown_left("alice", Instant::now())
             .is_none());
+    }
+
+    // HOTP tokens.
+
+    /// alice with the RFC 4226 test token, confirmed with its counter-0 code.
+    async fn with_token(w: &World) -> TotpKey {
+        let secret = Secret::new("3132333435363738393031323334353637383930");
+        let enrollment = &w.state.accounts.enrollment;
+        let (key, _) = enrollment
+            .enroll_hotp("alice", Some(&secret), 0, 6)
+            .await
+            .unwrap();
+        let first = Secret::new("755224");
+        let proof = w.state.judge("alice", &first, Counts::Verify).await;
+        assert_eq!(proof.unwrap(), Proof::Allowed(How::Activated));
+        key
+    }
+
+    fn hotp_code(key: &TotpKey, counter: u64) -> String {
+        crate::policy::totp::code_at(key, counter * key.period).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_past_the_window_resynchronises_on_the_next_code() {
+        let w = plain();
+        let key = with_token(&w).await;
+        let script = Script::new()
+            .answer(PROMPT, hotp_code(&key, 50))
+            .answer(NEXT_HOTP_PROMPT, hotp_code(&key, 51));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(ended.note, "allowed (hotp, resynchronised)");
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
+        // Counter 51 is the last one used now: 52 is within the window again.
+        let next = Script::new().answer(PROMPT, hotp_code(&key, 52));
+        assert_eq!(log_in(&w, "alice", next).await.outcome, Outcome::Allow);
+    }
+
+    #[tokio::test]
+    async fn a_resync_counts_both_answers_toward_the_lockout() {
+        let w = world(|c| c.lockout.max_failures = 3);
+        let key = with_token(&w).await;
+        let script = Script::new()
+            .answer(PROMPT, hotp_code(&key, 50))
+            .answer(NEXT_HOTP_PROMPT, hotp_code(&key, 53));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, deny(DenyReason::WrongCode));
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 2);
+        // Another far code is the third failure: locked before any next code is asked for.
+        let script = Script::new().answer(PROMPT, hotp_code(&key, 60));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, deny(DenyReason::Locked), "{:?}", ended.note);
+        // Locked: even the right pair is refused unchecked.
+        let script = Script::new().answer(PROMPT, hotp_code(&key, 70));
+        assert_eq!(
+            log_in(&w, "alice", script).await.outcome,
+            deny(DenyReason::Locked)
+        );
+        let stored = w.state.accounts.enrollment.pending_from_login("alice");
+        assert!(stored.unwrap().is_none());
     }
 
     // Recovery codes.
