@@ -31,6 +31,11 @@ pub struct Login {
     pub tty: Option<String>,
     /// The PAM line says `nullok`: a user with nothing enrolled is let through (PAM_IGNORE).
     pub nullok: bool,
+    /// `forward_pass` on the PAM line: everything the user typed at the one prompt, password
+    /// then code. otpd takes the code off the end (where it ends is policy), judges it, and
+    /// hands the rest back in `Reply::Password` before an `Allow` (or `Ignore`); it keeps, logs
+    /// and compares nothing of the rest.
+    pub forward_pass: Option<Secret>,
 }
 
 /// A management command. Non-root callers may only name themselves.
@@ -163,6 +168,10 @@ pub enum Reply {
     Done(CommandReply),
     /// A request was refused; the connection ends.
     Refused(Refusal),
+    /// `forward_pass`: what the user typed before the code, for the next module's
+    /// PAM_AUTHTOK. Sent only to a `Login` with `forward_pass`, just before an `Allow` or
+    /// `Ignore` outcome.
+    Password(Secret),
 }
 
 impl Reply {

@@ -97,6 +97,15 @@ impl Keys {
         }
     }
 
+    /// How many digits the user's active key's codes have, if there is one (forward_pass).
+    pub fn digits(&self, user: &str) -> Result<Option<u8>, StoreError> {
+        Ok(self
+            .records
+            .load(user)?
+            .and_then(|r| r.totp)
+            .map(|k| k.digits))
+    }
+
     /// The newest step spent with `key` so far (in memory or stored).
     pub fn last_spent(&self, user: &str, key: &TotpKey) -> Option<u64> {
         self.replay.last_spent(user, key)

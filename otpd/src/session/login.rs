@@ -23,6 +23,8 @@
 //! OpenSSH shows info messages only together with the next prompt (OpenSSH bug 2876), so
 //! whatever the user must read ("code sent to j***@e***.com") is part of the prompt text itself.
 
+mod forward_pass;
+
 use super::dialog::Dialog;
 use super::send::{send_code, SendError};
 use crate::channel::mask;
@@ -71,6 +73,8 @@ enum Step {
     AskChoice { menu: Menu, tries: usize },
     /// Ask for the authenticator app's code.
     AskAppCode,
+    /// forward_pass: judge the code at the end of what was typed at the one prompt.
+    ForwardPass(Menu),
     /// An HOTP code past the window matched `counter`: ask for the token's next code.
     AskNextHotpCode { counter: u64 },
     /// Send a code to `to` (unless one is already waiting); `menu` holds the fallbacks.
@@ -174,6 +178,10 @@ pub async fn run<D: Dialog>(
         }
     };
     audit(&login, caller, &note);
+    // forward_pass and nothing enrolled: no code was typed, all of it is the password.
+    if let (Outcome::Ignore, Some(typed)) = (outcome, &login.forward_pass) {
+        dialog.hand_back(typed).await?;
+    }
     dialog.end(outcome).await
 }
 
@@ -188,6 +196,7 @@ impl<D: Dialog> Session<'_, D> {
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
+                Step::ForwardPass(menu) => self.forward_pass(menu).await?,
                 Step::AskNextHotpCode { counter } => self.ask_next_hotp_code(counter).await?,
                 Step::SendCode { menu, to } => self.send_code(menu, to).await?,
                 Step::AskSentCode(sent) => self.ask_sent_code(sent).await?,
@@ -215,10 +224,16 @@ impl<D: Dialog> Session<'_, D> {
         }
         match self.state.accounts.registry.factors(self.user()) {
             Ok(methods) if methods.is_empty() => Step::Unenrolled,
-            Ok(methods) => Step::ChooseMethod(Menu {
-                preferred: methods.default.or(self.state.cfg.policy.default_method),
-                choices: menu(methods),
-            }),
+            Ok(methods) => {
+                let menu = Menu {
+                    preferred: methods.default.or(self.state.cfg.policy.default_method),
+                    choices: menu(methods),
+                };
+                match self.login.forward_pass {
+                    Some(_) => Step::ForwardPass(menu),
+                    None => Step::ChooseMethod(menu),
+                }
+            }
             Err(e) => internal(e),
         }
     }
@@ -236,6 +251,12 @@ impl<D: Dialog> Session<'_, D> {
                 Outcome::Ignore,
                 "ignored: not enrolled (policy unenrolled = allow)",
             ),
+            // With forward_pass the password is checked after this module: whoever typed
+            // anything would see the new key.
+            Unenrolled::Enroll if self.login.forward_pass.is_some() => {
+                let note = "denied: not enrolled (no first-login enrollment with forward_pass)";
+                refuse(DenyReason::NotEnrolled, NOT_SET_UP, note)
+            }
             Unenrolled::Enroll => Step::FirstLoginEnrollment,
             Unenrolled::Deny => refuse(DenyReason::NotEnrolled, NOT_SET_UP, "denied: not enrolled"),
         }
@@ -774,6 +795,7 @@ mod tests {
             rhost: Some("192.0.2.1".into()),
             tty: None,
             nullok: false,
+            forward_pass: None,
         }
     }
 
@@ -1294,6 +1316,127 @@ mod tests {
         );
         let stored = w.state.accounts.enrollment.pending_from_login("alice");
         assert!(stored.unwrap().is_none());
+    }
+
+    // forward_pass: password and code in one answer.
+
+    fn one_prompt(user: &str, typed: &str) -> Login {
+        Login {
+            forward_pass: Some(Secret::new(typed)),
+            ..sshd(user)
+        }
+    }
+
+    /// What was handed back for PAM_AUTHTOK, in order.
+    fn handed_back(script: &Script) -> Vec<&str> {
+        script
+            .said
+            .iter()
+            .filter_map(|s| match s {
+                Said::Password(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn forward_pass_judges_the_trailing_code_and_hands_back_the_rest() {
+        let w = plain();
+        let (key, _) = w.with_app("alice").await;
+        let typed = format!("hunter2 €{}", app_code(&key, 0));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(ended.note, "allowed (totp, forward_pass)");
+        assert_eq!(handed_back(&ended.script), ["hunter2 €"]);
+        assert!(ended.script.prompts().is_empty(), "no prompt of its own");
+        // The same code again is a replay: nothing handed back.
+        let again = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(again.outcome, deny(DenyReason::Replayed));
+        assert!(handed_back(&again.script).is_empty());
+    }
+
+    #[tokio::test]
+    async fn forward_pass_with_a_wrong_code_or_no_code_hands_back_nothing_and_counts() {
+        let w = plain();
+        let (key, _) = w.with_app("alice").await;
+        let right = app_code(&key, 0);
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for typed in [
+            format!("hunter2{wrong}"),
+            "hunter2".to_owned(),
+            "12".to_owned(),
+        ] {
+            let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+            assert_eq!(ended.outcome, deny(DenyReason::WrongCode), "{typed}");
+            assert!(handed_back(&ended.script).is_empty(), "{typed}");
+        }
+        // "hunter2" ends in a 6-character tail that was judged; "12" was too short to judge.
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 2);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_takes_a_recovery_code_with_its_dash() {
+        let w = plain();
+        let (_, codes) = w.with_app("alice").await;
+        let typed = format!("hunter2{}", codes[0].expose().to_lowercase());
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(handed_back(&ended.script), ["hunter2"]);
+        assert_eq!(ended.script.infos(), ["Recovery code accepted; 7 left."]);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_with_a_sent_code_sends_one_first_then_takes_it() {
+        let w = plain();
+        w.with_sent("alice", Via::Email).await;
+        let first = attempt(&w, one_prompt("alice", "hunter2"), true, Script::new()).await;
+        assert_eq!(first.outcome, deny(DenyReason::WrongCode));
+        assert!(first.script.errors()[0]
+            .contains("Log in again with your password followed by the code"));
+        let typed = format!("hunter2{}", w.email.last_code());
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow, "{}", ended.note);
+        assert_eq!(handed_back(&ended.script), ["hunter2"]);
+        assert_eq!(w.email.delivered().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_for_an_unenrolled_user_hands_back_everything_or_enrolls_nobody() {
+        let w = plain();
+        let login = Login {
+            nullok: true,
+            ..one_prompt("root", "hunter2")
+        };
+        let mut script = Script::new();
+        resolve_and_run(&mut script, &root(), &w.state, login)
+            .await
+            .unwrap();
+        assert_eq!(script.outcome(), Some(Outcome::Ignore));
+        assert_eq!(handed_back(&script), ["hunter2"]);
+        // First-login enrollment would show the key before the password is checked.
+        let w = enrolling();
+        let ended = attempt(&w, one_prompt("carol", "hunter2"), true, Script::new()).await;
+        assert_eq!(ended.outcome, deny(DenyReason::NotEnrolled));
+        assert!(ended.script.infos().is_empty() && ended.script.prompts().is_empty());
+        let pending = w.state.accounts.enrollment.pending_from_login("carol");
+        assert!(pending.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn forward_pass_never_resynchronises_a_token() {
+        let w = plain();
+        let key = with_token(&w).await;
+        let typed = format!("pw{}", hotp_code(&key, 50));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, deny(DenyReason::WrongCode));
+        assert!(ended.script.prompts().is_empty());
+        let typed = format!("pw{}", hotp_code(&key, 1));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow, "the counter did not move");
     }
 
     // Recovery codes.
