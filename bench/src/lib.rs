@@ -287,6 +287,7 @@ pub fn otp_login(socket: &Path, prefix: &str, i: usize) -> bool {
         rhost: None,
         tty: None,
         nullok: false,
+        forward_pass: None,
     };
     if c.send(&Request::Begin(login)).is_err() {
         return false;

@@ -12,6 +12,7 @@
 //! key's deserializer below; templates 16 KiB.
 
 pub mod directory;
+pub mod hotp;
 
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub struct Config {
     pub users: BTreeMap<String, UserEntry>,
     /// Addresses and numbers from an LDAP directory (`[directory]`, config/directory.rs).
     pub directory: Option<directory::DirectoryConfig>,
+    /// `[hotp]`: the look-ahead of counter-based keys.
+    pub hotp: hotp::HotpConfig,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -434,6 +437,7 @@ impl Default for Config {
             sms: None,
             users: BTreeMap::new(),
             directory: None,
+            hotp: hotp::HotpConfig::default(),
         }
     }
 }

@@ -62,6 +62,39 @@ impl Handle {
         self.string_item(PAM_TTY)
     }
 
+    /// PAM_AUTHTOK, what an earlier module or the application set as the password (for
+    /// `forward_pass`); copied into a `Secret`, libpam keeps its own.
+    pub fn authtok(self) -> Option<Secret> {
+        let mut value: *const c_void = ptr::null();
+        // SAFETY: valid handle; PAM_AUTHTOK is a NUL-terminated string owned by libpam.
+        let rc = unsafe { pam_get_item(self.0, PAM_AUTHTOK, &mut value) };
+        if rc != PAM_SUCCESS || value.is_null() {
+            return None;
+        }
+        // SAFETY: non-null string item, alive for this call.
+        let bytes = unsafe { CStr::from_ptr(value as *const c_char) }.to_bytes();
+        Some(Secret::from(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    /// Set PAM_AUTHTOK for the modules after this one (`None` removes it). The C copy made
+    /// here is wiped; libpam wipes the value it replaces. False if libpam refused, or the
+    /// value holds a NUL (it would be cut short).
+    pub fn set_authtok(self, value: Option<&Secret>) -> bool {
+        let rc = match value {
+            Some(secret) => {
+                if secret.expose().contains('\0') {
+                    return false;
+                }
+                let text = c_text(secret.expose());
+                // SAFETY: valid handle; libpam copies the NUL-terminated string.
+                unsafe { pam_set_item(self.0, PAM_AUTHTOK, text.as_ptr() as *const c_void) }
+            }
+            // SAFETY: valid handle; a null item clears it.
+            None => unsafe { pam_set_item(self.0, PAM_AUTHTOK, ptr::null()) },
+        };
+        rc == PAM_SUCCESS
+    }
+
     /// A string item, lossily decoded (these only go to logs).
     fn string_item(self, item: c_int) -> Option<String> {
         let mut value: *const c_void = ptr::null();

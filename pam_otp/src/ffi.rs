@@ -16,6 +16,7 @@ pub const PAM_SERVICE: c_int = 1;
 pub const PAM_TTY: c_int = 3;
 pub const PAM_RHOST: c_int = 4;
 pub const PAM_CONV: c_int = 5;
+pub const PAM_AUTHTOK: c_int = 6;
 
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
 pub const PAM_PROMPT_ECHO_ON: c_int = 2;
@@ -51,6 +52,8 @@ pub struct PamConv {
 extern "C" {
     /// `const void **item`: string items are NUL-terminated and owned by libpam.
     pub fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
+    /// libpam copies string items; setting PAM_AUTHTOK overwrites and frees the old value.
+    pub fn pam_set_item(pamh: *const c_void, item_type: c_int, item: *const c_void) -> c_int;
     /// PAM_USER, asking the application through the conversation if it is not set yet.
     pub fn pam_get_user(
         pamh: *const c_void,

@@ -10,6 +10,7 @@
 
 pub mod conv;
 pub mod ffi;
+pub mod forward_pass;
 pub mod log;
 pub mod options;
 pub mod relay;
@@ -93,12 +94,24 @@ fn authenticate(pamh: &Pam, log: &mut Log, args: &[String]) -> PamError {
     };
     log.set_user(&user);
     let name = log::printable(&user);
+    let mut conv = Traced {
+        conv: PamConversation::new(handle),
+        log,
+    };
+    let typed = match options.forward_pass {
+        false => None,
+        true => match forward_pass::typed(handle, &mut conv) {
+            Some(typed) => Some(typed),
+            None => return PamError::AUTH_ERR,
+        },
+    };
     let begin = Login {
         service: handle.service().unwrap_or_default(),
         rhost: handle.rhost(),
         tty: handle.tty(),
         nullok: options.nullok,
         user,
+        forward_pass: typed.clone(),
     };
     log.debug(&format!(
         "asking otpd at {} (timeout {} s, failmode {:?}, nullok {})",
@@ -107,12 +120,11 @@ fn authenticate(pamh: &Pam, log: &mut Log, args: &[String]) -> PamError {
         options.failmode,
         options.nullok
     ));
-    let mut conv = Traced {
-        conv: PamConversation::new(handle),
-        log,
-    };
     let result = relay::login(&options, begin, &mut conv);
-    let code = relay::pam_code(&result, &options);
+    let mut code = relay::pam_code(&result, &options);
+    if let Some(typed) = typed {
+        code = forward_pass::pass_on(handle, log, &result, code, typed);
+    }
     report(log, &name, &options, &result, code);
     code
 }
@@ -121,14 +133,16 @@ fn authenticate(pamh: &Pam, log: &mut Log, args: &[String]) -> PamError {
 /// decision is logged here only with `debug`; everything the daemon cannot know is logged.
 fn report(log: &Log, user: &str, options: &Options, result: &Relayed, code: PamError) {
     match result {
-        Relayed::Decided(outcome) => log.debug(&format!(
-            "otpd decided {}: {code:?}",
-            match outcome {
-                Outcome::Allow => "allow".to_owned(),
-                Outcome::Ignore => "ignore".to_owned(),
-                Outcome::Deny(why) => format!("deny ({why:?})"),
-            }
-        )),
+        Relayed::Decided(outcome) | Relayed::DecidedWithPassword(outcome, _) => {
+            log.debug(&format!(
+                "otpd decided {}: {code:?}",
+                match outcome {
+                    Outcome::Allow => "allow".to_owned(),
+                    Outcome::Ignore => "ignore".to_owned(),
+                    Outcome::Deny(why) => format!("deny ({why:?})"),
+                }
+            ))
+        }
         Relayed::Absent(e) => match options.failmode {
             FailMode::Safe => log.warning(&format!(
                 "otpd is not running ({e}), letting {user} in without a second factor \

@@ -30,6 +30,9 @@ pub struct Options {
     pub nullok: bool,
     /// `debug`: log each step and the outcome (never a message text or an answer).
     pub debug: bool,
+    /// `forward_pass`: password and code come as one string (PAM_AUTHTOK, or one prompt);
+    /// otpd says where the code ends, and the rest becomes PAM_AUTHTOK for the next module.
+    pub forward_pass: bool,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             failmode: FailMode::Secure,
             nullok: false,
             debug: false,
+            forward_pass: false,
         }
     }
 }
@@ -66,6 +70,7 @@ impl Options {
             match arg.split_once('=') {
                 None if arg == "nullok" => o.nullok = true,
                 None if arg == "debug" => o.debug = true,
+                None if arg == "forward_pass" => o.forward_pass = true,
                 Some(("socket", path)) => {
                     if !path.starts_with('/') {
                         return Err(OptionError::Socket(arg.into()));
@@ -103,7 +108,7 @@ mod tests {
         assert_eq!(o.socket, PathBuf::from("/run/otpd/otpd.sock"));
         assert_eq!(o.timeout, Duration::from_secs(10));
         assert_eq!(o.failmode, FailMode::Secure);
-        assert!(!o.nullok && !o.debug);
+        assert!(!o.nullok && !o.debug && !o.forward_pass);
     }
 
     #[test]
@@ -114,6 +119,7 @@ mod tests {
             "failmode=safe",
             "nullok",
             "debug",
+            "forward_pass",
         ])
         .unwrap();
         assert_eq!(
@@ -124,6 +130,7 @@ mod tests {
                 failmode: FailMode::Safe,
                 nullok: true,
                 debug: true,
+                forward_pass: true,
             }
         );
         let o = Options::parse(&["failmode=safe", "failmode=secure", "timeout=3600"]).unwrap();
@@ -138,6 +145,7 @@ mod tests {
             "debug=1",
             "nullok=yes",
             "use_first_pass",
+            "forward_pass=1",
             "",
             "=",
             "Socket=/x",

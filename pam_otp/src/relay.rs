@@ -96,6 +96,9 @@ impl Failure {
 pub enum Relayed {
     /// The daemon decided.
     Decided(Outcome),
+    /// The daemon decided and, for `forward_pass`, handed back the password part of what was
+    /// typed (`Reply::Password`) for PAM_AUTHTOK.
+    DecidedWithPassword(Outcome, Secret),
     /// No daemon: the socket is missing or refuses connections. Only this lets
     /// `failmode=safe` through.
     Absent(Failure),
@@ -150,6 +153,7 @@ pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversati
     if let Err(e) = daemon.send(&Request::Begin(begin)) {
         return Relayed::Broken(e.into());
     }
+    let mut handed_back = None;
     for _ in 0..MAX_REPLIES {
         let reply = match daemon.recv() {
             Ok(reply) => reply,
@@ -170,7 +174,13 @@ pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversati
             }
             Reply::Info { text } => conv.info(&Zeroizing::new(text)),
             Reply::Error { text } => conv.error(&Zeroizing::new(text)),
-            Reply::Outcome(outcome) => return Relayed::Decided(outcome),
+            Reply::Password(password) => handed_back = Some(password),
+            Reply::Outcome(outcome) => {
+                return match handed_back {
+                    Some(password) => Relayed::DecidedWithPassword(outcome, password),
+                    None => Relayed::Decided(outcome),
+                }
+            }
             Reply::Refused(refusal) => return Relayed::Broken(Failure::Refused(refusal)),
             Reply::Done(_) => return Relayed::Broken(Failure::CommandReply),
         }
@@ -185,6 +195,7 @@ pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversati
 /// | `Decided(Allow)`                    | `SUCCESS`          | `SUCCESS`   |
 /// | `Decided(Ignore)`                   | `IGNORE`           | `IGNORE`    |
 /// | `Decided(Deny(_))`, every reason    | `AUTH_ERR`         | `AUTH_ERR`  |
+/// | `DecidedWithPassword(o, _)`         | as `Decided(o)`    | as `Decided(o)` |
 /// | `Absent(_)`                         | `AUTHINFO_UNAVAIL` | `SUCCESS`   |
 /// | `Broken(_)`                         | `AUTH_ERR`         | `AUTH_ERR`  |
 /// | `ConvFailed`                        | `AUTH_ERR`         | `AUTH_ERR`  |
@@ -199,9 +210,11 @@ pub fn relay(daemon: &mut dyn Transport, begin: Login, conv: &mut dyn Conversati
 /// already told the user, and a different code would tell a guesser which accounts are locked.
 pub fn pam_code(result: &Relayed, options: &Options) -> PamError {
     match result {
-        Relayed::Decided(Outcome::Allow) => PamError::SUCCESS,
-        Relayed::Decided(Outcome::Ignore) => PamError::IGNORE,
-        Relayed::Decided(Outcome::Deny(_)) => PamError::AUTH_ERR,
+        Relayed::Decided(outcome) | Relayed::DecidedWithPassword(outcome, _) => match outcome {
+            Outcome::Allow => PamError::SUCCESS,
+            Outcome::Ignore => PamError::IGNORE,
+            Outcome::Deny(_) => PamError::AUTH_ERR,
+        },
         Relayed::Absent(_) => match options.failmode {
             FailMode::Secure => PamError::AUTHINFO_UNAVAIL,
             FailMode::Safe => PamError::SUCCESS,
@@ -323,6 +336,10 @@ mod tests {
         }
     }
 
+    fn login_with(o: &Options, begin: Login, user: &mut User) -> Relayed {
+        login(o, begin, user)
+    }
+
     fn safe(o: &Options) -> Options {
         Options {
             failmode: FailMode::Safe,
@@ -337,6 +354,7 @@ mod tests {
             rhost: Some("192.0.2.7".into()),
             tty: Some("ssh".into()),
             nullok: false,
+            forward_pass: None,
         }
     }
 
@@ -380,6 +398,28 @@ mod tests {
                 Request::Answer(Secret::new("123456"))
             ]
         );
+    }
+
+    #[test]
+    fn a_handed_back_password_is_kept_for_the_outcome_and_the_typed_string_is_sent() {
+        let d = Daemon::play(vec![
+            Step::Send(Reply::Password(Secret::new("hunter2"))),
+            outcome(Outcome::Allow),
+        ]);
+        let mut user = User::default();
+        let login = Login {
+            forward_pass: Some(Secret::new("hunter2123456")),
+            ..begin()
+        };
+        let result = login_with(&d.options(), login.clone(), &mut user);
+        match &result {
+            Relayed::DecidedWithPassword(Outcome::Allow, p) => assert_eq!(p.expose(), "hunter2"),
+            other => panic!("{other:?}"),
+        }
+        always(&result, &d.options(), PamError::SUCCESS);
+        assert!(user.seen.is_empty());
+        let (requests, _) = d.heard();
+        assert_eq!(requests, [Request::Begin(login)]);
     }
 
     #[test]

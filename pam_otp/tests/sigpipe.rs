@@ -53,6 +53,7 @@ fn a_write_to_a_daemon_that_hung_up_is_an_error_not_a_signal() {
         rhost: None,
         tty: Some("/dev/pts/0".into()),
         nullok: false,
+        forward_pass: None,
     };
     let result = login(&options, begin, &mut SlowUser);
     daemon.join().unwrap();

@@ -197,6 +197,7 @@ mod tests {
             rhost: Some("192.0.2.1".into()),
             tty: None,
             nullok: false,
+            forward_pass: None,
         })
     }
 

@@ -31,6 +31,11 @@ pub struct Login {
     pub tty: Option<String>,
     /// The PAM line says `nullok`: a user with nothing enrolled is let through (PAM_IGNORE).
     pub nullok: bool,
+    /// `forward_pass` on the PAM line: everything the user typed at the one prompt, password
+    /// then code. otpd takes the code off the end (where it ends is policy), judges it, and
+    /// hands the rest back in `Reply::Password` before an `Allow` (or `Ignore`); it keeps, logs
+    /// and compares nothing of the rest.
+    pub forward_pass: Option<Secret>,
 }
 
 /// A management command. Non-root callers may only name themselves.
@@ -102,6 +107,18 @@ pub enum Command {
     Reset { user: String },
     /// Admin: every user the store knows.
     Users,
+    /// Create a new pending HOTP key (RFC 4226) for a hardware token or an app; it counts at
+    /// login only after `Verify` with a code from it.
+    EnrollHotp {
+        user: Option<String>,
+        /// The vendor's secret, hex or base32; `None`: otpd makes one (for an app).
+        secret: Option<Secret>,
+        /// The counter of the token's next code (default 0).
+        counter: Option<u64>,
+        /// 6 or 8 (default 6).
+        digits: Option<u8>,
+        proof: Option<Secret>,
+    },
 }
 
 /// A kind of second factor, as a user or an admin names it.
@@ -151,6 +168,10 @@ pub enum Reply {
     Done(CommandReply),
     /// A request was refused; the connection ends.
     Refused(Refusal),
+    /// `forward_pass`: what the user typed before the code, for the next module's
+    /// PAM_AUTHTOK. Sent only to a `Login` with `forward_pass`, just before an `Allow` or
+    /// `Ignore` outcome.
+    Password(Secret),
 }
 
 impl Reply {
@@ -238,6 +259,9 @@ pub struct TotpEnrollment {
     pub period: u64,
     /// Recovery codes that become valid with the enrollment: show them once.
     pub recovery_codes: Vec<Secret>,
+    /// `Some(counter of the next code)` for an HOTP key (`uri` is then `otpauth://hotp/...`
+    /// and `period` means nothing).
+    pub hotp_counter: Option<u64>,
 }
 
 /// An OATH key from another tool, as otpctl read it.

@@ -19,6 +19,7 @@ fn at_prompt(otpd: &Daemon, user: &str) -> Option<Connection> {
         rhost: Some("203.0.113.9".into()),
         tty: None,
         nullok: false,
+        forward_pass: None,
     });
     conn.send(&begin).ok()?;
     loop {

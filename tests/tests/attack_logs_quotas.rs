@@ -137,6 +137,7 @@ fn a_login_with_newlines_and_escapes_in_every_field_cannot_forge_a_log_line() {
         rhost: Some(hostile("10.0.0.1")),
         tty: Some(hostile("pts/0")),
         nullok: false,
+        forward_pass: None,
     }))
     .expect("encode");
     let addr = address(&otpd);

@@ -259,6 +259,7 @@ fn flood(socket: &Path, begun: usize, idle: usize, users: &[&str]) -> Flood {
             rhost: Some("203.0.113.9".into()),
             tty: Some("ssh".into()),
             nullok: false,
+            forward_pass: None,
         };
         write_frame(&mut s, &Request::Begin(login)).unwrap();
         match read_frame::<Reply>(&mut s) {

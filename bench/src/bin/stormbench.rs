@@ -178,6 +178,7 @@ fn main() {
                             rhost: None,
                             tty: None,
                             nullok: false,
+                            forward_pass: None,
                         };
                         started.fetch_add(1, Ordering::Relaxed);
                         if c.send(&Request::Begin(login)).is_ok() {

@@ -39,9 +39,19 @@ pub enum Cmd {
         /// The mobile number SMS codes go to, E.164 like +12025550123 (with `enroll sms`).
         #[arg(long, value_name = "NUMBER")]
         phone: Option<String>,
-        /// Also write the recovery codes to this file, mode 0600 (with `enroll totp`).
+        /// Also write the recovery codes to this file, mode 0600 (with `enroll totp|hotp`).
         #[arg(long, value_name = "FILE")]
         codes_file: Option<PathBuf>,
+        /// The hardware token's secret from its vendor, hex or base32 (with `enroll hotp`);
+        /// without it otpd makes one and shows it as a QR code for an app.
+        #[arg(long, value_name = "HEX|BASE32")]
+        secret: Option<String>,
+        /// The counter of the token's next code (with `enroll hotp`) [default: 0].
+        #[arg(long, value_name = "N")]
+        counter: Option<u64>,
+        /// Digits per code, 6 or 8 (with `enroll hotp`) [default: 6].
+        #[arg(long, value_name = "6|8", value_parser = clap::value_parser!(u8).range(6..=8))]
+        digits: Option<u8>,
         /// A current code or recovery code, when you already have a factor (a new key, address
         /// or number needs one); asked for when needed and omitted.
         #[arg(long, value_name = "CODE")]
@@ -112,6 +122,8 @@ pub enum Cmd {
 pub enum EnrollArg {
     /// An authenticator app (RFC 6238 TOTP).
     Totp,
+    /// A hardware token or an app counting codes (RFC 4226 HOTP).
+    Hotp,
     /// Codes sent by email.
     Email,
     /// Codes sent by SMS.

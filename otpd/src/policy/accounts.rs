@@ -53,6 +53,7 @@ impl Accounts {
             replay,
             store.clone(),
             cfg.totp.skew,
+            cfg.hotp.window,
         ));
         Ok(Accounts {
             registry: Registry::new(records.clone(), cfg.users),

@@ -1,9 +1,10 @@
-//! Adding a factor: a new pending TOTP key with the recovery codes that take effect with it, an
+//! Adding a factor: a new pending TOTP or HOTP key with the recovery codes that take effect with it, an
 //! imported authenticator setup, a new set of recovery codes, a confirmed address or number.
 //! Every new factor is stored before the call returns; the code that confirms a pending key is
 //! checked in `keys`, like every other code.
 
 use super::clock::unix_now;
+use super::hotp;
 use super::keys::Keys;
 use super::records::{Change, Records};
 use super::recovery;
@@ -37,6 +38,29 @@ impl Enrollment {
         at_login: bool,
     ) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
         let key = totp::new_key(&self.totp, unix_now()).map_err(|_| EnrollError::Random)?;
+        self.store_pending(user, key, at_login).await
+    }
+
+    /// Store a new pending HOTP key (policy::hotp: the vendor's secret or a new one, the
+    /// counter of the token's next code) with a new set of recovery codes, as `enroll_totp`;
+    /// the token's first code confirms it.
+    pub async fn enroll_hotp(
+        &self,
+        user: &str,
+        secret: Option<&Secret>,
+        counter: u64,
+        digits: u8,
+    ) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
+        let key = hotp::new_key(secret, counter, digits, unix_now())?;
+        self.store_pending(user, key, false).await
+    }
+
+    async fn store_pending(
+        &self,
+        user: &str,
+        key: TotpKey,
+        at_login: bool,
+    ) -> Result<(TotpKey, Vec<Secret>), EnrollError> {
         let (codes, hashes) = tokio::task::spawn_blocking(recovery::new_set)
             .await
             .map_err(|_| EnrollError::Random)?;
@@ -170,6 +194,9 @@ pub enum EnrollError {
     Random,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The HOTP key asked for is refused (secret, digits or counter).
+    #[error(transparent)]
+    Hotp(#[from] super::hotp::HotpRefused),
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ impl Grace {
     }
 
     fn admits_at(&self, peer_uid: u32, login: &Login, now: Instant) -> bool {
+        // A one-prompt login (forward_pass) typed its code into the password: it is judged, so
+        // the password part can be split off and handed back; grace would swallow both.
+        if login.forward_pass.is_some() {
+            return false;
+        }
         let Some(rhost) = self.rhost(peer_uid, login) else {
             return false;
         };
@@ -138,7 +143,25 @@ mod tests {
             rhost: rhost.map(Into::into),
             tty: None,
             nullok: false,
+            forward_pass: None,
         }
+    }
+
+    #[test]
+    fn a_one_prompt_login_is_never_graced() {
+        let g = grace(Some(3600), false);
+        let now = Instant::now();
+        let interactive = login("alice", Some("192.0.2.7"), "openvpn");
+        g.grant_at(0, &interactive, now);
+        assert!(g.admits_at(0, &interactive, now));
+        let one_prompt = Login {
+            forward_pass: Some(otp_proto::Secret::new("hunter2123456")),
+            ..interactive
+        };
+        assert!(
+            !g.admits_at(0, &one_prompt, now),
+            "its code must be judged and split off"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use super::blocking;
 use super::clock::unix_now;
+use super::hotp;
 use super::records::{Change, Records};
 use super::replay::Replay;
 use super::totp::{self, Check};
@@ -38,6 +39,11 @@ pub enum KeyCheck {
         until: u64,
     },
     NotEnrolled,
+    /// An HOTP code past the look-ahead window matched this counter: it logs nobody in, but
+    /// the code of the counter right after it resynchronises the key (`resync`, policy::hotp).
+    Resync {
+        counter: u64,
+    },
 }
 
 pub struct Keys {
@@ -45,6 +51,8 @@ pub struct Keys {
     replay: Arc<Replay>,
     store: Arc<dyn Store>,
     skew: u8,
+    /// `[hotp] window`, for HOTP keys that were not imported with a window of their own.
+    hotp_window: u32,
 }
 
 impl Keys {
@@ -53,12 +61,14 @@ impl Keys {
         replay: Arc<Replay>,
         store: Arc<dyn Store>,
         skew: u8,
+        hotp_window: u32,
     ) -> Keys {
         Keys {
             records,
             replay,
             store,
             skew,
+            hotp_window,
         }
     }
 
@@ -85,6 +95,15 @@ impl Keys {
             Some(key) if key.kind == KeyKind::Hotp => self.check_hotp(user, code).await,
             Some(key) => Ok(self.spend_totp(user, key, code)),
         }
+    }
+
+    /// How many digits the user's active key's codes have, if there is one (forward_pass).
+    pub fn digits(&self, user: &str) -> Result<Option<u8>, StoreError> {
+        Ok(self
+            .records
+            .load(user)?
+            .and_then(|r| r.totp)
+            .map(|k| k.digits))
     }
 
     /// The newest step spent with `key` so far (in memory or stored).
@@ -125,21 +144,63 @@ impl Keys {
     }
 
     /// HOTP counters are not bound to time, so no restart guard can cover them: the counter is
-    /// stored before the code is accepted.
+    /// stored before the code is accepted. A code past the window is looked for up to
+    /// `hotp::RESYNC_LIMIT` ahead, and only reported.
     async fn check_hotp(&self, user: &str, code: &Secret) -> Result<KeyCheck, StoreError> {
+        let default_window = self.hotp_window;
         self.records
             .update(user, |record| {
                 let Some(key) = record.as_mut().and_then(|r| r.totp.as_mut()) else {
                     return Change::Unchanged(KeyCheck::NotEnrolled);
                 };
-                match totp::check(key, code.expose(), unix_now(), 0) {
+                let window = key.window.unwrap_or(default_window);
+                let mut windowed = key.clone();
+                windowed.window = Some(window);
+                match totp::check(&windowed, code.expose(), unix_now(), 0) {
                     Check::Fresh(counter) => {
                         key.last_step = Some(counter);
                         Change::Changed(KeyCheck::Accepted)
                     }
                     Check::Used => Change::Unchanged(KeyCheck::Replayed),
-                    Check::Wrong => Change::Unchanged(KeyCheck::Wrong),
+                    Check::Wrong => Change::Unchanged(
+                        match hotp::find_ahead(key, code.expose(), window.min(totp::MAX_WINDOW)) {
+                            Some(counter) => KeyCheck::Resync { counter },
+                            None => KeyCheck::Wrong,
+                        },
+                    ),
                 }
+            })
+            .await
+    }
+
+    /// The second code of a resync: right only if it is the code of the counter right after
+    /// `after` (the first code's) and that counter is still unused; it is then stored as the
+    /// last one accepted before this returns.
+    pub async fn resync(
+        &self,
+        user: &str,
+        code: &Secret,
+        after: u64,
+    ) -> Result<KeyCheck, StoreError> {
+        self.records
+            .update(user, |record| {
+                let Some(key) = record.as_mut().and_then(|r| r.totp.as_mut()) else {
+                    return Change::Unchanged(KeyCheck::NotEnrolled);
+                };
+                let Some(next) = after.checked_add(1) else {
+                    return Change::Unchanged(KeyCheck::Wrong);
+                };
+                if key.kind != KeyKind::Hotp {
+                    return Change::Unchanged(KeyCheck::Wrong);
+                }
+                if key.last_step.is_some_and(|last| next <= last) {
+                    return Change::Unchanged(KeyCheck::Replayed);
+                }
+                if !hotp::is_code_at(key, code.expose(), next) {
+                    return Change::Unchanged(KeyCheck::Wrong);
+                }
+                key.last_step = Some(next);
+                Change::Changed(KeyCheck::Accepted)
             })
             .await
     }
@@ -314,6 +375,125 @@ mod tests {
         let mut accepted = 0;
         for t in tasks {
             if t.await.unwrap() == KeyCheck::Accepted {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+
+    /// RFC 4226 Appendix D's secret in hex; its counters 0..9 give these codes.
+    const RFC_HEX: &str = "3132333435363738393031323334353637383930";
+    const RFC_CODES: [&str; 10] = [
+        "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871",
+        "520489",
+    ];
+
+    fn hotp_code(key: &TotpKey, counter: u64) -> Secret {
+        Secret::new(totp::code_at(key, counter * key.period).unwrap())
+    }
+
+    /// alice with a confirmed HOTP token (counter 0 confirmed it) and window `window`.
+    async fn with_token(window: u32) -> (tempfile::TempDir, Accounts, TotpKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.hotp.window = window;
+        let a = Accounts::new(Arc::new(FileStore::open(dir.path()).unwrap()), cfg).unwrap();
+        let secret = Secret::new(RFC_HEX);
+        let enrolled = a.enrollment.enroll_hotp("alice", Some(&secret), 0, 6).await;
+        let (key, _) = enrolled.unwrap();
+        let v = a
+            .keys
+            .check("alice", &Secret::new(RFC_CODES[0]), Target::PendingOrActive)
+            .await;
+        assert_eq!(v.unwrap(), KeyCheck::Activated);
+        (dir, a, key)
+    }
+
+    #[tokio::test]
+    async fn an_hotp_token_logs_in_within_the_configured_window_once_per_code() {
+        let (_dir, a, _) = with_token(3).await;
+        let check = |c: &'static str| {
+            let (a, code) = (&a, Secret::new(c));
+            async move { a.keys.check("alice", &code, Target::Active).await.unwrap() }
+        };
+        // A used counter is simply not among the next ones (totp::check_hotp): wrong.
+        assert_eq!(check(RFC_CODES[0]).await, KeyCheck::Wrong);
+        // Last accepted 0: 1..=4 are in the window; 4 skips 1..3, which are then used.
+        assert_eq!(check(RFC_CODES[4]).await, KeyCheck::Accepted);
+        assert_eq!(check(RFC_CODES[4]).await, KeyCheck::Wrong);
+        assert_eq!(check(RFC_CODES[2]).await, KeyCheck::Wrong);
+        assert_eq!(check(RFC_CODES[5]).await, KeyCheck::Accepted);
+        assert_eq!(check("000000").await, KeyCheck::Wrong);
+    }
+
+    #[tokio::test]
+    async fn a_code_past_the_window_moves_nothing_until_the_next_code_follows() {
+        let (dir, a, key) = with_token(3).await;
+        // Counter 9 is past the window (1..=4): reported, not accepted, nothing stored.
+        let far = Secret::new(RFC_CODES[9]);
+        let v = a.keys.check("alice", &far, Target::Active).await.unwrap();
+        assert_eq!(v, KeyCheck::Resync { counter: 9 });
+        assert_eq!(
+            a.keys.check("alice", &far, Target::Active).await.unwrap(),
+            v
+        );
+        // Not the very next code: wrong, and still nothing moved.
+        let eleven = hotp_code(&key, 11);
+        assert_eq!(
+            a.keys.resync("alice", &eleven, 9).await.unwrap(),
+            KeyCheck::Wrong
+        );
+        let ten = hotp_code(&key, 10);
+        assert_eq!(
+            a.keys.resync("alice", &ten, 9).await.unwrap(),
+            KeyCheck::Accepted
+        );
+        let stored = FileStore::open(dir.path()).unwrap().load("alice").unwrap();
+        assert_eq!(stored.unwrap().totp.unwrap().last_step, Some(10), "durable");
+        // The pair is spent: neither works again, and the window now starts after 10.
+        assert_eq!(
+            a.keys.resync("alice", &ten, 9).await.unwrap(),
+            KeyCheck::Replayed
+        );
+        let v = a.keys.check("alice", &eleven, Target::Active).await;
+        assert_eq!(v.unwrap(), KeyCheck::Accepted);
+    }
+
+    #[tokio::test]
+    async fn a_resync_searches_at_most_1000_counters_ahead() {
+        let (_dir, a, key) = with_token(10).await;
+        let beyond = hotp_code(&key, 1 + super::hotp::RESYNC_LIMIT + 1);
+        let v = a
+            .keys
+            .check("alice", &beyond, Target::Active)
+            .await
+            .unwrap();
+        // Six digits may recur below the limit; they must never match the far counter.
+        assert_ne!(
+            v,
+            KeyCheck::Resync {
+                counter: 1 + super::hotp::RESYNC_LIMIT + 1
+            }
+        );
+        let edge = hotp_code(&key, super::hotp::RESYNC_LIMIT);
+        let v = a.keys.check("alice", &edge, Target::Active).await.unwrap();
+        assert!(matches!(v, KeyCheck::Resync { .. }), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn two_logins_racing_with_one_hotp_code_cannot_both_win() {
+        let (_dir, a, key) = with_token(10).await;
+        let a = Arc::new(a);
+        let c = hotp_code(&key, 3);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, c) = (a.clone(), c.clone());
+                tokio::spawn(async move { a.keys.check("alice", &c, Target::Active).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() == KeyCheck::Accepted {
                 accepted += 1;
             }
         }

@@ -39,6 +39,9 @@ pub enum Counts {
     Change,
     /// The token mailed for `otpctl disable` of this method (`None`: all).
     DisableToken(Option<MethodKind>),
+    /// A login's second code of an HOTP resync: only the code of the counter right after
+    /// `after`, the one the first code matched (policy::hotp).
+    HotpResync { after: u64 },
 }
 
 /// The verdict on one answer.
@@ -59,6 +62,9 @@ pub enum Proof {
     RestartGuard { until: u64 },
     /// Nothing could have matched: no key, no code waiting, no recovery code. Not counted.
     NothingToCheck,
+    /// An HOTP code past the window, matching `counter`: not a login. Counted as a failure
+    /// until the next code (`Counts::HotpResync`) clears it (policy::hotp).
+    ResyncNeeded { counter: u64 },
 }
 
 /// What a right answer was.
@@ -101,7 +107,7 @@ pub async fn judge(
     };
     let how = match &proof {
         Proof::Allowed(_) => Settle::Success,
-        Proof::Wrong { .. } | Proof::Replayed => Settle::Failure,
+        Proof::Wrong { .. } | Proof::Replayed | Proof::ResyncNeeded { .. } => Settle::Failure,
         _ => Settle::Uncounted,
     };
     reservation.settle(how).await?;
@@ -110,7 +116,7 @@ pub async fn judge(
     let repeated = matches!(proof, Proof::Allowed(_))
         && matches!(
             counts,
-            Counts::AppLogin | Counts::SentLogin | Counts::FirstLogin
+            Counts::AppLogin | Counts::SentLogin | Counts::FirstLogin | Counts::HotpResync { .. }
         );
     let level = if repeated {
         log::Level::Debug
@@ -166,8 +172,12 @@ async fn check(
             match app {
                 KeyCheck::Accepted | KeyCheck::Activated => Ok(Proof::Allowed(How::App)),
                 KeyCheck::RestartGuard { until } => Ok(Proof::RestartGuard { until }),
+                KeyCheck::Resync { counter } => Ok(Proof::ResyncNeeded { counter }),
                 _ => or_recovery(accounts, user, answer, from_app(app)).await,
             }
+        }
+        Counts::HotpResync { after } => {
+            Ok(from_app(accounts.keys.resync(user, answer, after).await?))
         }
         Counts::SentLogin => match sent(&|p| *p == Purpose::Login) {
             ChallengeCheck::Accepted { id, purpose } => {
@@ -243,7 +253,7 @@ fn from_app(app: KeyCheck) -> Proof {
         KeyCheck::Accepted | KeyCheck::Activated => Proof::Allowed(How::App),
         KeyCheck::Replayed => Proof::Replayed,
         KeyCheck::RestartGuard { until } => Proof::RestartGuard { until },
-        KeyCheck::Wrong => Proof::Wrong { alive: false },
+        KeyCheck::Wrong | KeyCheck::Resync { .. } => Proof::Wrong { alive: false },
         KeyCheck::NotEnrolled => Proof::NothingToCheck,
     }
 }
@@ -277,6 +287,9 @@ fn describe(proof: &Proof) -> String {
         Proof::Locked(_) => "locked (not checked)".into(),
         Proof::RestartGuard { .. } => "code from before an unclean restart (not counted)".into(),
         Proof::NothingToCheck => "nothing to check it against (not counted)".into(),
+        Proof::ResyncNeeded { counter } => {
+            format!("HOTP code past the window (counter {counter}); the next one is asked for")
+        }
     }
 }
 
@@ -297,6 +310,7 @@ fn purpose_name(counts: Counts) -> &'static str {
         Counts::Verify => "otpctl verify",
         Counts::Change => "proof for a change",
         Counts::DisableToken(_) => "disable token",
+        Counts::HotpResync { .. } => "login, next HOTP code",
     }
 }
 

@@ -137,7 +137,7 @@ pub fn code_at(key: &TotpKey, time: u64) -> Option<String> {
 /// A checker for exactly one step (skew 0); `None` if the stored secret is not base32.
 /// Secrets shorter than 128 bits are accepted here because imported keys (google-authenticator
 /// uses 80 bits) must keep working; new keys are always 160 bits.
-fn totp_for(key: &TotpKey) -> Option<totp_rs::Totp> {
+pub(super) fn totp_for(key: &TotpKey) -> Option<totp_rs::Totp> {
     let cleaned: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
         key.secret
             .expose()
@@ -166,7 +166,7 @@ fn totp_for(key: &TotpKey) -> Option<totp_rs::Totp> {
 }
 
 /// Percent-encode everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {

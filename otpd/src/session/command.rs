@@ -13,7 +13,7 @@ use crate::policy::challenge::Purpose;
 use crate::policy::enrollment::{EnrollError, ImportRefused};
 use crate::policy::factors::Enrolled;
 use crate::policy::proof::{Counts, How, Proof};
-use crate::policy::totp;
+use crate::policy::{hotp, totp};
 use crate::state::State;
 use otp_proto::{
     Command, CommandReply, DisableProof, MethodKind, MethodState, Refusal, Reply, Secret,
@@ -38,6 +38,18 @@ async fn execute(
             let user = target(caller, state, user).await?;
             require_proof(caller, state, &user, proof).await?;
             enroll_totp(caller, state, user).await
+        }
+        Command::EnrollHotp {
+            user,
+            secret,
+            counter,
+            digits,
+            proof,
+        } => {
+            let user = target(caller, state, user).await?;
+            require_proof(caller, state, &user, proof).await?;
+            let token = (secret, counter.unwrap_or(0), digits.unwrap_or(6));
+            enroll_hotp(caller, state, user, token).await
         }
         Command::EnrollEmail {
             user,
@@ -173,10 +185,7 @@ async fn enroll_totp(
         .enrollment
         .enroll_totp(&user, false)
         .await
-        .map_err(|e| match e {
-            EnrollError::Random => internal(e),
-            EnrollError::Store(e) => internal(e),
-        })?;
+        .map_err(enroll_refused)?;
     changed(
         caller,
         &user,
@@ -194,7 +203,52 @@ async fn enroll_totp(
         digits: key.digits,
         period: key.period,
         recovery_codes,
+        hotp_counter: None,
     }))
+}
+
+/// `otpctl enroll hotp`: a pending HOTP key from the vendor's secret (a hardware token) or a
+/// new one (an app), confirmed by the token's first code with `otpctl verify`.
+async fn enroll_hotp(
+    caller: &Caller,
+    state: &State,
+    user: String,
+    (secret, counter, digits): (Option<Secret>, u64, u8),
+) -> Result<CommandReply, Refusal> {
+    let (key, recovery_codes) = state
+        .accounts
+        .enrollment
+        .enroll_hotp(&user, secret.as_ref(), counter, digits)
+        .await
+        .map_err(enroll_refused)?;
+    let origin = if secret.is_some() {
+        "the token's"
+    } else {
+        "a new"
+    };
+    let what = format!("HOTP key ({origin} secret, next counter {counter}) set up, pending");
+    changed(caller, &user, &what);
+    let issuer = state.issuer.clone();
+    let account = format!("{user}@{}", state.host);
+    Ok(CommandReply::TotpEnrollment(TotpEnrollment {
+        uri: hotp::uri(&key, &issuer, &account),
+        secret: key.secret,
+        user,
+        issuer,
+        account,
+        algorithm: key.algorithm.to_string(),
+        digits: key.digits,
+        period: 0,
+        recovery_codes,
+        hotp_counter: Some(counter),
+    }))
+}
+
+fn enroll_refused(e: EnrollError) -> Refusal {
+    match e {
+        EnrollError::Hotp(why) => Refusal::BadRequest(why.to_string()),
+        EnrollError::Random | EnrollError::Store(_) => internal(e),
+    }
 }
 
 /// `otpctl status`: the policy's facts about the user, in words the user may see (addresses and
@@ -313,7 +367,10 @@ fn refusal(proof: Proof) -> Refusal {
         Proof::Locked(_) => Refusal::Locked,
         Proof::Replayed | Proof::RestartGuard { .. } => Refusal::CodeUsed,
         Proof::Expired => Refusal::CodeExpired,
-        Proof::Wrong { .. } | Proof::NothingToCheck | Proof::Allowed(_) => Refusal::WrongCode,
+        Proof::Wrong { .. }
+        | Proof::NothingToCheck
+        | Proof::Allowed(_)
+        | Proof::ResyncNeeded { .. } => Refusal::WrongCode,
     }
 }
 

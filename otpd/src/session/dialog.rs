@@ -26,6 +26,13 @@ pub trait Dialog: Send {
     /// Something that went wrong (PAM_ERROR_MSG).
     fn error(&mut self, text: &str) -> impl Future<Output = Result<(), FrameError>> + Send;
 
+    /// forward_pass: hand back what the user typed before the code, for the next module's
+    /// PAM_AUTHTOK (just before the outcome).
+    fn hand_back(
+        &mut self,
+        password: &Secret,
+    ) -> impl Future<Output = Result<(), FrameError>> + Send;
+
     /// The login is decided; nothing is said after this.
     fn end(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), FrameError>> + Send;
 }
@@ -53,6 +60,10 @@ impl Dialog for Connection {
 
     async fn error(&mut self, text: &str) -> Result<(), FrameError> {
         self.write(Reply::Error { text: text.into() }).await
+    }
+
+    async fn hand_back(&mut self, password: &Secret) -> Result<(), FrameError> {
+        self.write(Reply::Password(password.clone())).await
     }
 
     async fn end(&mut self, outcome: Outcome) -> Result<(), FrameError> {

@@ -23,6 +23,8 @@
 //! OpenSSH shows info messages only together with the next prompt (OpenSSH bug 2876), so
 //! whatever the user must read ("code sent to j***@e***.com") is part of the prompt text itself.
 
+mod forward_pass;
+
 use super::dialog::Dialog;
 use super::send::{send_code, SendError};
 use crate::channel::mask;
@@ -43,6 +45,10 @@ use zeroize::Zeroizing;
 
 /// The TOTP prompt; it names "code" so users (and tests) know what is asked.
 pub const PROMPT: &str = "Verification code: ";
+
+/// Asked after an HOTP code past the look-ahead window (a resync).
+pub const NEXT_HOTP_PROMPT: &str =
+    "Your token is ahead of this server. Press its button again and enter the next code: ";
 
 /// Prompts one sent-code login may show before it gives up (resends and retries together).
 const MAX_ROUNDS: usize = 10;
@@ -67,6 +73,10 @@ enum Step {
     AskChoice { menu: Menu, tries: usize },
     /// Ask for the authenticator app's code.
     AskAppCode,
+    /// forward_pass: judge the code at the end of what was typed at the one prompt.
+    ForwardPass(Menu),
+    /// An HOTP code past the window matched `counter`: ask for the token's next code.
+    AskNextHotpCode { counter: u64 },
     /// Send a code to `to` (unless one is already waiting); `menu` holds the fallbacks.
     SendCode { menu: Menu, to: SentTo },
     /// Take an answer to a sent code: an empty one asks for a new code.
@@ -178,6 +188,10 @@ pub async fn run<D: Dialog>(
         grace.grant(caller.uid, &login);
     }
     audit(&login, caller, &note);
+    // forward_pass and nothing enrolled: no code was typed, all of it is the password.
+    if let (Outcome::Ignore, Some(typed)) = (outcome, &login.forward_pass) {
+        dialog.hand_back(typed).await?;
+    }
     dialog.end(outcome).await
 }
 
@@ -192,6 +206,8 @@ impl<D: Dialog> Session<'_, D> {
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
+                Step::ForwardPass(menu) => self.forward_pass(menu).await?,
+                Step::AskNextHotpCode { counter } => self.ask_next_hotp_code(counter).await?,
                 Step::SendCode { menu, to } => self.send_code(menu, to).await?,
                 Step::AskSentCode(sent) => self.ask_sent_code(sent).await?,
                 Step::FirstLoginEnrollment => self.first_login_enrollment().await?,
@@ -237,6 +253,8 @@ impl<D: Dialog> Session<'_, D> {
                         ),
                         "denied: directory unavailable",
                     ),
+                    // A one-prompt client cannot show a line before its verdict: it gets none.
+                    (_, false) if self.login.forward_pass.is_some() => Step::ForwardPass(menu),
                     (Some(text), false) => {
                         self.dialog.error(&text).await?;
                         Step::ChooseMethod(menu)
@@ -276,6 +294,12 @@ impl<D: Dialog> Session<'_, D> {
                 Outcome::Ignore,
                 "ignored: not enrolled (policy unenrolled = allow)",
             ),
+            // With forward_pass the password is checked after this module: whoever typed
+            // anything would see the new key.
+            Unenrolled::Enroll if self.login.forward_pass.is_some() => {
+                let note = "denied: not enrolled (no first-login enrollment with forward_pass)";
+                refuse(DenyReason::NotEnrolled, NOT_SET_UP, note)
+            }
             Unenrolled::Enroll => Step::FirstLoginEnrollment,
             Unenrolled::Deny => refuse(DenyReason::NotEnrolled, NOT_SET_UP, "denied: not enrolled"),
         }
@@ -305,6 +329,24 @@ impl<D: Dialog> Session<'_, D> {
         }
         let proof = self.state.judge(self.user(), &code, Counts::AppLogin).await;
         Ok(after_app_code(proof))
+    }
+
+    /// The second code of an HOTP resync (policy::hotp): judged like every answer, and only
+    /// the code right after the first one moves the counter.
+    async fn ask_next_hotp_code(&mut self, counter: u64) -> Result<Step, FrameError> {
+        // The first code was a counted failure: it may have been the one that locked.
+        if let Some(left) = self.state.accounts.lockouts.locked_for(self.user()) {
+            return Ok(locked(left));
+        }
+        let code = self.ask(NEXT_HOTP_PROMPT, false).await?;
+        if code.is_empty() {
+            return Ok(decided(deny(DenyReason::Cancelled), "denied: empty answer"));
+        }
+        let counts = Counts::HotpResync { after: counter };
+        Ok(match self.state.judge(self.user(), &code, counts).await {
+            Ok(Proof::Allowed(_)) => decided(Outcome::Allow, "allowed (hotp, resynchronised)"),
+            other => after_app_code(other),
+        })
     }
 
     /// Send the first code, unless one is already waiting or the cooldown runs (then say so
@@ -435,7 +477,10 @@ impl<D: Dialog> Session<'_, D> {
             ),
             Proof::NothingToCheck => again("No code is waiting; press Enter for a new one."),
             Proof::Locked(left) => locked(left),
-            Proof::Wrong { .. } | Proof::Replayed | Proof::RestartGuard { .. } => {
+            Proof::Wrong { .. }
+            | Proof::Replayed
+            | Proof::RestartGuard { .. }
+            | Proof::ResyncNeeded { .. } => {
                 let alive = proof == Proof::Wrong { alive: true };
                 match (self.state.accounts.lockouts.locked_for(self.user()), alive) {
                     (Some(left), _) => locked(left),
@@ -671,6 +716,7 @@ fn after_app_code(proof: Result<Proof, StoreError>) -> Step {
         ),
         Ok(Proof::Locked(left)) => locked(left),
         Ok(Proof::RestartGuard { until }) => restart_guard(until),
+        Ok(Proof::ResyncNeeded { counter }) => Step::AskNextHotpCode { counter },
         Ok(Proof::NothingToCheck) => decided(deny(DenyReason::NotEnrolled), "denied: not enrolled"),
         Err(e) => internal(e),
     }
@@ -792,6 +838,7 @@ mod tests {
             rhost: Some("192.0.2.1".into()),
             tty: None,
             nullok: false,
+            forward_pass: None,
         }
     }
 
@@ -1252,6 +1299,187 @@ mod tests {
             .challenges
             .cooldown_left("alice", Instant::now())
             .is_none());
+    }
+
+    // HOTP tokens.
+
+    /// alice with the RFC 4226 test token, confirmed with its counter-0 code.
+    async fn with_token(w: &World) -> TotpKey {
+        let secret = Secret::new("3132333435363738393031323334353637383930");
+        let enrollment = &w.state.accounts.enrollment;
+        let (key, _) = enrollment
+            .enroll_hotp("alice", Some(&secret), 0, 6)
+            .await
+            .unwrap();
+        let first = Secret::new("755224");
+        let proof = w.state.judge("alice", &first, Counts::Verify).await;
+        assert_eq!(proof.unwrap(), Proof::Allowed(How::Activated));
+        key
+    }
+
+    fn hotp_code(key: &TotpKey, counter: u64) -> String {
+        crate::policy::totp::code_at(key, counter * key.period).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_past_the_window_resynchronises_on_the_next_code() {
+        let w = plain();
+        let key = with_token(&w).await;
+        let script = Script::new()
+            .answer(PROMPT, hotp_code(&key, 50))
+            .answer(NEXT_HOTP_PROMPT, hotp_code(&key, 51));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(ended.note, "allowed (hotp, resynchronised)");
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
+        // Counter 51 is the last one used now: 52 is within the window again.
+        let next = Script::new().answer(PROMPT, hotp_code(&key, 52));
+        assert_eq!(log_in(&w, "alice", next).await.outcome, Outcome::Allow);
+    }
+
+    #[tokio::test]
+    async fn a_resync_counts_both_answers_toward_the_lockout() {
+        let w = world(|c| c.lockout.max_failures = 3);
+        let key = with_token(&w).await;
+        let script = Script::new()
+            .answer(PROMPT, hotp_code(&key, 50))
+            .answer(NEXT_HOTP_PROMPT, hotp_code(&key, 53));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, deny(DenyReason::WrongCode));
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 2);
+        // Another far code is the third failure: locked before any next code is asked for.
+        let script = Script::new().answer(PROMPT, hotp_code(&key, 60));
+        let ended = log_in(&w, "alice", script).await;
+        assert_eq!(ended.outcome, deny(DenyReason::Locked), "{:?}", ended.note);
+        // Locked: even the right pair is refused unchecked.
+        let script = Script::new().answer(PROMPT, hotp_code(&key, 70));
+        assert_eq!(
+            log_in(&w, "alice", script).await.outcome,
+            deny(DenyReason::Locked)
+        );
+        let stored = w.state.accounts.enrollment.pending_from_login("alice");
+        assert!(stored.unwrap().is_none());
+    }
+
+    // forward_pass: password and code in one answer.
+
+    fn one_prompt(user: &str, typed: &str) -> Login {
+        Login {
+            forward_pass: Some(Secret::new(typed)),
+            ..sshd(user)
+        }
+    }
+
+    /// What was handed back for PAM_AUTHTOK, in order.
+    fn handed_back(script: &Script) -> Vec<&str> {
+        script
+            .said
+            .iter()
+            .filter_map(|s| match s {
+                Said::Password(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn forward_pass_judges_the_trailing_code_and_hands_back_the_rest() {
+        let w = plain();
+        let (key, _) = w.with_app("alice").await;
+        let typed = format!("hunter2 €{}", app_code(&key, 0));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(ended.note, "allowed (totp, forward_pass)");
+        assert_eq!(handed_back(&ended.script), ["hunter2 €"]);
+        assert!(ended.script.prompts().is_empty(), "no prompt of its own");
+        // The same code again is a replay: nothing handed back.
+        let again = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(again.outcome, deny(DenyReason::Replayed));
+        assert!(handed_back(&again.script).is_empty());
+    }
+
+    #[tokio::test]
+    async fn forward_pass_with_a_wrong_code_or_no_code_hands_back_nothing_and_counts() {
+        let w = plain();
+        let (key, _) = w.with_app("alice").await;
+        let right = app_code(&key, 0);
+        let wrong = if right == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for typed in [
+            format!("hunter2{wrong}"),
+            "hunter2".to_owned(),
+            "12".to_owned(),
+        ] {
+            let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+            assert_eq!(ended.outcome, deny(DenyReason::WrongCode), "{typed}");
+            assert!(handed_back(&ended.script).is_empty(), "{typed}");
+        }
+        // "hunter2" ends in a 6-character tail that was judged; "12" was too short to judge.
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 2);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_takes_a_recovery_code_with_its_dash() {
+        let w = plain();
+        let (_, codes) = w.with_app("alice").await;
+        let typed = format!("hunter2{}", codes[0].expose().to_lowercase());
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow);
+        assert_eq!(handed_back(&ended.script), ["hunter2"]);
+        assert_eq!(ended.script.infos(), ["Recovery code accepted; 7 left."]);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_with_a_sent_code_sends_one_first_then_takes_it() {
+        let w = plain();
+        w.with_sent("alice", Via::Email).await;
+        let first = attempt(&w, one_prompt("alice", "hunter2"), true, Script::new()).await;
+        assert_eq!(first.outcome, deny(DenyReason::WrongCode));
+        assert!(first.script.errors()[0]
+            .contains("Log in again with your password followed by the code"));
+        let typed = format!("hunter2{}", w.email.last_code());
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow, "{}", ended.note);
+        assert_eq!(handed_back(&ended.script), ["hunter2"]);
+        assert_eq!(w.email.delivered().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn forward_pass_for_an_unenrolled_user_hands_back_everything_or_enrolls_nobody() {
+        let w = plain();
+        let login = Login {
+            nullok: true,
+            ..one_prompt("root", "hunter2")
+        };
+        let mut script = Script::new();
+        resolve_and_run(&mut script, &root(), &w.state, login)
+            .await
+            .unwrap();
+        assert_eq!(script.outcome(), Some(Outcome::Ignore));
+        assert_eq!(handed_back(&script), ["hunter2"]);
+        // First-login enrollment would show the key before the password is checked.
+        let w = enrolling();
+        let ended = attempt(&w, one_prompt("carol", "hunter2"), true, Script::new()).await;
+        assert_eq!(ended.outcome, deny(DenyReason::NotEnrolled));
+        assert!(ended.script.infos().is_empty() && ended.script.prompts().is_empty());
+        let pending = w.state.accounts.enrollment.pending_from_login("carol");
+        assert!(pending.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn forward_pass_never_resynchronises_a_token() {
+        let w = plain();
+        let key = with_token(&w).await;
+        let typed = format!("pw{}", hotp_code(&key, 50));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, deny(DenyReason::WrongCode));
+        assert!(ended.script.prompts().is_empty());
+        let typed = format!("pw{}", hotp_code(&key, 1));
+        let ended = attempt(&w, one_prompt("alice", &typed), true, Script::new()).await;
+        assert_eq!(ended.outcome, Outcome::Allow, "the counter did not move");
     }
 
     // Recovery codes.

@@ -22,9 +22,14 @@ use std::time::Duration;
 /// Everything the daemon said to the user, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Said {
-    Prompt { text: String, echo: bool },
+    Prompt {
+        text: String,
+        echo: bool,
+    },
     Info(String),
     Error(String),
+    /// forward_pass: the password handed back.
+    Password(String),
     End(Outcome),
 }
 
@@ -141,6 +146,11 @@ impl Dialog for Script {
 
     async fn error(&mut self, text: &str) -> Result<(), FrameError> {
         self.said.push(Said::Error(text.into()));
+        Ok(())
+    }
+
+    async fn hand_back(&mut self, password: &Secret) -> Result<(), FrameError> {
+        self.said.push(Said::Password(password.expose().to_owned()));
         Ok(())
     }
 

@@ -53,10 +53,16 @@ fn main() -> ExitCode {
         Err(e) => return out.fail(3, &e),
     };
     match (cli.command, reply) {
-        (Cmd::Enroll { .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
-            out.enrollment(&e);
+        (Cmd::Enroll { secret, .. }, Reply::Done(CommandReply::TotpEnrollment(e))) => {
+            // A hardware token's secret came from its vendor: nothing to scan or type.
+            let token = secret.is_some();
+            if token {
+                out.token(&e);
+            } else {
+                out.enrollment(&e);
+            }
             // Shown unless declined: typing the key is the fallback when a camera cannot scan.
-            if !cli.json && !ask_no("Can't scan it? Show the key instead? [Y/n] ") {
+            if !cli.json && !token && !ask_no("Can't scan it? Show the key instead? [Y/n] ") {
                 out.key(&e);
             }
             out.recovery_codes(&e.recovery_codes);
@@ -66,8 +72,9 @@ fn main() -> ExitCode {
             if cli.json {
                 return ExitCode::SUCCESS;
             }
+            let from = if token { "token" } else { "app" };
             let prompt = format!(
-                "Enter the {}-digit code from your app to confirm (empty to stop): ",
+                "Enter the {}-digit code from your {from} to confirm (empty to stop): ",
                 e.digits
             );
             confirm(&socket, &out, Some(e.user), &prompt)
@@ -110,6 +117,20 @@ fn build(cli: &Cli) -> Result<Request, String> {
             ..
         } => Command::EnrollTotp {
             user,
+            proof: given(code),
+        },
+        Cmd::Enroll {
+            method: EnrollArg::Hotp,
+            secret,
+            counter,
+            digits,
+            code,
+            ..
+        } => Command::EnrollHotp {
+            user,
+            secret: secret.clone().map(Secret::new),
+            counter: *counter,
+            digits: *digits,
             proof: given(code),
         },
         Cmd::Enroll {
@@ -240,6 +261,7 @@ fn proof_slot(request: &mut Request) -> Option<&mut Option<Secret>> {
     match request {
         Request::Command(
             Command::EnrollTotp { proof, .. }
+            | Command::EnrollHotp { proof, .. }
             | Command::EnrollEmail { proof, .. }
             | Command::EnrollSms { proof, .. }
             | Command::Import { proof, .. }

@@ -15,15 +15,20 @@ pub struct Output {
 impl Output {
     pub fn enrollment(&self, e: &TotpEnrollment) {
         if self.json {
-            println!(
-                "{}",
-                json!({
-                    "user": e.user, "secret": e.secret.expose(), "uri": e.uri.expose(),
-                    "issuer": e.issuer, "account": e.account, "algorithm": e.algorithm,
-                    "digits": e.digits, "period": e.period, "state": "pending",
-                    "recovery_codes": e.recovery_codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
-                })
-            );
+            let mut object = json!({
+                "user": e.user, "secret": e.secret.expose(), "uri": e.uri.expose(),
+                "issuer": e.issuer, "account": e.account, "algorithm": e.algorithm,
+                "digits": e.digits, "period": e.period, "state": "pending",
+                "recovery_codes": e.recovery_codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
+            });
+            if let Some(counter) = e.hotp_counter {
+                object["type"] = json!("hotp");
+                object["counter"] = json!(counter);
+                if let Some(map) = object.as_object_mut() {
+                    map.remove("period");
+                }
+            }
+            println!("{object}");
             return;
         }
         println!("Scan this QR code with your authenticator app:\n");
@@ -36,11 +41,32 @@ impl Output {
     /// The key and its parameters, for typing into an app by hand.
     pub fn key(&self, e: &TotpEnrollment) {
         println!("Type this key into the app: {}", grouped(e.secret.expose()));
-        println!(
-            "  account {}, issuer {}, {}, {} digits, every {} seconds",
-            e.account, e.issuer, e.algorithm, e.digits, e.period
-        );
+        match e.hotp_counter {
+            Some(counter) => println!(
+                "  account {}, issuer {}, {}, {} digits, counter-based (HOTP), counter {counter}",
+                e.account, e.issuer, e.algorithm, e.digits
+            ),
+            None => println!(
+                "  account {}, issuer {}, {}, {} digits, every {} seconds",
+                e.account, e.issuer, e.algorithm, e.digits, e.period
+            ),
+        }
         println!("URI: {}\n", e.uri.expose());
+    }
+
+    /// A hardware token enrolled with its vendor's secret: nothing to show but what is next
+    /// (in JSON, the same object as an app's enrollment).
+    pub fn token(&self, e: &TotpEnrollment) {
+        if self.json {
+            return self.enrollment(e);
+        }
+        println!(
+            "HOTP token set up for {} ({} digits, next counter {}); it counts at login once \
+             one of its codes confirms it.\n",
+            e.user,
+            e.digits,
+            e.hotp_counter.unwrap_or(0)
+        );
     }
 
     /// Shown once, on a terminal; in JSON mode they are part of the command's object.
