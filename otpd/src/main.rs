@@ -60,6 +60,13 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             // The daemon refuses to start without a usable sealing key: so does the check.
             otpd::store::key_file::load(&cfg.key_file)
                 .map_err(|e| format!("{source}: key_file: {e}"))?;
+            // Duo's keys and signature, by one /auth/v2/check.
+            if let Some(duo) = &cfg.duo {
+                println!(
+                    "{}",
+                    otpd::channel::duo::check_now(duo).map_err(|e| format!("{source}: {e}"))?
+                );
+            }
             Ok((cfg, source))
         });
     match checked {

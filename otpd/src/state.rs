@@ -26,6 +26,8 @@ pub struct State {
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
     pub sms: Option<Box<dyn Channel>>,
+    /// `None` when `[duo]` is not configured.
+    pub duo: Option<crate::channel::duo::DuoClient>,
     /// Named in messages ("your login code for HOST") and in app accounts (USER@HOST); read
     /// once, at start.
     pub host: String,
@@ -43,6 +45,8 @@ pub enum ChannelSetupError {
     Email(#[from] crate::channel::email::EmailConfigError),
     #[error(transparent)]
     Sms(#[from] crate::channel::sms::SmsConfigError),
+    #[error(transparent)]
+    Duo(#[from] crate::channel::duo::DuoConfigError),
 }
 
 impl State {
@@ -50,7 +54,9 @@ impl State {
     pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
         let (email, sms) = Self::channels(&cfg)?;
         let host = hostname();
+        let duo = cfg.duo.as_ref().map(crate::channel::duo::DuoClient::new);
         Ok(State {
+            duo: duo.transpose()?,
             sms,
             accounts,
             callers: Callers::new(cfg.admin_group.clone()),

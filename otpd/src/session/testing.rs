@@ -222,6 +222,7 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
         challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
         email: Some(Box::new(email.clone())),
         sms: Some(Box::new(sms.clone())),
+        duo: None,
         host: "testhost".into(),
         issuer: "testhost".into(),
         cfg,

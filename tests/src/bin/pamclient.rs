@@ -1,7 +1,8 @@
 //! A small PAM application for tests: `pamclient SERVICE USER` runs pam_authenticate with a
 //! conversation that prints every message as one line (`PROMPT_ECHO_OFF: ...`, `INFO: ...`;
 //! newlines escaped as `\n`) and answers each prompt with the next line of stdin (end of input
-//! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`.
+//! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`. `PAMCLIENT_RHOST` in the
+//! environment sets PAM_RHOST, as sshd sets the client's address.
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::{BufRead, Write};
@@ -12,6 +13,11 @@ use pam_otp::ffi::{
     PamConv, PamMessage, PamResponse, PAM_CONV_ERR, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF,
     PAM_PROMPT_ECHO_ON,
 };
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+}
 
 /// One line to the test; a test that stopped listening is not an error here.
 fn say(line: &str) {
@@ -74,6 +80,11 @@ fn main() {
     if rc != 0 {
         say(&format!("RESULT: {rc} pam_start failed"));
         return;
+    }
+    if let Ok(rhost) = std::env::var("PAMCLIENT_RHOST") {
+        let rhost = CString::new(rhost).expect("rhost");
+        // SAFETY: pamh is live; libpam copies the string.
+        unsafe { pam_set_item(pamh, pam_otp::ffi::PAM_RHOST, rhost.as_ptr().cast()) };
     }
     let rc = unsafe { pam_authenticate(pamh, 0) };
     let text = unsafe { CStr::from_ptr(pam_strerror(pamh, rc)) }
