@@ -83,6 +83,8 @@ enum Step {
     Refuse(Denial),
     /// The outcome, and the audit line's note.
     Decided(Decision),
+    /// Duo's steps (session/duo.rs); `menu` holds the fallbacks for failmode safe.
+    Duo(Menu),
 }
 
 /// A denial with the words the user reads and the note the audit line gets.
@@ -99,6 +101,8 @@ enum Choice {
     App,
     /// A code sent by email or SMS.
     Sent(SentTo),
+    /// Duo: push, call or passcode (`[duo]`).
+    Duo,
 }
 
 /// Where a sent code goes.
@@ -190,6 +194,7 @@ impl<D: Dialog> Session<'_, D> {
                 Step::Recovered { left } => self.recovered(left).await?,
                 Step::Refuse(denial) => self.refuse(denial).await?,
                 Step::Decided(decision) => return Ok(decision),
+                Step::Duo(menu) => self.duo(menu).await?,
             };
         }
     }
@@ -206,11 +211,17 @@ impl<D: Dialog> Session<'_, D> {
             );
             return refuse(DenyReason::Forbidden, "Permission denied.", note);
         }
+        // Duo is every passwd user's method when configured (they enroll with Duo).
+        let duo = self.state.duo.is_some() && self.known;
         match self.state.accounts.registry.factors(self.user()) {
-            Ok(methods) if methods.is_empty() => Step::Unenrolled,
+            Ok(methods) if methods.is_empty() && !duo => Step::Unenrolled,
             Ok(methods) => Step::ChooseMethod(Menu {
                 preferred: methods.default.or(self.state.cfg.policy.default_method),
-                choices: menu(methods),
+                choices: [
+                    menu(methods),
+                    duo.then_some(Choice::Duo).into_iter().collect(),
+                ]
+                .concat(),
             }),
             Err(e) => internal(e),
         }
@@ -512,6 +523,29 @@ impl<D: Dialog> Session<'_, D> {
         Ok(Step::Decided((deny(denial.reason), denial.note)))
     }
 
+    /// Duo's steps; Duo unreachable with failmode safe leaves the other methods, or allows.
+    async fn duo(&mut self, mut menu: Menu) -> Result<Step, FrameError> {
+        use super::duo::DuoEnd;
+        Ok(
+            match super::duo::run(self.dialog, self.state, self.login).await? {
+                DuoEnd::Decided(outcome, note) => decided(outcome, note),
+                DuoEnd::Refused { reason, text, note } => refuse(reason, text, note),
+                DuoEnd::Locked(left) => locked(left),
+                DuoEnd::Skipped => {
+                    menu.choices.retain(|c| !matches!(c, Choice::Duo));
+                    if menu.choices.is_empty() {
+                        let note = "allowed (Duo unreachable, failmode safe)";
+                        return Ok(decided(Outcome::Allow, note));
+                    }
+                    self.dialog
+                        .error("Duo is unreachable; choose another way.")
+                        .await?;
+                    Step::ChooseMethod(menu)
+                }
+            },
+        )
+    }
+
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
         let within = self.state.cfg.answer_timeout;
         self.dialog.ask(text, echo, within).await
@@ -548,6 +582,7 @@ impl Choice {
                 via: Via::Email, ..
             }) => MethodKind::Email,
             Choice::Sent(SentTo { via: Via::Sms, .. }) => MethodKind::Sms,
+            Choice::Duo => MethodKind::Duo,
         }
     }
 
@@ -555,6 +590,7 @@ impl Choice {
         match self {
             Choice::App => "authenticator app".to_owned(),
             Choice::Sent(to) => format!("{} {}", to.via, to.masked()),
+            Choice::Duo => "Duo push, call or passcode".to_owned(),
         }
     }
 }
@@ -606,6 +642,7 @@ fn chosen(menu: Menu, choice: Choice) -> Step {
     match choice {
         Choice::App => Step::AskAppCode,
         Choice::Sent(to) => Step::SendCode { menu, to },
+        Choice::Duo => Step::Duo(menu),
     }
 }
 

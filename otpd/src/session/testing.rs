@@ -148,6 +148,10 @@ impl Dialog for Script {
         self.said.push(Said::End(outcome));
         Ok(())
     }
+
+    async fn hung_up(&mut self) -> FrameError {
+        std::future::pending().await
+    }
 }
 
 /// One message a channel delivered.
