@@ -154,3 +154,39 @@ fn a_date_skewed_beyond_what_duo_allows_is_refused_and_reported_as_the_clock() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_secret_key_file_others_can_read_is_refused_by_check_config() {
+    if !duo::available() {
+        return;
+    }
+    let server = DuoServer::start("approve", &[]);
+    let skey = SecretKey::new(SKEY);
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(skey.path(), readable).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("otpd.toml");
+    let key = config.path().join("key");
+    otp_e2e::daemon::keygen(&key);
+    std::fs::write(
+        &path,
+        format!(
+            "key_file = {key:?}\n{}",
+            duo::section(&server.host(), &skey, &server.ca.ca, "")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(otp_e2e::artifacts::otpd())
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr.contains("[duo] secret_key_file") && stderr.contains("mode 0644"),
+        "{stderr}"
+    );
+    assert!(server.events().is_empty(), "nothing was sent with it");
+}

@@ -251,10 +251,9 @@ impl DuoClient {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
-        let text = response
-            .text()
+        let text = read_capped(response)
             .await
-            .map_err(|e| DuoError::Unreachable(format!("HTTP {status}: {}", error_chain(&e))))?;
+            .map_err(|e| DuoError::Unreachable(format!("HTTP {status}: {e}")))?;
         if status.is_server_error() {
             return Err(DuoError::Unreachable(format!("HTTP {status}")));
         }
@@ -320,6 +319,20 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Duo's replies are a few KiB; a longer one is refused rather than buffered.
+pub const MAX_REPLY: usize = 64 * 1024;
+
+async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len().saturating_add(chunk.len()) > MAX_REPLY {
+            return Err(format!("reply longer than {MAX_REPLY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "reply is not UTF-8".to_owned())
 }
 
 /// Our clock minus theirs, in whole seconds (negative: we are behind).
