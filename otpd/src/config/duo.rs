@@ -65,3 +65,43 @@ fn integration_key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    const KEYS: &str = "[duo]\napi_host = \"api-abc.duosecurity.com\"\n\
+                        integration_key = \"DIXXXXXXXXXXXXXXXXXX\"\n\
+                        secret_key_file = \"/etc/otpd/duo.skey\"\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(Path::new("t.toml"), &format!("{KEYS}{extra}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn duo_defaults_to_a_minute_and_failmode_secure() {
+        let duo = parse("").unwrap().duo.unwrap();
+        assert_eq!(duo.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(duo.failmode, super::DuoFailmode::Secure);
+        assert!(duo.ca_file.is_none());
+        let safe = parse("failmode = \"safe\"\ntimeout = \"90s\"\n").unwrap();
+        assert_eq!(safe.duo.unwrap().failmode, super::DuoFailmode::Safe);
+    }
+
+    #[test]
+    fn bad_duo_keys_are_named() {
+        for (extra, key) in [
+            ("timeout = \"10m\"\n", "timeout"),
+            ("failmode = \"open\"\n", "failmode"),
+            ("secret_key = \"inline\"\n", "secret_key"),
+            ("ca_file = \"relative.pem\"\n", "ca_file"),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let bad_ikey = KEYS.replace("DIXXXXXXXXXXXXXXXXXX", "DI:X");
+        let e = Config::parse(Path::new("t.toml"), &bad_ikey).unwrap_err();
+        assert!(e.to_string().contains("integration_key"), "{e}");
+    }
+}

@@ -283,3 +283,55 @@ fn refused(reason: DenyReason, text: impl Into<String>, note: impl Into<String>)
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(512).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::testing::world;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    async fn passcode_verdict(state: &State, duo_says: Result<bool, ()>) -> Result<Proof, ()> {
+        let verdict = async { duo_says };
+        judge_upstream(&state.accounts, "alice", Counts::DuoLogin, verdict)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_passcode_duo_refuses_is_a_failure_and_a_locked_users_is_not_sent() {
+        let w = world(|c| c.lockout.max_failures = 1);
+        let proof = passcode_verdict(&w.state, Ok(false)).await;
+        assert_eq!(proof, Ok(Proof::Wrong { alive: false }));
+        assert!(w.state.accounts.lockouts.locked_for("alice").is_some());
+        let asked = AtomicBool::new(false);
+        let verdict = async {
+            asked.store(true, Ordering::SeqCst);
+            Ok::<bool, ()>(true)
+        };
+        let locked = judge_upstream(&w.state.accounts, "alice", Counts::DuoLogin, verdict).await;
+        assert!(matches!(locked, Ok(Ok(Proof::Locked(_)))));
+        assert!(!asked.load(Ordering::SeqCst), "Duo was never asked");
+    }
+
+    #[tokio::test]
+    async fn a_passcode_duo_accepts_clears_the_failures_and_no_answer_is_not_counted() {
+        let w = world(|_| {});
+        assert_eq!(
+            passcode_verdict(&w.state, Ok(false)).await,
+            Ok(Proof::Wrong { alive: false })
+        );
+        assert_eq!(passcode_verdict(&w.state, Err(())).await, Err(()));
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 1);
+        assert_eq!(
+            passcode_verdict(&w.state, Ok(true)).await,
+            Ok(Proof::Allowed(crate::policy::proof::How::Upstream))
+        );
+        assert_eq!(w.state.accounts.lockouts.recent_failures("alice"), 0);
+    }
+
+    #[test]
+    fn duos_words_lose_their_control_characters() {
+        assert_eq!(clean("Denied\x1b[2J\r\nnow"), "Denied[2Jnow");
+        assert_eq!(clean(&"x".repeat(600)).len(), 512);
+    }
+}
