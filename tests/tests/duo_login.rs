@@ -181,10 +181,15 @@ fn hanging_up_during_a_push_stops_the_wait_long_before_the_duo_timeout() {
     let service = service(&w.otpd, "timeout=2");
     let mut login = service.start(&me());
     assert_eq!(login.next_prompt().expect("the Duo prompt"), PROMPT);
+    let began = Instant::now();
     login.send("");
     let run = login.finish();
     assert_ne!(run.code, PAM_SUCCESS, "{run:?}");
     w.otpd.assert_logged("aborted: ");
+    eprintln!(
+        "figure: pam_otp timeout=2 during a push: otpd stopped waiting {:?} after the answer",
+        began.elapsed()
+    );
     assert!(!w.otpd.log().contains("denied: Duo push timed out"));
 }
 

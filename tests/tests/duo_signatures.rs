@@ -34,11 +34,17 @@ fn duos_reference_client_passes_and_a_request_altered_after_signing_gets_duos_40
         return;
     }
     let server = DuoServer::start("approve", &[]);
+    // The reference client reads the server's replies as Duo's: preauth, a sync passcode, an
+    // async push and its auth_status long poll.
     let out = python(
         &server,
-        "print(auth.check()['time'] > 0, auth.preauth(username='alice')['result'])",
+        "print(auth.check()['time'] > 0, auth.preauth(username='alice')['result'])\n\
+         print(auth.auth('passcode', username='alice', passcode='123456')['result'])\n\
+         txid = auth.auth('push', username='alice', device='auto', async_txn=True)['txid']\n\
+         s = auth.auth_status(txid)\n\
+         print(s['waiting'] or s['success'], s['status'])",
     );
-    assert_eq!(out.trim(), "True auth");
+    assert_eq!(out.trim(), "True auth\nallow\nTrue allow");
     // Sign a preauth for alice, send one for mallory with the same credentials.
     let tampered = python(
         &server,
@@ -60,9 +66,22 @@ fn duos_reference_client_passes_and_a_request_altered_after_signing_gets_duos_40
     );
     assert!(wrong_key.starts_with("401 "), "{wrong_key}");
     assert!(wrong_key.contains("40103"), "{wrong_key}");
-    let events = [server.next_event(), server.next_event()];
-    assert!(matches!(&events[0], Event::Request { path, .. } if path == "/auth/v2/check"));
-    assert!(matches!(&events[1], Event::Request { path, .. } if path == "/auth/v2/preauth"));
+    let paths: Vec<String> = (0..5)
+        .map(|_| match server.next_event() {
+            Event::Request { path, .. } => path,
+            Event::Rejected(why) => panic!("the reference client was rejected: {why}"),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/auth/v2/check",
+            "/auth/v2/preauth",
+            "/auth/v2/auth",
+            "/auth/v2/auth",
+            "/auth/v2/auth_status"
+        ]
+    );
     assert_eq!(
         server.next_event(),
         Event::Rejected("signature does not verify".into())

@@ -176,5 +176,25 @@ mod tests {
         assert_eq!(c.signature(&Secret::new("secret")), VECTOR);
     }
 
+    /// A GET whose parameters need escaping and sorting (upper case sorts first), from
+    /// `duo_client.client.sign(..., "GET", ..., "/auth/v2/auth_status", ..., 5,
+    /// {"txid": ["a b/é~"], "Zed": ["1"]}, body="")`.
+    #[test]
+    fn a_get_signature_matches_duo_clients_for_the_same_request() {
+        let c = Canonical {
+            date: "Wed, 02 Dec 2026 05:18:32 -0000",
+            method: "GET",
+            host: "api-abc.duosecurity.com",
+            path: "/auth/v2/auth_status",
+            params: &[("txid", "a b/é~"), ("Zed", "1")],
+            body: "",
+        };
+        assert_eq!(
+            c.signature(&Secret::new("secret")),
+            "bf9fc7699ef3c39afc042b008f9bc1ba0c4c0becb774aa10c38f37e30b2ca066\
+             d38126e5771bf379cb5a6a0db7d2ddff0000e317f5e596105a32705f36db24f3"
+        );
+    }
+
     const VECTOR: &str = "d80663cd5fb582af987ed30525c7146875059898dc08bd985f56f43890bbc5098a3974324be4159b527287b928d7428078c5c1d5a69ac539aebff38b05e0dc89";
 }
