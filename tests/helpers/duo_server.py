@@ -22,6 +22,7 @@ Endpoints, with Duo's documented response shapes:
   fraud    reported as fraud (1 s)         silent   never answered (every poll says waiting)
   enroll   preauth: not enrolled, with an enrollment URL
   allow    preauth: allow (a bypass user)  refuse   preauth: deny (a disabled account)
+  broken   auth_status fails with HTTP 503 (Duo goes down after the push was sent)
 Passcode 123456 is accepted, any other refused ("Incorrect passcode").
 
 Prints `READY <port>`, then one line per request: `REQUEST {"method", "path", "params"}` when
@@ -237,6 +238,9 @@ def main():
                 at = txns.get(txid)
             if at is None:
                 return self.fail(400, 40002, "Invalid request parameters", "unknown txid")
+            if a.behave == "broken":
+                return self.reply(503, {"stat": "FAIL", "code": 50301,
+                                        "message": "Service Unavailable"})
             # A long poll: hold the request until the answer is due, at most 5 s.
             held = time.time() + 5
             while time.time() < min(at, held) or (a.behave == "silent" and time.time() < held):

@@ -381,3 +381,44 @@ fn otpctl_default_duo_makes_duo_the_first_method_of_a_user_with_several() {
     let run = duo_login(&w, PASSCODE);
     assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
 }
+
+#[test]
+fn duo_failing_after_the_push_was_sent_denies_even_with_failmode_safe() {
+    if !ready() {
+        return;
+    }
+    let w = world("broken", &[], "failmode = \"safe\"", "");
+    let run = duo_login(&w, "");
+    assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}");
+    assert_eq!(run.errors(), ["Duo is unreachable; try again later."]);
+    w.otpd.assert_logged("denied: Duo unreachable (push)");
+}
+
+#[test]
+fn a_push_waiting_for_the_phone_does_not_hold_up_another_login() {
+    if !ready() {
+        return;
+    }
+    let w = world("silent", &[], "", "");
+    // A: a push nobody answers; pam_otp gives up after 8 s.
+    let slow = service(&w.otpd, "timeout=8");
+    let mut waiting = slow.start(&me());
+    assert_eq!(waiting.next_prompt().expect("the Duo prompt"), PROMPT);
+    waiting.send("");
+    loop {
+        match w.server.next_event() {
+            Event::Request { path, .. } if path == "/auth/v2/auth_status" => break,
+            Event::Rejected(why) => panic!("{why}"),
+            Event::Request { .. } => {}
+        }
+    }
+    // B: logs in with a passcode while A's push is being polled.
+    let other = duo_login(&w, PASSCODE);
+    assert_eq!(other.code, PAM_SUCCESS, "{other:?}");
+    let first = waiting.finish();
+    assert_ne!(first.code, PAM_SUCCESS, "{first:?}");
+    w.otpd.assert_logged("aborted: ");
+    let log = w.otpd.log();
+    let (allowed, aborted) = (log.find("allowed (Duo passcode)"), log.find("aborted: "));
+    assert!(allowed.is_some() && allowed < aborted, "{log}");
+}
