@@ -12,8 +12,11 @@
 //! Start ─┬─ nothing enrolled: Unenrolled ─┬─ FirstLoginEnrollment ─ AskEnrollmentCode ⟲ ─ Enrolled
 //!        │                                └─ Decided (nullok, allow) or Refuse (deny)
 //!        └─ ChooseMethod ─ (AskChoice ⟲) ─┬─ AskAppCode ─ Decided or Recovered
-//!                                         └─ SendCode ─┬─ AskSentCode ⟲ ─ Decided or Recovered
-//!                                                      └─ not sent: ChooseMethod without it
+//!                                         ├─ SendCode ─┬─ AskSentCode ⟲ ─ Decided or Recovered
+//!                                         │            └─ not sent: ChooseMethod without it
+//!                                         └─ Duo (session/duo.rs) ─┬─ Decided or Refuse
+//!                                                                  └─ unreachable, failmode safe:
+//!                                                                     ChooseMethod without it
 //! ```
 //!
 //! Any step may end in `Refuse` (say why, deny); `Refuse`, `Recovered` and `Enrolled` say one
