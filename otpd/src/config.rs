@@ -12,6 +12,7 @@
 //! key's deserializer below; templates 16 KiB.
 
 pub mod directory;
+pub mod duo;
 pub mod hotp;
 
 use serde::{de, Deserialize, Deserializer};
@@ -59,6 +60,8 @@ pub struct Config {
     pub directory: Option<directory::DirectoryConfig>,
     /// `[hotp]`: the look-ahead of counter-based keys.
     pub hotp: hotp::HotpConfig,
+    /// Duo (Auth API v2) as a method; absent means Duo is off.
+    pub duo: Option<duo::DuoConfig>,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -438,6 +441,7 @@ impl Default for Config {
             users: BTreeMap::new(),
             directory: None,
             hotp: hotp::HotpConfig::default(),
+            duo: None,
         }
     }
 }

@@ -63,6 +63,13 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             if let Some(directory) = &cfg.directory {
                 check_directory(directory).map_err(|e| format!("{source}: {e}"))?;
             }
+            // Duo's keys and signature, by one /auth/v2/check.
+            if let Some(duo) = &cfg.duo {
+                println!(
+                    "{}",
+                    otpd::channel::duo::check_now(duo).map_err(|e| format!("{source}: {e}"))?
+                );
+            }
             Ok((cfg, source))
         });
     match checked {

@@ -26,6 +26,8 @@ pub struct State {
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
     pub sms: Option<Box<dyn Channel>>,
+    /// `None` when `[duo]` is not configured.
+    pub duo: Option<crate::channel::duo::DuoClient>,
     /// Named in messages ("your login code for HOST") and in app accounts (USER@HOST); read
     /// once, at start.
     pub host: String,
@@ -45,6 +47,8 @@ pub enum ChannelSetupError {
     Sms(#[from] crate::channel::sms::SmsConfigError),
     #[error(transparent)]
     Directory(#[from] crate::directory::ldap::DirectoryConfigError),
+    #[error(transparent)]
+    Duo(#[from] crate::channel::duo::DuoConfigError),
 }
 
 impl State {
@@ -56,7 +60,9 @@ impl State {
             accounts.registry.set_directory(directory);
         }
         let host = hostname();
+        let duo = cfg.duo.as_ref().map(crate::channel::duo::DuoClient::new);
         Ok(State {
+            duo: duo.transpose()?,
             sms,
             accounts,
             callers: Callers::new(cfg.admin_group.clone()),

@@ -128,6 +128,8 @@ pub enum MethodKind {
     Totp,
     Email,
     Sms,
+    /// Duo (push, phone call or Duo passcode), checked by Duo's Auth API; enrolled with Duo.
+    Duo,
 }
 
 /// What a user shows to turn a second factor off.
@@ -215,6 +217,15 @@ pub enum DenyReason {
     Forbidden,
     /// The daemon could not decide (store error); fail closed.
     Internal,
+    /// Duo said no: the user refused the push or call, a wrong Duo passcode, or Duo denies
+    /// this user.
+    DuoDenied,
+    /// The user reported the Duo request as fraud.
+    DuoFraud,
+    /// Nobody answered the Duo push or call in time.
+    DuoTimeout,
+    /// Duo could not be asked (unreachable with failmode secure, or it refused the request).
+    DuoUnavailable,
 }
 
 /// The reply to a successful command.

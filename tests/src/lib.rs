@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod ca;
 pub mod daemon;
+pub mod duo;
 pub mod inbox;
 pub mod pam;
 pub mod skip;

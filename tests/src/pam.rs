@@ -32,6 +32,8 @@ pub fn available() -> bool {
 pub struct PamService {
     dir: tempfile::TempDir,
     pub name: String,
+    /// PAM_RHOST for every login (pamclient's `PAMCLIENT_RHOST`), as sshd sets it.
+    pub rhost: Option<String>,
 }
 
 impl PamService {
@@ -45,7 +47,11 @@ impl PamService {
         std::fs::write(dir.path().join(&name), format!("{stack}\n")).expect("service file");
         // pam_wrapper warns without an `other` service.
         std::fs::write(dir.path().join("other"), "auth required pam_deny.so\n").expect("other");
-        PamService { dir, name }
+        PamService {
+            dir,
+            name,
+            rhost: None,
+        }
     }
 
     /// The service directory pam_wrapper reads.
@@ -142,6 +148,9 @@ impl PamService {
         cmd.env("LD_PRELOAD", wrapper().expect("pam_wrapper"))
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path());
+        if let Some(rhost) = &self.rhost {
+            cmd.env("PAMCLIENT_RHOST", rhost);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! Channels are behind a trait so they could later move to a less-privileged process, and so
 //! that a slow provider delays only the challenge that waits on it.
 
+pub mod duo;
 pub mod email;
 pub mod secret_file;
 pub mod sms;

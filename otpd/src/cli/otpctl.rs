@@ -143,6 +143,8 @@ pub enum DefaultArg {
     Totp,
     Email,
     Sms,
+    /// Duo push, call or passcode (`[duo]` configured; enrolled with Duo).
+    Duo,
     /// Ask every time.
     None,
 }

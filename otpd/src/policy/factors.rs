@@ -159,6 +159,8 @@ impl Registry {
                     }
                     MethodKind::Email => r.email.take().is_some(),
                     MethodKind::Sms => r.phone.take().is_some(),
+                    // Enrolled with Duo, not here: nothing of it is stored to turn off.
+                    MethodKind::Duo => false,
                 };
                 Change::changed_if(had, had)
             })

@@ -42,6 +42,9 @@ pub enum Counts {
     /// A login's second code of an HOTP resync: only the code of the counter right after
     /// `after`, the one the first code matched (policy::hotp).
     HotpResync { after: u64 },
+    /// A login's Duo passcode: only Duo can check it (`judge_upstream`); `judge` finds nothing
+    /// to check it against.
+    DuoLogin,
 }
 
 /// The verdict on one answer.
@@ -78,6 +81,8 @@ pub enum How {
     Sent { id: String, purpose: Purpose },
     /// A recovery code, now spent; `left` remain.
     Recovery { left: u32 },
+    /// An upstream provider (Duo) accepted it.
+    Upstream,
 }
 
 /// Judge `answer` for `user` (see the module comment). A store failure is an error (the caller
@@ -125,6 +130,54 @@ pub async fn judge(
     };
     audit(level, user, counts, &describe(&proof));
     Ok(proof)
+}
+
+/// Judge an answer only an upstream provider can check (a Duo passcode): the same
+/// reservation, settling and audit line as `judge`, with the provider's word (`verdict`:
+/// `Ok(true)` right, `Ok(false)` wrong) in place of the local check. So a locked user's passcode
+/// never reaches the provider, a refused one is a failure written before the verdict returns,
+/// and hanging up mid-check counts as one. The provider failing to answer (`Err`) is not
+/// counted: nothing was judged.
+pub async fn judge_upstream<E>(
+    accounts: &Accounts,
+    user: &str,
+    counts: Counts,
+    verdict: impl std::future::Future<Output = Result<bool, E>>,
+) -> Result<Result<Proof, E>, StoreError> {
+    if let Err(left) = accounts.lockouts.reserve(user) {
+        audit(log::Level::Info, user, counts, "locked (not checked)");
+        return Ok(Ok(Proof::Locked(left)));
+    }
+    let mut reservation = Reservation {
+        accounts,
+        user,
+        settled: false,
+    };
+    let (proof, how, level) = match verdict.await {
+        Ok(true) => (
+            Proof::Allowed(How::Upstream),
+            Settle::Success,
+            log::Level::Debug,
+        ),
+        Ok(false) => (
+            Proof::Wrong { alive: false },
+            Settle::Failure,
+            log::Level::Info,
+        ),
+        Err(e) => {
+            reservation.settle(Settle::Uncounted).await?;
+            audit(
+                log::Level::Info,
+                user,
+                counts,
+                "provider did not answer (not counted)",
+            );
+            return Ok(Err(e));
+        }
+    };
+    reservation.settle(how).await?;
+    audit(level, user, counts, &describe(&proof));
+    Ok(Ok(proof))
 }
 
 /// A reservation not settled by the end of `judge` (its future was dropped: the connection went
@@ -238,6 +291,7 @@ async fn check(
             };
             or_recovery(accounts, user, answer, otherwise).await
         }
+        Counts::DuoLogin => Ok(Proof::NothingToCheck),
         Counts::DisableToken(method) => Ok(match sent(&|p| *p == Purpose::Disable(method)) {
             ChallengeCheck::Accepted { id, purpose } => Proof::Allowed(How::Sent { id, purpose }),
             ChallengeCheck::Expired => Proof::Expired,
@@ -281,6 +335,7 @@ fn describe(proof: &Proof) -> String {
         Proof::Allowed(How::Recovery { left }) => {
             format!("accepted (recovery code, {left} left)")
         }
+        Proof::Allowed(How::Upstream) => "accepted (by Duo)".into(),
         Proof::Wrong { .. } => "wrong code".into(),
         Proof::Replayed => "code already used".into(),
         Proof::Expired => "code expired (not counted)".into(),
@@ -311,6 +366,7 @@ fn purpose_name(counts: Counts) -> &'static str {
         Counts::Change => "proof for a change",
         Counts::DisableToken(_) => "disable token",
         Counts::HotpResync { .. } => "login, next HOTP code",
+        Counts::DuoLogin => "login, Duo passcode",
     }
 }
 

@@ -435,6 +435,7 @@ async fn disable(
         Some(MethodKind::Totp) => "the authenticator app",
         Some(MethodKind::Email) => "email codes",
         Some(MethodKind::Sms) => "SMS codes",
+        Some(MethodKind::Duo) => "Duo",
     };
     let notice = format!("{what} turned off");
     factor_changed(caller, state, &user, before, &notice).await;

@@ -35,6 +35,11 @@ pub trait Dialog: Send {
 
     /// The login is decided; nothing is said after this.
     fn end(&mut self, outcome: Outcome) -> impl Future<Output = Result<(), FrameError>> + Send;
+
+    /// Resolves when the peer hangs up (or sends anything, which it must not while it waits
+    /// for the next reply), so that a login waiting on something else (a Duo push) stops
+    /// waiting for a peer that is gone.
+    fn hung_up(&mut self) -> impl Future<Output = FrameError> + Send;
 }
 
 /// A login's peer is the socket: each prompt, info line and error is one reply frame, and an
@@ -68,5 +73,13 @@ impl Dialog for Connection {
 
     async fn end(&mut self, outcome: Outcome) -> Result<(), FrameError> {
         self.write(Reply::Outcome(outcome)).await
+    }
+
+    async fn hung_up(&mut self) -> FrameError {
+        // Nothing may arrive while the peer waits for a reply: any read that ends is the end.
+        match self.read(Duration::from_secs(24 * 3600)).await {
+            Err(e) => e,
+            Ok(other) => FrameError::unexpected(Turn::Answer, &other),
+        }
     }
 }

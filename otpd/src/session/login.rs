@@ -12,8 +12,11 @@
 //! Start ─┬─ nothing enrolled: Unenrolled ─┬─ FirstLoginEnrollment ─ AskEnrollmentCode ⟲ ─ Enrolled
 //!        │                                └─ Decided (nullok, allow) or Refuse (deny)
 //!        └─ ChooseMethod ─ (AskChoice ⟲) ─┬─ AskAppCode ─ Decided or Recovered
-//!                                         └─ SendCode ─┬─ AskSentCode ⟲ ─ Decided or Recovered
-//!                                                      └─ not sent: ChooseMethod without it
+//!                                         ├─ SendCode ─┬─ AskSentCode ⟲ ─ Decided or Recovered
+//!                                         │            └─ not sent: ChooseMethod without it
+//!                                         └─ Duo (session/duo.rs) ─┬─ Decided or Refuse
+//!                                                                  └─ unreachable, failmode safe:
+//!                                                                     ChooseMethod without it
 //! ```
 //!
 //! Any step may end in `Refuse` (say why, deny); `Refuse`, `Recovered` and `Enrolled` say one
@@ -93,6 +96,8 @@ enum Step {
     Refuse(Denial),
     /// The outcome, and the audit line's note.
     Decided(Decision),
+    /// Duo's steps (session/duo.rs); `menu` holds the fallbacks for failmode safe.
+    Duo(Menu),
 }
 
 /// A denial with the words the user reads and the note the audit line gets.
@@ -109,6 +114,8 @@ enum Choice {
     App,
     /// A code sent by email or SMS.
     Sent(SentTo),
+    /// Duo: push, call or passcode (`[duo]`).
+    Duo,
 }
 
 /// Where a sent code goes.
@@ -216,6 +223,7 @@ impl<D: Dialog> Session<'_, D> {
                 Step::Recovered { left } => self.recovered(left).await?,
                 Step::Refuse(denial) => self.refuse(denial).await?,
                 Step::Decided(decision) => return Ok(decision),
+                Step::Duo(menu) => self.duo(menu).await?,
             };
         }
     }
@@ -234,13 +242,19 @@ impl<D: Dialog> Session<'_, D> {
         }
         let registry = &self.state.accounts.registry;
         registry.look_up(self.user()).await; // the directory's values, read afresh
+                                             // Duo is every passwd user's method when configured (they enroll with Duo).
+        let duo = self.state.duo.is_some() && self.known;
         Ok(match registry.factors(self.user()) {
-            Ok(methods) if methods.is_empty() => Step::Unenrolled,
+            Ok(methods) if methods.is_empty() && !duo => Step::Unenrolled,
             Ok(methods) => {
                 let unavailable = self.unavailable(&methods);
                 let menu = Menu {
                     preferred: methods.default.or(self.state.cfg.policy.default_method),
-                    choices: menu(methods),
+                    choices: [
+                        menu(methods),
+                        duo.then_some(Choice::Duo).into_iter().collect(),
+                    ]
+                    .concat(),
                 };
                 match (unavailable, menu.choices.is_empty()) {
                     // Only methods the directory cannot vouch for now: nothing to offer.
@@ -604,6 +618,29 @@ impl<D: Dialog> Session<'_, D> {
         Ok(Step::Decided((deny(denial.reason), denial.note)))
     }
 
+    /// Duo's steps; Duo unreachable with failmode safe leaves the other methods, or allows.
+    async fn duo(&mut self, mut menu: Menu) -> Result<Step, FrameError> {
+        use super::duo::DuoEnd;
+        Ok(
+            match super::duo::run(self.dialog, self.state, self.login).await? {
+                DuoEnd::Decided(outcome, note) => decided(outcome, note),
+                DuoEnd::Refused { reason, text, note } => refuse(reason, text, note),
+                DuoEnd::Locked(left) => locked(left),
+                DuoEnd::Skipped => {
+                    menu.choices.retain(|c| !matches!(c, Choice::Duo));
+                    if menu.choices.is_empty() {
+                        let note = "allowed (Duo unreachable, failmode safe)";
+                        return Ok(decided(Outcome::Allow, note));
+                    }
+                    self.dialog
+                        .error("Duo is unreachable; choose another way.")
+                        .await?;
+                    Step::ChooseMethod(menu)
+                }
+            },
+        )
+    }
+
     async fn ask(&mut self, text: &str, echo: bool) -> Result<Secret, FrameError> {
         let within = self.state.cfg.answer_timeout;
         self.dialog.ask(text, echo, within).await
@@ -640,6 +677,7 @@ impl Choice {
                 via: Via::Email, ..
             }) => MethodKind::Email,
             Choice::Sent(SentTo { via: Via::Sms, .. }) => MethodKind::Sms,
+            Choice::Duo => MethodKind::Duo,
         }
     }
 
@@ -647,6 +685,7 @@ impl Choice {
         match self {
             Choice::App => "authenticator app".to_owned(),
             Choice::Sent(to) => format!("{} {}", to.via, to.masked()),
+            Choice::Duo => "Duo push, call or passcode".to_owned(),
         }
     }
 }
@@ -698,6 +737,7 @@ fn chosen(menu: Menu, choice: Choice) -> Step {
     match choice {
         Choice::App => Step::AskAppCode,
         Choice::Sent(to) => Step::SendCode { menu, to },
+        Choice::Duo => Step::Duo(menu),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod dialog;
+mod duo;
 pub mod login;
 pub mod send;
 #[cfg(test)]

@@ -158,6 +158,10 @@ impl Dialog for Script {
         self.said.push(Said::End(outcome));
         Ok(())
     }
+
+    async fn hung_up(&mut self) -> FrameError {
+        std::future::pending().await
+    }
 }
 
 /// One message a channel delivered.
@@ -232,6 +236,7 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
         challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
         email: Some(Box::new(email.clone())),
         sms: Some(Box::new(sms.clone())),
+        duo: None,
         host: "testhost".into(),
         issuer: "testhost".into(),
         cfg,

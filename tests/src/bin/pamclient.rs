@@ -14,6 +14,11 @@ use pam_otp::ffi::{
     PAM_PROMPT_ECHO_ON,
 };
 
+#[link(name = "pam")]
+extern "C" {
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+}
+
 /// One line to the test; a test that stopped listening is not an error here.
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -56,10 +61,6 @@ unsafe extern "C" fn conversation(
     }
     unsafe { *resp = replies };
     0
-}
-
-extern "C" {
-    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
 }
 
 fn main() {

@@ -452,6 +452,7 @@ fn method_kind(arg: DefaultArg) -> Option<MethodKind> {
         DefaultArg::Totp => Some(MethodKind::Totp),
         DefaultArg::Email => Some(MethodKind::Email),
         DefaultArg::Sms => Some(MethodKind::Sms),
+        DefaultArg::Duo => Some(MethodKind::Duo),
         DefaultArg::None => None,
     }
 }

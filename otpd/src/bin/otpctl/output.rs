@@ -98,7 +98,9 @@ impl Output {
             CommandReply::Verified {
                 activated: Some(MethodKind::Sms),
             } => println!("Confirmed: login codes can now be sent to this phone number."),
-            CommandReply::Verified { activated: None } => println!("The code is valid."),
+            CommandReply::Verified {
+                activated: None | Some(MethodKind::Duo),
+            } => println!("The code is valid."),
             CommandReply::Status(s) => println!("{}", status_line(s)),
             CommandReply::Users(all) if all.is_empty() => println!("No users enrolled."),
             CommandReply::Users(all) => all.iter().for_each(|s| println!("{}", status_line(s))),

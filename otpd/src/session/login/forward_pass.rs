@@ -15,10 +15,14 @@ impl<D: Dialog> Session<'_, D> {
         let Some(typed) = self.login.forward_pass.clone() else {
             return Ok(choose_method(menu));
         };
+        // A code typed into the password is judged here; Duo's push or call needs a second
+        // exchange this client cannot have, so Duo is taken only when nothing else is left.
+        let typed_codes = || menu.choices.iter().filter(|c| !matches!(c, Choice::Duo));
         let preferred = menu
             .preferred
-            .and_then(|p| menu.choices.iter().find(|c| c.kind() == p));
-        let Some(choice) = preferred.or(menu.choices.first()).cloned() else {
+            .and_then(|p| typed_codes().find(|c| c.kind() == p));
+        let fallback = typed_codes().next().or(menu.choices.first());
+        let Some(choice) = preferred.or(fallback).cloned() else {
             return Ok(refuse(
                 DenyReason::NotEnrolled,
                 NOT_SET_UP,
@@ -28,6 +32,12 @@ impl<D: Dialog> Session<'_, D> {
         match choice {
             Choice::App => self.forward_app_code(&typed).await,
             Choice::Sent(to) => self.forward_sent_code(&typed, to).await,
+            Choice::Duo => Ok(refuse(
+                DenyReason::DuoUnavailable,
+                "Duo cannot be used by a client that asks only once: log in with a client that \
+                 can ask twice, or ask your administrator.",
+                "denied: duo needs a second prompt (forward_pass)",
+            )),
         }
     }
 
