@@ -310,6 +310,17 @@ pub struct UserStatus {
     pub locked_for_secs: Option<u64>,
     /// Failures counted in the current lockout window.
     pub recent_failures: u32,
+    /// What the app key (`totp` above) counts by: time (an authenticator app) or presses (an
+    /// HOTP token or app).
+    pub app_kind: AppKind,
+}
+
+/// How a one-time-password key moves on: RFC 6238 (time steps) or RFC 4226 (a counter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppKind {
+    #[default]
+    Totp,
+    Hotp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use super::records::{Change, Records};
 use crate::config::UserEntry;
 use crate::directory::{Directory, Known};
-use crate::store::{StoreError, UserRecord};
-use otp_proto::{MethodKind, MethodState, Via};
+use crate::store::{KeyKind, StoreError, UserRecord};
+use otp_proto::{AppKind, MethodKind, MethodState, Via};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,6 +45,8 @@ pub struct Enrolled {
     pub factors: Factors,
     /// The authenticator app: active, waiting for its first code, or none.
     pub app: MethodState,
+    /// Whether that key (the active one, else the pending one) is time- or counter-based.
+    pub app_kind: AppKind,
     pub recovery_codes_left: u32,
 }
 
@@ -104,6 +106,10 @@ impl Registry {
                 (Some(_), _) => MethodState::Active,
                 (None, Some(_)) => MethodState::Pending,
                 (None, None) => MethodState::None,
+            },
+            app_kind: match record.totp.as_ref().or(record.pending_totp.as_ref()) {
+                Some(key) if key.kind == KeyKind::Hotp => AppKind::Hotp,
+                _ => AppKind::Totp,
             },
             recovery_codes_left: u32::try_from(record.recovery.len()).unwrap_or(u32::MAX),
         })

@@ -257,6 +257,7 @@ fn status(state: &State, user: &str) -> Result<UserStatus, Refusal> {
     let Enrolled {
         factors,
         app,
+        app_kind,
         recovery_codes_left,
     } = state.accounts.registry.enrolled(user).map_err(internal)?;
     let lockouts = &state.accounts.lockouts;
@@ -274,6 +275,7 @@ fn status(state: &State, user: &str) -> Result<UserStatus, Refusal> {
         recovery_codes_left,
         locked_for_secs: lockouts.locked_for(user).map(|d| d.as_secs().max(1)),
         recent_failures: lockouts.recent_failures(user),
+        app_kind,
     })
 }
 

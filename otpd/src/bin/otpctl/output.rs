@@ -2,7 +2,7 @@
 //! JSON object per command.
 
 use otp_proto::{
-    CommandReply, MethodKind, MethodState, Refusal, Secret, TotpEnrollment, UserStatus,
+    AppKind, CommandReply, MethodKind, MethodState, Refusal, Secret, TotpEnrollment, UserStatus,
 };
 use otpd::qr::{grouped, qr};
 use serde_json::json;
@@ -162,6 +162,10 @@ fn status_json(s: &UserStatus) -> serde_json::Value {
     json!({
         "user": s.user,
         "totp": s.totp.to_string(),
+        "app_kind": match s.app_kind {
+            AppKind::Totp => "totp",
+            AppKind::Hotp => "hotp",
+        },
         "email": s.email.to_string(),
         "email_address": s.email_address,
         "sms": s.sms.to_string(),
@@ -173,10 +177,12 @@ fn status_json(s: &UserStatus) -> serde_json::Value {
 }
 
 fn status_line(s: &UserStatus) -> String {
-    let totp = match s.totp {
-        MethodState::Active => "authenticator app active",
-        MethodState::Pending => "authenticator app pending confirmation",
-        MethodState::None => "nothing enrolled",
+    let totp = match (s.totp, s.app_kind) {
+        (MethodState::Active, AppKind::Totp) => "authenticator app active",
+        (MethodState::Pending, AppKind::Totp) => "authenticator app pending confirmation",
+        (MethodState::Active, AppKind::Hotp) => "HOTP token active",
+        (MethodState::Pending, AppKind::Hotp) => "HOTP token pending confirmation",
+        (MethodState::None, _) => "nothing enrolled",
     };
     let email = match &s.email_address {
         Some(a) => format!("; email codes to {a}"),
