@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod rules;
+
 /// Where `otpd` and `otpctl` look without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/otpd/otpd.toml";
 /// `key_file` unless configured.
@@ -65,6 +67,9 @@ pub struct PolicyConfig {
     /// How long the token `otpctl disable` mails to the user stays valid (at most 1 day).
     #[serde(deserialize_with = "up_to_a_day")]
     pub disable_token_ttl: Duration,
+    /// `[[policy.rule]]`, first match wins (config/rules.rs).
+    #[serde(deserialize_with = "rules::rules")]
+    pub rule: Vec<rules::Rule>,
 }
 
 impl Default for PolicyConfig {
@@ -73,6 +78,7 @@ impl Default for PolicyConfig {
             unenrolled: Unenrolled::Deny,
             default_method: None,
             disable_token_ttl: Duration::from_secs(15 * 60),
+            rule: Vec::new(),
         }
     }
 }

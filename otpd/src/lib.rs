@@ -18,6 +18,7 @@ pub mod peer;
 pub mod peer_limit;
 pub mod policy;
 pub mod qr;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -80,7 +80,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
 
 fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
     harden();
-    let (cfg, source) = match load(path) {
+    let (cfg, source) = match load(path.clone()) {
         Ok(loaded) => loaded,
         Err(e) => {
             log::error!("{e}");
@@ -97,7 +97,7 @@ fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -
         }
     };
     let result = runtime.block_on(async {
-        otpd::server::run(cfg, shutdown)
+        otpd::server::run(cfg, path, shutdown)
             .await
             .map_err(|e| e.to_string())
     });

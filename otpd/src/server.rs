@@ -102,8 +102,13 @@ impl Default for Limits {
     }
 }
 
-/// Serve until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Serve until `shutdown` resolves; SIGHUP reads `config` again (reload.rs; `None`: the
+/// default path).
+pub async fn run(
+    cfg: Config,
+    config: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let store = Arc::new(CachedStore::new(FileStore::open_with_key_file(
         &cfg.state_dir,
         &cfg.key_file,
@@ -119,6 +124,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     };
     let flusher = tokio::spawn(flush_periodically(shared.clone()));
+    let live = Arc::new(crate::reload::Live::new(shared.clone(), config));
+    let mut hangups = crate::reload::hangups();
     log::info!("listening on {}", shared.cfg.socket.display());
     let systemd = Systemd::from_env().map(Arc::new);
     let watchdog = systemd.clone().map(|s| {
@@ -132,6 +139,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => live.reload_and_log(),
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -141,7 +149,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         continue;
                     };
                     let waiting = wait_for_request(&limits);
-                    let (shared, limits) = (shared.clone(), limits.clone());
+                    // The configuration in force now, for the whole connection.
+                    let (shared, limits) = (live.current(), limits.clone());
                     // Lines the peer causes count toward its uid's log budget (logging).
                     connections.spawn(crate::logging::for_peer(uid, async move {
                         serve(stream, uid, waiting, &limits, &shared).await;

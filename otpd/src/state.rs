@@ -1,5 +1,7 @@
-//! Everything sessions share, built once at start-up: configuration, accounts, open challenges
-//! and the delivery channels.
+//! Everything sessions share: configuration, accounts, open challenges and the delivery
+//! channels. A `State` is one configuration's view: a reload (reload.rs) builds a new one from
+//! the new file around the same long-lived parts (accounts, callers, names, challenges, each
+//! behind an `Arc`), and every connection keeps the one it started with.
 
 use crate::channel::email::EmailChannel;
 use crate::channel::sms::SmsChannel;
@@ -13,15 +15,16 @@ use crate::policy::clock::hostname;
 use crate::policy::proof::{self, Counts, Proof};
 use crate::store::StoreError;
 use otp_proto::{Secret, Via};
+use std::sync::Arc;
 
 pub struct State {
     pub cfg: Config,
-    pub accounts: Accounts,
+    pub accounts: Arc<Accounts>,
     /// Who each peer uid is, looked up once in a while rather than per connection.
-    pub callers: Callers,
+    pub callers: Arc<Callers>,
     /// User names as typed, resolved to their canonical passwd names.
-    pub names: Names,
-    pub challenges: Challenges,
+    pub names: Arc<Names>,
+    pub challenges: Arc<Challenges>,
     /// `None` when `[email]` is not configured.
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
@@ -52,13 +55,39 @@ impl State {
         let host = hostname();
         Ok(State {
             sms,
-            accounts,
-            callers: Callers::new(cfg.admin_group.clone()),
-            names: Names::new(),
-            challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
+            accounts: Arc::new(accounts),
+            callers: Arc::new(Callers::new(cfg.admin_group.clone())),
+            names: Arc::new(Names::new()),
+            challenges: Arc::new(Challenges::new(
+                cfg.code.clone(),
+                cfg.policy.disable_token_ttl,
+            )),
             email,
             issuer: cfg.totp.issuer.clone().unwrap_or_else(|| host.clone()),
             host,
+            cfg,
+        })
+    }
+
+    /// The state under a new configuration `cfg`: its own channels, issuer and callers (when
+    /// `admin_group` changed), the same accounts, names and challenges. What those hold from
+    /// the old file is not changed here: reload.rs refuses a file that changes it.
+    pub fn reloaded(&self, cfg: Config) -> Result<State, ChannelSetupError> {
+        let (email, sms) = Self::channels(&cfg)?;
+        let callers = if cfg.admin_group == self.cfg.admin_group {
+            self.callers.clone()
+        } else {
+            Arc::new(Callers::new(cfg.admin_group.clone()))
+        };
+        Ok(State {
+            sms,
+            email,
+            accounts: self.accounts.clone(),
+            callers,
+            names: self.names.clone(),
+            challenges: self.challenges.clone(),
+            issuer: cfg.totp.issuer.clone().unwrap_or_else(|| self.host.clone()),
+            host: self.host.clone(),
             cfg,
         })
     }

@@ -36,6 +36,7 @@ async fn execute(
     match command {
         Command::EnrollTotp { user, proof } => {
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Totp).await?;
             require_proof(caller, state, &user, proof).await?;
             enroll_totp(caller, state, user).await
         }
@@ -48,6 +49,7 @@ async fn execute(
                 return Err(Refusal::BadAddress(address));
             }
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Email).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Email, address).await
         }
@@ -60,6 +62,7 @@ async fn execute(
                 return Err(Refusal::BadNumber(number));
             }
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Sms).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Sms, number).await
         }
@@ -164,7 +167,30 @@ async fn execute(
             }
             Ok(CommandReply::Users(all))
         }
+        Command::Policy { user, service } => {
+            let user = target(caller, state, user).await?;
+            super::inspect::policy(state, user, service).await
+        }
+        view @ (Command::Config
+        | Command::Attempts(_)
+        | Command::AttemptShow { .. }
+        | Command::Stats) => super::inspect::run(caller, state, view).await,
     }
+}
+
+/// A method the user's policy rule does not count cannot be enrolled (policy/rules.rs; rules
+/// limited to PAM services do not apply here).
+async fn allowed_by_policy(state: &State, user: &str, method: MethodKind) -> Result<(), Refusal> {
+    let policy = crate::policy::rules::applies(&state.cfg.policy, user, None)
+        .await
+        .map_err(internal)?;
+    if policy.allows(method) {
+        return Ok(());
+    }
+    Err(Refusal::MethodNotAllowed {
+        method,
+        rule: policy.name(),
+    })
 }
 
 async fn enroll_totp(

@@ -27,12 +27,14 @@ use super::dialog::Dialog;
 use super::send::{send_code, SendError};
 use crate::channel::mask;
 use crate::channel::template::validity;
+use crate::config::rules::Require;
 use crate::config::Unenrolled;
 use crate::logging::field;
 use crate::peer::Caller;
 use crate::policy::challenge::Purpose;
 use crate::policy::factors::Factors;
 use crate::policy::proof::{Counts, How, Proof};
+use crate::policy::rules::{self, Effective};
 use crate::state::State;
 use crate::store::{StoreError, TotpKey};
 use otp_proto::frame::FrameError;
@@ -59,8 +61,9 @@ type Decision = (Outcome, String);
 enum Step {
     /// May the caller run this login, and what has the user enrolled?
     Start,
-    /// Nothing enrolled: `nullok` or `[policy] unenrolled` decide, for users that exist.
-    Unenrolled,
+    /// Nothing enrolled (that the policy counts): `nullok` or the policy decide, for users
+    /// that exist.
+    Unenrolled(Effective),
     /// The user's default method, or the only one, or else the menu.
     ChooseMethod(Menu),
     /// Show the menu and take a pick; `tries` left.
@@ -177,8 +180,8 @@ impl<D: Dialog> Session<'_, D> {
         let mut step = Step::Start;
         loop {
             step = match step {
-                Step::Start => self.start(),
-                Step::Unenrolled => self.unenrolled(),
+                Step::Start => self.start().await,
+                Step::Unenrolled(policy) => self.unenrolled(policy),
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
@@ -198,7 +201,7 @@ impl<D: Dialog> Session<'_, D> {
         &self.login.user
     }
 
-    fn start(&self) -> Step {
+    async fn start(&self) -> Step {
         if !self.caller.may_authenticate(self.user()) {
             let note = format!(
                 "denied: uid {} may not authenticate this user",
@@ -206,17 +209,28 @@ impl<D: Dialog> Session<'_, D> {
             );
             return refuse(DenyReason::Forbidden, "Permission denied.", note);
         }
+        // The rule for this user and service (policy/rules.rs): it may exempt the login, and
+        // only the methods it counts are offered.
+        let service = Some(self.login.service.as_str());
+        let policy = match rules::applies(&self.state.cfg.policy, self.user(), service).await {
+            Ok(policy) => policy,
+            Err(e) => return internal(e),
+        };
+        if policy.require == Require::Never {
+            let note = format!("allowed: exempt by {} ({})", policy.name(), policy.why);
+            return decided(Outcome::Allow, note);
+        }
         match self.state.accounts.registry.factors(self.user()) {
-            Ok(methods) if methods.is_empty() => Step::Unenrolled,
+            Ok(methods) if policy.filter(methods.clone()).is_empty() => Step::Unenrolled(policy),
             Ok(methods) => Step::ChooseMethod(Menu {
                 preferred: methods.default.or(self.state.cfg.policy.default_method),
-                choices: menu(methods),
+                choices: menu(policy.filter(methods)),
             }),
             Err(e) => internal(e),
         }
     }
 
-    fn unenrolled(&self) -> Step {
+    fn unenrolled(&self, policy: Effective) -> Step {
         if !self.known {
             let note = "denied: no such user in the passwd database, nothing enrolled";
             return refuse(DenyReason::NotEnrolled, NOT_SET_UP, note);
@@ -224,10 +238,25 @@ impl<D: Dialog> Session<'_, D> {
         if self.login.nullok {
             return decided(Outcome::Ignore, "ignored: not enrolled (nullok)");
         }
-        match self.state.cfg.policy.unenrolled {
+        if policy.require == Require::Enrolled {
+            let note = format!(
+                "ignored: not enrolled ({} requires = enrolled)",
+                policy.name()
+            );
+            return decided(Outcome::Ignore, note);
+        }
+        match policy.unenrolled {
             Unenrolled::Allow => decided(
                 Outcome::Ignore,
                 "ignored: not enrolled (policy unenrolled = allow)",
+            ),
+            Unenrolled::Enroll if !policy.allows(MethodKind::Totp) => refuse(
+                DenyReason::NotEnrolled,
+                NOT_SET_UP,
+                format!(
+                    "denied: not enrolled ({} does not count TOTP)",
+                    policy.name()
+                ),
             ),
             Unenrolled::Enroll => Step::FirstLoginEnrollment,
             Unenrolled::Deny => refuse(DenyReason::NotEnrolled, NOT_SET_UP, "denied: not enrolled"),
