@@ -54,6 +54,9 @@ pub struct Config {
     /// A static directory of contact details, `[users.NAME]`. Users can also register their own
     /// address with `otpctl enroll email`, which takes precedence once confirmed.
     pub users: BTreeMap<String, UserEntry>,
+    /// `[audit]` and `[metrics]` (config/rules.rs).
+    pub audit: rules::AuditConfig,
+    pub metrics: rules::MetricsConfig,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -427,6 +430,8 @@ impl Default for Config {
             email: None,
             sms: None,
             users: BTreeMap::new(),
+            audit: Default::default(),
+            metrics: Default::default(),
         }
     }
 }

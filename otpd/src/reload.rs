@@ -56,16 +56,19 @@ impl Live {
     /// Read the file again and, if it is acceptable, put it in force; returns where it came
     /// from. Blocking (small file reads): call it off the accept path or accept the pause.
     pub fn reload(&self) -> Result<String, ReloadError> {
-        let (cfg, source_name) = self.read()?;
+        let (cfg, source_name, text) = read(&self.path)?;
         let old = self.current();
         let keys = restart_only_changes(&old.cfg, &cfg);
         if !keys.is_empty() {
             return Err(ReloadError::NeedsRestart { source_name, keys });
         }
-        let new = old.reloaded(cfg).map_err(|error| ReloadError::Channel {
-            source_name: source_name.clone(),
-            error,
-        })?;
+        let new = old
+            .reloaded(cfg)
+            .map_err(|error| ReloadError::Channel {
+                source_name: source_name.clone(),
+                error,
+            })?
+            .with_source(text.map(|t| (source_name.clone(), t)));
         *self
             .current
             .write()
@@ -82,22 +85,30 @@ impl Live {
         }
     }
 
-    fn read(&self) -> Result<(Config, String), ConfigError> {
-        match &self.path {
-            Some(p) => Config::load(p).map(|c| (c, p.display().to_string())),
-            None => {
-                let p = PathBuf::from(DEFAULT_PATH);
-                let source = if p.exists() {
-                    DEFAULT_PATH.to_owned()
-                } else {
-                    "built-in defaults".to_owned()
-                };
-                Config::load_or_default(&p).map(|c| (c, source))
-            }
+    pub fn source_of(path: &Option<PathBuf>, cfg: &Config) -> Option<(String, String)> {
+        let (again, name, text) = read(path).ok()?;
+        (format!("{again:?}") == format!("{cfg:?}")).then_some((name, text?))
+    }
+}
+
+/// The configuration, where it came from, and the text it was parsed from (`None`: the
+/// built-in defaults).
+fn read(given: &Option<PathBuf>) -> Result<(Config, String, Option<String>), ConfigError> {
+    let path = given.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && given.is_none() => {
+            Ok((Config::default(), "built-in defaults".to_owned(), None))
+        }
+        Err(source) => Err(ConfigError::Read { path, source }),
+        Ok(text) => {
+            let cfg = Config::parse(&path, &text)?;
+            Ok((cfg, path.display().to_string(), Some(text)))
         }
     }
 }
 
+/// The text of the file `cfg` was loaded from at start, if it still parses to the same
+/// configuration (an edit since then would make `otpctl config`'s origins wrong).
 /// SIGHUP as a stream; `None` (logged) when it cannot be installed: otpd then runs without
 /// reloads rather than not at all.
 pub fn hangups() -> Option<tokio::signal::unix::Signal> {
@@ -118,7 +129,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut keys = Vec::new();
-    let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 8] = [
+    let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 10] = [
         ("socket", &old.socket, &new.socket),
         ("state_dir", &old.state_dir, &new.state_dir),
         ("key_file", &old.key_file, &new.key_file),
@@ -131,6 +142,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             &new.policy.disable_token_ttl,
         ),
         ("[users]", &old.users, &new.users),
+        ("[audit]", &old.audit, &new.audit),
+        ("[metrics]", &old.metrics, &new.metrics),
     ];
     for (key, a, b) in pairs {
         if differ(a, b) {

@@ -49,6 +49,8 @@ pub enum ServerError {
     /// A configured channel could not be set up.
     #[error(transparent)]
     Channel(#[from] crate::state::ChannelSetupError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("socket {}: {problem}", path.display())]
     Socket {
         path: PathBuf,
@@ -114,7 +116,21 @@ pub async fn run(
         &cfg.key_file,
     )?));
     let accounts = Accounts::new(store, cfg.clone())?;
-    let shared = Arc::new(State::new(cfg, accounts)?);
+    let audit = Arc::new(crate::audit::Audit::open(
+        &cfg,
+        &crate::policy::clock::hostname(),
+    )?);
+    let metrics = cfg
+        .metrics
+        .textfile
+        .clone()
+        .map(|path| tokio::spawn(crate::metrics::write_periodically(audit.clone(), path)));
+    let source = crate::reload::Live::source_of(&config, &cfg);
+    let shared = Arc::new(
+        State::new(cfg, accounts)?
+            .with_audit(audit)
+            .with_source(source),
+    );
     let listener = match bind(&shared.cfg.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -184,6 +200,9 @@ pub async fn run(
     })
     .await;
     flusher.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

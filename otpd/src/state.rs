@@ -3,6 +3,7 @@
 //! the new file around the same long-lived parts (accounts, callers, names, challenges, each
 //! behind an `Arc`), and every connection keeps the one it started with.
 
+use crate::audit::Audit;
 use crate::channel::email::EmailChannel;
 use crate::channel::sms::SmsChannel;
 use crate::channel::Channel;
@@ -25,6 +26,11 @@ pub struct State {
     /// User names as typed, resolved to their canonical passwd names.
     pub names: Arc<Names>,
     pub challenges: Arc<Challenges>,
+    /// The audit trail (audit/), shared across reloads.
+    pub audit: Arc<Audit>,
+    /// The configuration file's name and text as read, for `otpctl config`'s origins; `None`
+    /// on the built-in defaults.
+    pub source: Option<Arc<(String, String)>>,
     /// `None` when `[email]` is not configured.
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
@@ -64,6 +70,8 @@ impl State {
             )),
             email,
             issuer: cfg.totp.issuer.clone().unwrap_or_else(|| host.clone()),
+            audit: Arc::new(Audit::none(&host)),
+            source: None,
             host,
             cfg,
         })
@@ -86,10 +94,25 @@ impl State {
             callers,
             names: self.names.clone(),
             challenges: self.challenges.clone(),
+            audit: self.audit.clone(),
+            source: None,
             issuer: cfg.totp.issuer.clone().unwrap_or_else(|| self.host.clone()),
             host: self.host.clone(),
             cfg,
         })
+    }
+
+    /// This state with `audit` as its trail (the daemon's, on the store's sink).
+    pub fn with_audit(self, audit: Arc<Audit>) -> State {
+        State { audit, ..self }
+    }
+
+    /// This state with the text its configuration was parsed from.
+    pub fn with_source(self, source: Option<(String, String)>) -> State {
+        State {
+            source: source.map(Arc::new),
+            ..self
+        }
     }
 
     /// Judge one typed answer (policy::proof, the only place answers are judged).

@@ -93,6 +93,60 @@ fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<MethodKind>>, D
     Ok(Some(list))
 }
 
+/// `[audit]`: the structured audit trail kept in `state_dir/audit.jsonl` (one JSON object per
+/// line, appended; the file is rotated by size to `audit.jsonl.1` ... `.N`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rotate when the file would grow past this many bytes (4 KiB to 1 GiB).
+    #[serde(deserialize_with = "file_size")]
+    pub max_file_size: u64,
+    /// Rotated files kept besides the current one (1 to 100).
+    #[serde(deserialize_with = "files_kept")]
+    pub keep: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_file_size: 16 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// `[metrics]`: the audit counts `otpctl stats` prints, as Prometheus text for
+/// node_exporter's textfile collector, written atomically every 15 s.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The `.prom` file to write (an absolute path); absent: no file.
+    #[serde(deserialize_with = "optional_path")]
+    pub textfile: Option<std::path::PathBuf>,
+}
+
+fn file_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if !(4096..=1 << 30).contains(&n) {
+        return Err(de::Error::custom(format!(
+            "{n} is not between 4096 and 1073741824 bytes"
+        )));
+    }
+    Ok(n)
+}
+
+fn files_kept<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(1..=100).contains(&n) {
+        return Err(de::Error::custom(format!("{n} is not between 1 and 100")));
+    }
+    Ok(n)
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::path::PathBuf>, D::Error> {
+    super::absolute_path(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;

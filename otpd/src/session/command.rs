@@ -21,7 +21,12 @@ use otp_proto::{
 };
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
-    match execute(caller, state, command).await {
+    let audited = super::trail::of(caller, state, &command).await;
+    let result = execute(caller, state, command).await;
+    if let Some(event) = audited {
+        super::trail::record(state, event, &result).await;
+    }
+    match result {
         Ok(done) => Reply::Done(done),
         Err(refusal) => Reply::Refused(refusal),
     }

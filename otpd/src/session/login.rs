@@ -140,6 +140,18 @@ struct Session<'a, D> {
     login: &'a Login,
     /// The user has a passwd entry (`names`).
     known: bool,
+    /// What the audit event records beside the outcome.
+    trail: Trail,
+}
+
+/// The facts of a login its audit event carries (audit/).
+#[derive(Default)]
+struct Trail {
+    method: Option<MethodKind>,
+    challenge: Option<String>,
+    /// The policy rule that applied, from 1.
+    rule: Option<usize>,
+    exempt: bool,
 }
 
 /// Run the login of `login.user`, which the caller has resolved to `name` (`State::names`, once
@@ -156,29 +168,42 @@ pub async fn run<D: Dialog>(
     // enrolled record of exactly that name.
     let known = name.is_known();
     login.user = name.as_str().to_owned();
-    let session = Session {
+    let mut session = Session {
         dialog: &mut *dialog,
         state,
         caller,
         login: &login,
         known,
+        trail: Trail::default(),
     };
-    let (outcome, note) = match session.decide().await {
+    let decided = session.decide().await;
+    let trail = std::mem::take(&mut session.trail);
+    let (outcome, note) = match decided {
         Ok(decision) => decision,
         Err(e) => {
-            audit(&login, caller, &format!("aborted: {e}"));
+            let note = format!("aborted: {e}");
+            audit(&login, caller, &note);
+            record(state, &login, caller, None, &note, trail).await;
             return Err(e);
         }
     };
     audit(&login, caller, &note);
+    record(state, &login, caller, Some(outcome), &note, trail).await;
     dialog.end(outcome).await
 }
 
 impl<D: Dialog> Session<'_, D> {
     /// Run the steps until one decides. This match is the whole login.
-    async fn decide(mut self) -> Result<Decision, FrameError> {
+    async fn decide(&mut self) -> Result<Decision, FrameError> {
         let mut step = Step::Start;
         loop {
+            match &step {
+                Step::AskAppCode | Step::FirstLoginEnrollment => {
+                    self.trail.method = Some(MethodKind::Totp)
+                }
+                Step::SendCode { to, .. } => self.trail.method = Some(to.kind()),
+                _ => {}
+            }
             step = match step {
                 Step::Start => self.start().await,
                 Step::Unenrolled(policy) => self.unenrolled(policy),
@@ -201,7 +226,7 @@ impl<D: Dialog> Session<'_, D> {
         &self.login.user
     }
 
-    async fn start(&self) -> Step {
+    async fn start(&mut self) -> Step {
         if !self.caller.may_authenticate(self.user()) {
             let note = format!(
                 "denied: uid {} may not authenticate this user",
@@ -216,7 +241,9 @@ impl<D: Dialog> Session<'_, D> {
             Ok(policy) => policy,
             Err(e) => return internal(e),
         };
+        self.trail.rule = policy.rule;
         if policy.require == Require::Never {
+            self.trail.exempt = true;
             let note = format!("allowed: exempt by {} ({})", policy.name(), policy.why);
             return decided(Outcome::Allow, note);
         }
@@ -308,11 +335,14 @@ impl<D: Dialog> Session<'_, D> {
             let text = format!("Sending a code to {masked}...");
             self.dialog.info(&text).await?;
             match send_code(state, user, to.via, &to.destination, Purpose::Login).await {
-                Ok(sent) => format!(
-                    "A code was sent to {masked} (valid {}, request {}).",
-                    validity(state.challenges.ttl()),
-                    sent.id
-                ),
+                Ok(sent) => {
+                    self.trail.challenge = Some(sent.id.clone());
+                    format!(
+                        "A code was sent to {masked} (valid {}, request {}).",
+                        validity(state.challenges.ttl()),
+                        sent.id
+                    )
+                }
                 Err(SendError::Cooldown(left)) => wait_to_send(&masked, left),
                 Err(e) => return self.not_sent(menu, to.via, e).await,
             }
@@ -589,6 +619,13 @@ impl Choice {
 }
 
 impl SentTo {
+    fn kind(&self) -> MethodKind {
+        match self.via {
+            Via::Email => MethodKind::Email,
+            Via::Sms => MethodKind::Sms,
+        }
+    }
+
     fn masked(&self) -> String {
         mask(self.via, &self.destination)
     }
@@ -738,6 +775,35 @@ fn audit(login: &Login, caller: &Caller, result: &str) {
     );
 }
 
+/// The login's structured audit event (audit/): the same facts as its line, typed.
+async fn record(
+    state: &State,
+    login: &Login,
+    caller: &Caller,
+    outcome: Option<Outcome>,
+    note: &str,
+    trail: Trail,
+) {
+    use otp_proto::{AuditKind, AuditResult};
+    let result = match outcome {
+        Some(Outcome::Allow) if trail.exempt => AuditResult::Exempt,
+        Some(Outcome::Allow) => AuditResult::Allowed,
+        Some(Outcome::Ignore) => AuditResult::Ignored,
+        Some(Outcome::Deny(_)) | None => AuditResult::Denied,
+    };
+    let mut event = state
+        .audit
+        .event(AuditKind::Login, result, &login.user, caller.uid);
+    event.service = Some(login.service.clone());
+    event.rhost = login.rhost.clone();
+    event.tty = login.tty.clone();
+    event.method = trail.method;
+    event.challenge = trail.challenge;
+    event.rule = trail.rule.and_then(|n| u32::try_from(n).ok());
+    event.reason = note.to_owned();
+    state.audit.record(event).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
@@ -779,12 +845,13 @@ mod tests {
 
     /// `login` as sshd runs it, for a user with a passwd entry when `known`.
     async fn attempt(w: &World, login: Login, known: bool, mut script: Script) -> Ended {
-        let session = Session {
+        let mut session = Session {
             dialog: &mut script,
             state: &w.state,
             caller: &root(),
             login: &login,
             known,
+            trail: Trail::default(),
         };
         let (outcome, note) = session.decide().await.expect("the dialog never fails");
         Ended {

@@ -3,9 +3,11 @@
 //! the audit trail are in `inspect`.
 
 pub mod command;
+pub mod config_view;
 pub mod dialog;
 pub mod inspect;
 pub mod login;
 pub mod send;
 #[cfg(test)]
 pub mod testing;
+pub mod trail;

@@ -225,6 +225,8 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
         )),
         email: Some(Box::new(email.clone())),
         sms: Some(Box::new(sms.clone())),
+        audit: Arc::new(crate::audit::Audit::none("testhost")),
+        source: None,
         host: "testhost".into(),
         issuer: "testhost".into(),
         cfg,
