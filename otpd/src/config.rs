@@ -173,6 +173,9 @@ pub struct EmailConfig {
     /// `timeout=`).
     #[serde(default = "default_smtp_timeout", deserialize_with = "up_to_5_minutes")]
     pub timeout: Duration,
+    /// `[email.relays.NAME]`: more SMTP servers a policy rule can pick (config/rules.rs).
+    #[serde(default)]
+    pub relays: BTreeMap<String, EmailConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -205,6 +208,9 @@ pub struct SmsConfig {
     pub twilio: Option<TwilioConfig>,
     pub vonage: Option<VonageConfig>,
     pub custom: Option<CustomSmsConfig>,
+    /// `[sms.providers.NAME]`: more providers a policy rule can pick (config/rules.rs).
+    #[serde(default)]
+    pub providers: BTreeMap<String, SmsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -544,6 +550,7 @@ impl Config {
     /// What no single key's deserializer can see: a provider without its section, a username
     /// without a password, a template set without a code. The key to blame, and why.
     fn check_together(&self) -> Result<(), (Vec<&'static str>, String)> {
+        rules::check(self)?;
         if let Some(email) = &self.email {
             if email.username.is_some() && email.password_file.is_none() {
                 return Err((

@@ -57,6 +57,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|(cfg, source)| {
             otpd::state::State::channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
+            otpd::state::State::named_channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
             // The daemon refuses to start without a usable sealing key: so does the check.
             otpd::store::key_file::load(&cfg.key_file)
                 .map_err(|e| format!("{source}: key_file: {e}"))?;

@@ -16,6 +16,7 @@ use crate::policy::clock::hostname;
 use crate::policy::proof::{self, Counts, Proof};
 use crate::store::StoreError;
 use otp_proto::{Secret, Via};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub struct State {
@@ -35,6 +36,8 @@ pub struct State {
     pub email: Option<Box<dyn Channel>>,
     /// `None` when `[sms]` is not configured.
     pub sms: Option<Box<dyn Channel>>,
+    /// `[email.relays.NAME]` and `[sms.providers.NAME]`, which policy rules pick.
+    pub named: NamedChannels,
     /// Named in messages ("your login code for HOST") and in app accounts (USER@HOST); read
     /// once, at start.
     pub host: String,
@@ -45,6 +48,13 @@ pub struct State {
 /// The email and SMS channels, each `None` when not configured.
 pub type Channels = (Option<Box<dyn Channel>>, Option<Box<dyn Channel>>);
 
+/// The named relays and providers, by name.
+#[derive(Default)]
+pub struct NamedChannels {
+    pub email: BTreeMap<String, Box<dyn Channel>>,
+    pub sms: BTreeMap<String, Box<dyn Channel>>,
+}
+
 /// A configured channel that could not be set up (its secret or CA file, its address).
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelSetupError {
@@ -52,15 +62,23 @@ pub enum ChannelSetupError {
     Email(#[from] crate::channel::email::EmailConfigError),
     #[error(transparent)]
     Sms(#[from] crate::channel::sms::SmsConfigError),
+    /// A named relay or provider (`section` is `email.relays.NAME` or `sms.providers.NAME`).
+    #[error("[{section}] {error}")]
+    Named {
+        section: String,
+        error: Box<ChannelSetupError>,
+    },
 }
 
 impl State {
     /// Build every configured channel; an error names the section and key to fix.
     pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
         let (email, sms) = Self::channels(&cfg)?;
+        let named = Self::named_channels(&cfg)?;
         let host = hostname();
         Ok(State {
             sms,
+            named,
             accounts: Arc::new(accounts),
             callers: Arc::new(Callers::new(cfg.admin_group.clone())),
             names: Arc::new(Names::new()),
@@ -82,6 +100,7 @@ impl State {
     /// the old file is not changed here: reload.rs refuses a file that changes it.
     pub fn reloaded(&self, cfg: Config) -> Result<State, ChannelSetupError> {
         let (email, sms) = Self::channels(&cfg)?;
+        let named = Self::named_channels(&cfg)?;
         let callers = if cfg.admin_group == self.cfg.admin_group {
             self.callers.clone()
         } else {
@@ -90,6 +109,7 @@ impl State {
         Ok(State {
             sms,
             email,
+            named,
             accounts: self.accounts.clone(),
             callers,
             names: self.names.clone(),
@@ -137,6 +157,44 @@ impl State {
             None => None,
         };
         Ok((email, sms))
+    }
+
+    /// The named relays and providers, each built like `[email]` and `[sms]` (also what
+    /// `otpd check-config` builds).
+    pub fn named_channels(cfg: &Config) -> Result<NamedChannels, ChannelSetupError> {
+        let mut named = NamedChannels::default();
+        let wrap = |section: String| {
+            move |e: ChannelSetupError| ChannelSetupError::Named {
+                section,
+                error: Box::new(e),
+            }
+        };
+        for (name, relay) in cfg.email.iter().flat_map(|e| &e.relays) {
+            let channel = EmailChannel::new(relay)
+                .map_err(ChannelSetupError::from)
+                .map_err(wrap(format!("email.relays.{name}")))?;
+            named.email.insert(name.clone(), Box::new(channel));
+        }
+        for (name, provider) in cfg.sms.iter().flat_map(|s| &s.providers) {
+            let channel = SmsChannel::new(provider)
+                .map_err(ChannelSetupError::from)
+                .map_err(wrap(format!("sms.providers.{name}")))?;
+            named.sms.insert(name.clone(), Box::new(channel));
+        }
+        Ok(named)
+    }
+
+    /// The channel codes `via` travel by: the named relay or provider `name` (a policy rule's
+    /// pick), else the default one; `None` if not configured.
+    pub fn channel_named(&self, via: Via, name: Option<&str>) -> Option<&dyn Channel> {
+        let named = match via {
+            Via::Email => &self.named.email,
+            Via::Sms => &self.named.sms,
+        };
+        match name {
+            Some(n) => named.get(n).map(|c| c.as_ref()),
+            None => self.channel(via),
+        }
     }
 
     /// The channel codes `via` travel by, if configured.

@@ -204,6 +204,9 @@ pub struct PolicyReport {
     /// "deny", "allow" or "enroll".
     pub unenrolled: String,
     pub why: String,
+    /// A named `[sms.providers.NAME]` / `[email.relays.NAME]`; `None`: the default one.
+    pub sms_provider: Option<String>,
+    pub email_relay: Option<String>,
 }
 
 /// One configuration value as `otpctl config` shows it.

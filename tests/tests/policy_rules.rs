@@ -197,3 +197,62 @@ fn an_exempt_rule_lets_a_service_account_in_through_cron_only() {
     assert_ne!(run.code, PAM_SUCCESS, "{run:?}");
     otpd.assert_logged(&format!("otp-test: user={} ", svc.0));
 }
+
+#[test]
+fn a_rule_sends_its_users_sms_codes_through_a_named_provider() {
+    if !pam::available() {
+        return;
+    }
+    use otp_e2e::sms::{code_in, twilio_section, SmsProvider, PHONE};
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token = secrets.path().join("twilio");
+    std::fs::write(&token, "twilio-token\n").expect("token");
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&token, private).expect("chmod");
+    let default = SmsProvider::start(&["--provider", "twilio"], None);
+    let eu = SmsProvider::start(&["--provider", "twilio"], None);
+    let me = otp_e2e::me();
+    let otpd = Daemon::start(&format!(
+        "[sms]\nprovider = \"twilio\"\n{}\n[sms.providers.eu]\nprovider = \"twilio\"\n{}\n\
+         [users.\"{me}\"]\nphone = \"{PHONE}\"\n\
+         [[policy.rule]]\nusers = [\"{me}\"]\nsms_provider = \"eu\"\n",
+        twilio_section(&default.url(), &token),
+        twilio_section(&eu.url(), &token).replace("[sms.twilio]", "[sms.providers.eu.twilio]"),
+    ));
+    let service = PamService::otp(&otpd, "");
+    let mut login = service.start(&me);
+    let prompt = login.next_prompt().expect("a prompt");
+    assert!(prompt.contains("A code was sent"), "{prompt}");
+    let (to, body) = eu.next_message();
+    assert_eq!(to, PHONE);
+    login.send(&code_in(&body));
+    let run = login.finish();
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
+    assert!(!default.has_event(), "the default provider was not used");
+    let out = otpd.otpctl(&["policy"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SMS codes go through provider eu"), "{text}");
+}
+
+#[test]
+fn a_rule_naming_an_unknown_provider_is_refused_by_check_config() {
+    let otpd = Daemon::start("");
+    let base = std::fs::read_to_string(&otpd.config).expect("config");
+    std::fs::write(
+        &otpd.config,
+        format!("{base}\n[[policy.rule]]\nsms_provider = \"nowhere\"\n"),
+    )
+    .expect("config");
+    let out = Command::new(otp_e2e::artifacts::otpd())
+        .arg("--config")
+        .arg(&otpd.config)
+        .arg("check-config")
+        .output()
+        .expect("check-config");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("sms_provider \"nowhere\" is not an [sms.providers.nowhere]"),
+        "{said}"
+    );
+}

@@ -33,6 +33,12 @@ pub struct Rule {
     /// What happens to these users when they have nothing enrolled; `[policy] unenrolled` when
     /// left out.
     pub unenrolled: Option<Unenrolled>,
+    /// Send these users' SMS codes through `[sms.providers.NAME]` instead of `[sms]`.
+    #[serde(deserialize_with = "optional_name")]
+    pub sms_provider: Option<String>,
+    /// Send these users' email codes through `[email.relays.NAME]` instead of `[email]`.
+    #[serde(deserialize_with = "optional_name")]
+    pub email_relay: Option<String>,
 }
 
 /// Whether a second factor is asked for.
@@ -68,6 +74,69 @@ pub(super) fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Err
         )));
     }
     Ok(rules)
+}
+
+fn optional_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    super::name(d).map(Some)
+}
+
+/// What no key alone can check: each named provider and relay is a whole section of its own
+/// (not nesting more), with what its provider needs, and every name a rule picks exists.
+pub(super) fn check(cfg: &super::Config) -> Result<(), (Vec<&'static str>, String)> {
+    if let Some(sms) = &cfg.sms {
+        for (name, p) in &sms.providers {
+            if !p.providers.is_empty() {
+                let why = format!("provider {name:?} names providers of its own");
+                return Err((vec!["sms", "providers"], why));
+            }
+            let present = match p.provider {
+                super::SmsProvider::Twilio => p.twilio.is_some(),
+                super::SmsProvider::Vonage => p.vonage.is_some(),
+                super::SmsProvider::Custom => p.custom.is_some(),
+            };
+            if !present {
+                let why = format!("provider {name:?} lacks the section its provider needs");
+                return Err((vec!["sms", "providers"], why));
+            }
+        }
+    }
+    if let Some(email) = &cfg.email {
+        for (name, r) in &email.relays {
+            if !r.relays.is_empty() {
+                let why = format!("relay {name:?} names relays of its own");
+                return Err((vec!["email", "relays"], why));
+            }
+            if r.username.is_some() && r.password_file.is_none() {
+                let why = format!("relay {name:?}: username needs password_file");
+                return Err((vec!["email", "relays"], why));
+            }
+        }
+    }
+    for (i, rule) in cfg.policy.rule.iter().enumerate() {
+        let n = i + 1;
+        if let Some(name) = &rule.sms_provider {
+            let known = cfg
+                .sms
+                .as_ref()
+                .is_some_and(|s| s.providers.contains_key(name));
+            if !known {
+                let why =
+                    format!("rule {n}: sms_provider {name:?} is not an [sms.providers.{name}]");
+                return Err((vec!["policy", "rule"], why));
+            }
+        }
+        if let Some(name) = &rule.email_relay {
+            let known = cfg
+                .email
+                .as_ref()
+                .is_some_and(|e| e.relays.contains_key(name));
+            if !known {
+                let why = format!("rule {n}: email_relay {name:?} is not an [email.relays.{name}]");
+                return Err((vec!["policy", "rule"], why));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

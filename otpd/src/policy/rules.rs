@@ -20,6 +20,9 @@ pub struct Effective {
     pub unenrolled: Unenrolled,
     /// Why this rule and not another, for `otpctl policy` and the audit line.
     pub why: String,
+    /// A named `[sms.providers.NAME]` / `[email.relays.NAME]`; `None`: `[sms]` / `[email]`.
+    pub sms_provider: Option<String>,
+    pub email_relay: Option<String>,
 }
 
 impl Effective {
@@ -128,6 +131,8 @@ pub fn first_match(
             require: rule.require,
             methods: rule.methods.clone(),
             unenrolled: rule.unenrolled.unwrap_or(policy.unenrolled),
+            sms_provider: rule.sms_provider.clone(),
+            email_relay: rule.email_relay.clone(),
             why: format!("rule {} matches: {}{earlier}", i + 1, reasons.join(", ")),
         };
     }
@@ -136,6 +141,8 @@ pub fn first_match(
         require: Require::Always,
         methods: None,
         unenrolled: policy.unenrolled,
+        sms_provider: None,
+        email_relay: None,
         why: match policy.rule.len() {
             0 => "no rules are configured; the global [policy] applies".to_owned(),
             _ => "no rule matches; the global [policy] applies".to_owned(),

@@ -27,6 +27,8 @@ pub async fn policy(
         methods: effective.methods,
         unenrolled: format!("{:?}", effective.unenrolled).to_lowercase(),
         why: effective.why,
+        sms_provider: effective.sms_provider,
+        email_relay: effective.email_relay,
     }))
 }
 

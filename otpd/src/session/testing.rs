@@ -227,6 +227,7 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
         sms: Some(Box::new(sms.clone())),
         audit: Arc::new(crate::audit::Audit::none("testhost")),
         source: None,
+        named: Default::default(),
         host: "testhost".into(),
         issuer: "testhost".into(),
         cfg,

@@ -89,6 +89,12 @@ fn policy(p: &PolicyReport) {
         None => println!("  Methods that count: all."),
     }
     println!("  With nothing enrolled: {}.", p.unenrolled);
+    if let Some(name) = &p.sms_provider {
+        println!("  SMS codes go through provider {name}.");
+    }
+    if let Some(name) = &p.email_relay {
+        println!("  Email codes go through relay {name}.");
+    }
 }
 
 fn config(entries: &[ConfigEntry]) {
