@@ -241,3 +241,37 @@ fn stats_count_logins_and_the_metrics_file_parses_as_prometheus_text() {
         "{parsed}"
     );
 }
+
+#[test]
+fn the_failure_that_locks_a_user_out_is_followed_by_a_lockout_event() {
+    let otpd = Daemon::start("[lockout]\nmax_failures = 3\n");
+    let secret = otpd.enroll_totp(&me());
+    let bad = wrong(&secret);
+    for _ in 0..3 {
+        let out = otpd.otpctl(&["verify", &bad]);
+        assert!(!out.status.success());
+    }
+    let all = otpd.otpctl_json(&["attempts"]);
+    let all = events(&all);
+    let lockouts: Vec<&Value> = all.iter().filter(|e| e["kind"] == "lockout").collect();
+    assert_eq!(lockouts.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["kind"], "lockout", "newest: {all:#?}");
+    assert_eq!(
+        all[1]["reason"], "wrong code",
+        "the failure that locked: {all:#?}"
+    );
+    assert!(
+        lockouts[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("locked for ")),
+        "{all:#?}"
+    );
+    // While locked, refusals make no new lockout event.
+    let _ = otpd.otpctl(&["verify", &bad]);
+    let again = otpd.otpctl_json(&["attempts"]);
+    let count = events(&again)
+        .iter()
+        .filter(|e| e["kind"] == "lockout")
+        .count();
+    assert_eq!(count, 1);
+}

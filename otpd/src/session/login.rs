@@ -801,7 +801,15 @@ async fn record(
     event.challenge = trail.challenge;
     event.rule = trail.rule.and_then(|n| u32::try_from(n).ok());
     event.reason = note.to_owned();
+    let wrong = matches!(
+        outcome,
+        Some(Outcome::Deny(DenyReason::WrongCode | DenyReason::Replayed))
+    );
+    let after = event.clone();
     state.audit.record(event).await;
+    if wrong {
+        super::trail::lockout_if_it_began(state, &after).await;
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,28 @@ pub async fn of(caller: &Caller, state: &State, command: &Command) -> Option<Aud
     Some(event)
 }
 
+/// After a failure recorded as `failed`: if it locked the user, a `lockout` event of its own
+/// (the failure itself is `failed`'s; a login refused because already locked makes none).
+pub async fn lockout_if_it_began(state: &State, failed: &AuditEvent) {
+    let Some(left) = state.accounts.lockouts.locked_for(&failed.user) else {
+        return;
+    };
+    let mut event = state.audit.event(
+        AuditKind::Lockout,
+        AuditResult::Denied,
+        &failed.user,
+        failed.caller_uid,
+    );
+    event.service = failed.service.clone();
+    event.rhost = failed.rhost.clone();
+    event.method = failed.method;
+    event.reason = format!(
+        "locked for {} s after too many failed attempts",
+        left.as_secs()
+    );
+    state.audit.record(event).await;
+}
+
 /// Record `event` with how the command ended. The reason is the refusal's sentence, which
 /// names no code, secret or full address.
 pub async fn record(state: &State, mut event: AuditEvent, result: &Result<CommandReply, Refusal>) {
@@ -87,5 +109,10 @@ pub async fn record(state: &State, mut event: AuditEvent, result: &Result<Comman
             };
         }
     }
+    let failed = matches!(result, Err(Refusal::WrongCode | Refusal::CodeUsed));
+    let after = event.clone();
     state.audit.record(event).await;
+    if failed {
+        lockout_if_it_began(state, &after).await;
+    }
 }
