@@ -100,3 +100,45 @@ fn sighup_applies_a_good_file_to_new_logins_refuses_a_bad_one_and_drops_no_login
         assert_eq!(run.code, PAM_SUCCESS, "{run:?}\n{}", otpd.log());
     }
 }
+
+#[test]
+fn logins_running_through_a_series_of_reloads_all_end_as_the_policy_says() {
+    if !pam::available() {
+        return;
+    }
+    let exempt = format!(
+        "[[policy.rule]]\nusers = [\"{}\"]\nrequire = \"never\"\n",
+        me()
+    );
+    let otpd = Daemon::start(&exempt);
+    let base = std::fs::read_to_string(&otpd.config).expect("config");
+    let service = PamService::otp(&otpd, "");
+    std::thread::scope(|s| {
+        let logins = s.spawn(|| {
+            (0..40)
+                .map(|_| service.login(&me(), &[]))
+                .filter(|run| run.code != PAM_SUCCESS || !run.prompts().is_empty())
+                .map(|run| format!("{run:?}"))
+                .collect::<Vec<_>>()
+        });
+        // Good and bad files in turn while the logins run; each stays exempt.
+        for i in 0..12 {
+            let extra = match i % 3 {
+                0 => format!("[totp]\nissuer = \"Example {i}\"\n"),
+                1 => "[lockout]\nmax_failures = \"many\"\n".to_owned(),
+                _ => String::new(),
+            };
+            rewrite(&otpd, &base, &extra);
+            hang_up(&otpd);
+            let said = if i % 3 == 1 {
+                "reload refused"
+            } else {
+                "configuration reloaded"
+            };
+            otpd.assert_logged(said);
+        }
+        let failed = logins.join().expect("logins");
+        assert!(failed.is_empty(), "{failed:#?}\n{}", otpd.log());
+    });
+    assert!(otpd.log().matches("SIGHUP: reading").count() >= 1);
+}
