@@ -111,19 +111,19 @@ impl Sink for JsonlFile {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.err(e)),
             };
+            let mut reaches_back = false;
             let mut events: Vec<AuditEvent> = BufReader::new(file)
                 .split(b'\n')
                 .map_while(Result::ok)
                 // A torn or damaged line is no event.
                 .filter_map(|line| serde_json::from_slice::<AuditEvent>(&line).ok())
+                .inspect(|e| reaches_back |= filter.since.is_some_and(|t| e.time < t))
                 .filter(|e| filter.keeps(e))
                 .collect();
             events.reverse();
-            let older_than_since = events
-                .last()
-                .is_some_and(|e| filter.since.is_some_and(|t| e.time < t));
             found.extend(events);
-            if found.len() >= limit || older_than_since {
+            // Older files hold only older events: none can be recent enough.
+            if found.len() >= limit || reaches_back {
                 break;
             }
         }
