@@ -21,6 +21,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod rules;
+
 /// Where `otpd` and `otpctl` look without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/otpd/otpd.toml";
 /// `key_file` unless configured.
@@ -62,6 +64,9 @@ pub struct Config {
     pub hotp: hotp::HotpConfig,
     /// Duo (Auth API v2) as a method; absent means Duo is off.
     pub duo: Option<duo::DuoConfig>,
+    /// `[audit]` and `[metrics]` (config/rules.rs).
+    pub audit: rules::AuditConfig,
+    pub metrics: rules::MetricsConfig,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -81,6 +86,9 @@ pub struct PolicyConfig {
     pub grace: Option<Duration>,
     /// Grace also for logins without a remote host (console, sudo, su).
     pub grace_local: bool,
+    /// `[[policy.rule]]`, first match wins (config/rules.rs).
+    #[serde(deserialize_with = "rules::rules")]
+    pub rule: Vec<rules::Rule>,
 }
 
 impl Default for PolicyConfig {
@@ -91,6 +99,7 @@ impl Default for PolicyConfig {
             disable_token_ttl: Duration::from_secs(15 * 60),
             grace: None,
             grace_local: false,
+            rule: Vec::new(),
         }
     }
 }
@@ -182,6 +191,9 @@ pub struct EmailConfig {
     /// `timeout=`).
     #[serde(default = "default_smtp_timeout", deserialize_with = "up_to_5_minutes")]
     pub timeout: Duration,
+    /// `[email.relays.NAME]`: more SMTP servers a policy rule can pick (config/rules.rs).
+    #[serde(default)]
+    pub relays: BTreeMap<String, EmailConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -214,6 +226,9 @@ pub struct SmsConfig {
     pub twilio: Option<TwilioConfig>,
     pub vonage: Option<VonageConfig>,
     pub custom: Option<CustomSmsConfig>,
+    /// `[sms.providers.NAME]`: more providers a policy rule can pick (config/rules.rs).
+    #[serde(default)]
+    pub providers: BTreeMap<String, SmsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -442,6 +457,8 @@ impl Default for Config {
             directory: None,
             hotp: hotp::HotpConfig::default(),
             duo: None,
+            audit: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -554,6 +571,7 @@ impl Config {
     /// What no single key's deserializer can see: a provider without its section, a username
     /// without a password, a template set without a code. The key to blame, and why.
     fn check_together(&self) -> Result<(), (Vec<&'static str>, String)> {
+        rules::check(self)?;
         if let Some(email) = &self.email {
             if email.username.is_some() && email.password_file.is_none() {
                 return Err((

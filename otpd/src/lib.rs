@@ -4,6 +4,7 @@
 //! `session` (a login conversation or an otpctl command) → `policy` (TOTP rules, lockout,
 //! per-user bookkeeping) → `store` (durable records). `config` and `logging` serve them all.
 
+pub mod audit;
 pub mod channel;
 pub mod cli;
 pub mod config;
@@ -13,12 +14,14 @@ pub mod formats;
 pub mod hex;
 pub mod import;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod peer;
 pub mod peer_limit;
 pub mod policy;
 pub mod qr;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;

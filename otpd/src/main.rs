@@ -57,6 +57,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|(cfg, source)| {
             otpd::state::State::channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
+            otpd::state::State::named_channels(&cfg).map_err(|e| format!("{source}: {e}"))?;
             // The daemon refuses to start without a usable sealing key: so does the check.
             otpd::store::key_file::load(&cfg.key_file)
                 .map_err(|e| format!("{source}: key_file: {e}"))?;
@@ -111,7 +112,7 @@ fn check_directory(cfg: &otpd::config::directory::DirectoryConfig) -> Result<(),
 
 fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
     harden();
-    let (cfg, source) = match load(path) {
+    let (cfg, source) = match load(path.clone()) {
         Ok(loaded) => loaded,
         Err(e) => {
             log::error!("{e}");
@@ -128,7 +129,7 @@ fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -
         }
     };
     let result = runtime.block_on(async {
-        otpd::server::run(cfg, shutdown)
+        otpd::server::run(cfg, path, shutdown)
             .await
             .map_err(|e| e.to_string())
     });

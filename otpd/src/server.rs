@@ -49,6 +49,8 @@ pub enum ServerError {
     /// A configured channel could not be set up.
     #[error(transparent)]
     Channel(#[from] crate::state::ChannelSetupError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("socket {}: {problem}", path.display())]
     Socket {
         path: PathBuf,
@@ -102,14 +104,33 @@ impl Default for Limits {
     }
 }
 
-/// Serve until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Serve until `shutdown` resolves; SIGHUP reads `config` again (reload.rs; `None`: the
+/// default path).
+pub async fn run(
+    cfg: Config,
+    config: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let store = Arc::new(CachedStore::new(FileStore::open_with_key_file(
         &cfg.state_dir,
         &cfg.key_file,
     )?));
     let accounts = Accounts::new(store, cfg.clone())?;
-    let shared = Arc::new(State::new(cfg, accounts)?);
+    let audit = Arc::new(crate::audit::Audit::open(
+        &cfg,
+        &crate::policy::clock::hostname(),
+    )?);
+    let metrics = cfg
+        .metrics
+        .textfile
+        .clone()
+        .map(|path| tokio::spawn(crate::metrics::write_periodically(audit.clone(), path)));
+    let source = crate::reload::Live::source_of(&config, &cfg);
+    let shared = Arc::new(
+        State::new(cfg, accounts)?
+            .with_audit(audit)
+            .with_source(source),
+    );
     let listener = match bind(&shared.cfg.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -119,6 +140,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     };
     let flusher = tokio::spawn(flush_periodically(shared.clone()));
+    let live = Arc::new(crate::reload::Live::new(shared.clone(), config));
+    let mut hangups = crate::reload::hangups();
     log::info!("listening on {}", shared.cfg.socket.display());
     let systemd = Systemd::from_env().map(Arc::new);
     let watchdog = systemd.clone().map(|s| {
@@ -132,6 +155,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => live.reload_and_log(),
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -141,7 +165,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         continue;
                     };
                     let waiting = wait_for_request(&limits);
-                    let (shared, limits) = (shared.clone(), limits.clone());
+                    // The configuration in force now, for the whole connection.
+                    let (shared, limits) = (live.current(), limits.clone());
                     // Lines the peer causes count toward its uid's log budget (logging).
                     connections.spawn(crate::logging::for_peer(uid, async move {
                         serve(stream, uid, waiting, &limits, &shared).await;
@@ -175,6 +200,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     })
     .await;
     flusher.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

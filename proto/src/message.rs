@@ -119,6 +119,137 @@ pub enum Command {
         digits: Option<u8>,
         proof: Option<Secret>,
     },
+    /// Which `[[policy.rule]]` applies to the user (at a login through `service`, or to their
+    /// commands) and why.
+    Policy {
+        user: Option<String>,
+        service: Option<String>,
+    },
+    /// Admin: the configuration in force, every secret redacted, with each value's origin.
+    Config,
+    /// Audit events, newest first: a user's own; admins anyone's (`user: None` = all).
+    Attempts(AttemptQuery),
+    /// One audit event in full, by id.
+    AttemptShow { id: String },
+    /// Counts of audit events per kind, result and method for the last hour and day.
+    Stats,
+}
+
+/// Which audit events `Command::Attempts` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptQuery {
+    pub user: Option<String>,
+    /// Only events of the last this many seconds.
+    pub since_secs: Option<u64>,
+    pub result: Option<AuditResult>,
+    /// At most this many (the daemon caps it too).
+    pub limit: Option<u32>,
+}
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditKind {
+    Login,
+    Enroll,
+    Verify,
+    Send,
+    Disable,
+    Unlock,
+    Reset,
+    Import,
+    RecoveryCodes,
+    SetDefault,
+    Lockout,
+    Policy,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditResult {
+    /// A login let in, or a command done.
+    Allowed,
+    /// A login or a command refused.
+    Denied,
+    /// A login this module had no opinion on (nullok, unenrolled = allow, require = enrolled).
+    Ignored,
+    /// A login let in without a second factor by a `require = "never"` rule.
+    Exempt,
+}
+
+/// One structured audit event. It holds no code, secret, token, full address or number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unique per event: time and a random part.
+    pub id: String,
+    /// Unix seconds.
+    pub time: u64,
+    pub host: String,
+    pub kind: AuditKind,
+    pub result: AuditResult,
+    /// The PAM service of a login.
+    pub service: Option<String>,
+    /// Whose factor or login it was (the target of an admin's action).
+    pub user: String,
+    /// The peer's uid (SO_PEERCRED).
+    pub caller_uid: u32,
+    /// Who acted, when not the user themselves (an admin's or root's name or uid).
+    pub actor: Option<String>,
+    pub rhost: Option<String>,
+    pub tty: Option<String>,
+    pub method: Option<MethodKind>,
+    /// The sent-code challenge, if one was involved.
+    pub challenge: Option<String>,
+    /// The policy rule that applied, counted from 1; `None`: the global policy.
+    pub rule: Option<u32>,
+    /// Why, in words (the note of the syslog line).
+    pub reason: String,
+}
+
+/// Which rule applies to a user, as `otpctl policy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    pub user: String,
+    pub service: Option<String>,
+    /// Counted from 1 in file order; `None`: the global `[policy]`.
+    pub rule: Option<u32>,
+    /// "always", "never" or "enrolled".
+    pub require: String,
+    /// `None`: every method.
+    pub methods: Option<Vec<MethodKind>>,
+    /// "deny", "allow" or "enroll".
+    pub unenrolled: String,
+    pub why: String,
+    /// A named `[sms.providers.NAME]` / `[email.relays.NAME]`; `None`: the default one.
+    pub sms_provider: Option<String>,
+    pub email_relay: Option<String>,
+}
+
+/// One configuration value as `otpctl config` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    /// Dotted: `lockout.max_failures`, `policy.rule[1].groups`.
+    pub key: String,
+    /// TOML text of the value, or `<redacted>`.
+    pub value: String,
+    /// `default`, or `FILE:LINE`.
+    pub origin: String,
+}
+
+/// Counts of audit events, as `otpctl stats` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub last_hour: Vec<StatCount>,
+    pub last_day: Vec<StatCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatCount {
+    pub kind: AuditKind,
+    pub result: AuditResult,
+    pub method: Option<MethodKind>,
+    pub count: u64,
 }
 
 /// A kind of second factor, as a user or an admin names it.
@@ -253,6 +384,11 @@ pub enum CommandReply {
     Users(Vec<UserStatus>),
     /// Done, nothing to report.
     Ok,
+    Policy(PolicyReport),
+    Config(Vec<ConfigEntry>),
+    Attempts(Vec<AuditEvent>),
+    Attempt(Box<AuditEvent>),
+    Stats(StatsReport),
 }
 
 /// Everything an authenticator app needs.
@@ -377,6 +513,12 @@ pub enum Refusal {
     /// Too many logins in progress (for this user, or in all): the daemon keeps its slots.
     #[error("otpd is busy: too many logins in progress; try again later")]
     Busy,
+    /// The policy rule for this user does not count this method (`otpctl policy` says which).
+    #[error("{method:?} is not allowed for this user by {rule}")]
+    MethodNotAllowed { method: MethodKind, rule: String },
+    /// `otpctl attempts show` named no event this caller may see.
+    #[error("no such event: {0}")]
+    UnknownEvent(String),
 }
 
 impl fmt::Display for MethodState {

@@ -115,6 +115,47 @@ pub enum Cmd {
     Reset,
     /// Admin: list every enrolled user.
     Users,
+    /// Show which policy rule applies to you (or --user) and why.
+    Policy {
+        /// At a login through this PAM service (sshd, sudo...) [default: otpctl's own commands].
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+    },
+    /// Admin: print the configuration in force, secrets redacted, and where each value came
+    /// from.
+    Config,
+    /// List audit events, newest first: your own, or (admins) anyone's or --user's.
+    Attempts {
+        #[command(subcommand)]
+        show: Option<AttemptsCmd>,
+        /// Only events of the last DURATION ("1h", "30m", "2d").
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only events with this result.
+        #[arg(long, value_enum)]
+        result: Option<ResultArg>,
+        /// At most N events [default: 50].
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Counts of audit events per kind, result and method, for the last hour and day.
+    Stats,
+}
+
+/// `otpctl attempts show ID`.
+#[derive(Subcommand)]
+pub enum AttemptsCmd {
+    /// Print one event in full.
+    Show { id: String },
+}
+
+/// The results `otpctl attempts --result` filters on.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ResultArg {
+    Allowed,
+    Denied,
+    Ignored,
+    Exempt,
 }
 
 /// What `otpctl enroll` sets up (the wire names one factor with `MethodKind`).

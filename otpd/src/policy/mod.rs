@@ -20,6 +20,7 @@ pub mod proof;
 pub mod records;
 pub mod recovery;
 pub mod replay;
+pub mod rules;
 pub mod totp;
 
 use crate::store::StoreError;

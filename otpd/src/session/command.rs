@@ -21,7 +21,12 @@ use otp_proto::{
 };
 
 pub async fn run(caller: &Caller, state: &State, command: Command) -> Reply {
-    match execute(caller, state, command).await {
+    let audited = super::trail::of(caller, state, &command).await;
+    let result = execute(caller, state, command).await;
+    if let Some(event) = audited {
+        super::trail::record(state, event, &result).await;
+    }
+    match result {
         Ok(done) => Reply::Done(done),
         Err(refusal) => Reply::Refused(refusal),
     }
@@ -36,6 +41,7 @@ async fn execute(
     match command {
         Command::EnrollTotp { user, proof } => {
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Totp).await?;
             require_proof(caller, state, &user, proof).await?;
             enroll_totp(caller, state, user).await
         }
@@ -47,6 +53,8 @@ async fn execute(
             proof,
         } => {
             let user = target(caller, state, user).await?;
+            // An HOTP token is the app method ("totp") to the rules, as at login.
+            allowed_by_policy(state, &user, MethodKind::Totp).await?;
             require_proof(caller, state, &user, proof).await?;
             let token = (secret, counter.unwrap_or(0), digits.unwrap_or(6));
             enroll_hotp(caller, state, user, token).await
@@ -60,6 +68,7 @@ async fn execute(
                 return Err(Refusal::BadAddress(address));
             }
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Email).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Email, address).await
         }
@@ -72,6 +81,7 @@ async fn execute(
                 return Err(Refusal::BadNumber(number));
             }
             let user = target(caller, state, user).await?;
+            allowed_by_policy(state, &user, MethodKind::Sms).await?;
             require_proof(caller, state, &user, proof).await?;
             register(caller, state, user, Via::Sms, number).await
         }
@@ -172,7 +182,30 @@ async fn execute(
             }
             Ok(CommandReply::Users(all))
         }
+        Command::Policy { user, service } => {
+            let user = target(caller, state, user).await?;
+            super::inspect::policy(state, user, service).await
+        }
+        view @ (Command::Config
+        | Command::Attempts(_)
+        | Command::AttemptShow { .. }
+        | Command::Stats) => super::inspect::run(caller, state, view).await,
     }
+}
+
+/// A method the user's policy rule does not count cannot be enrolled (policy/rules.rs; rules
+/// limited to PAM services do not apply here).
+async fn allowed_by_policy(state: &State, user: &str, method: MethodKind) -> Result<(), Refusal> {
+    let policy = crate::policy::rules::applies(&state.cfg.policy, user, None)
+        .await
+        .map_err(internal)?;
+    if policy.allows(method) {
+        return Ok(());
+    }
+    Err(Refusal::MethodNotAllowed {
+        method,
+        rule: policy.name(),
+    })
 }
 
 async fn enroll_totp(

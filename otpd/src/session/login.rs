@@ -32,12 +32,14 @@ use super::dialog::Dialog;
 use super::send::{send_code, SendError};
 use crate::channel::mask;
 use crate::channel::template::validity;
+use crate::config::rules::Require;
 use crate::config::Unenrolled;
 use crate::logging::field;
 use crate::peer::Caller;
 use crate::policy::challenge::Purpose;
 use crate::policy::factors::Factors;
 use crate::policy::proof::{Counts, How, Proof};
+use crate::policy::rules::{self, Effective};
 use crate::state::State;
 use crate::store::{StoreError, TotpKey};
 use otp_proto::frame::FrameError;
@@ -68,8 +70,9 @@ type Decision = (Outcome, String);
 enum Step {
     /// May the caller run this login, and what has the user enrolled?
     Start,
-    /// Nothing enrolled: `nullok` or `[policy] unenrolled` decide, for users that exist.
-    Unenrolled,
+    /// Nothing enrolled (that the policy counts): `nullok` or the policy decide, for users
+    /// that exist.
+    Unenrolled(Effective),
     /// The user's default method, or the only one, or else the menu.
     ChooseMethod(Menu),
     /// Show the menu and take a pick; `tries` left.
@@ -154,6 +157,18 @@ struct Session<'a, D> {
     login: &'a Login,
     /// The user has a passwd entry (`names`).
     known: bool,
+    /// What the audit event records beside the outcome.
+    trail: Trail,
+}
+
+/// The facts of a login its audit event carries (audit/).
+#[derive(Default)]
+struct Trail {
+    method: Option<MethodKind>,
+    challenge: Option<String>,
+    /// The policy rule that applied, from 1.
+    rule: Option<usize>,
+    exempt: bool,
 }
 
 /// Run the login of `login.user`, which the caller has resolved to `name` (`State::names`, once
@@ -170,12 +185,13 @@ pub async fn run<D: Dialog>(
     // enrolled record of exactly that name.
     let known = name.is_known();
     login.user = name.as_str().to_owned();
-    let session = Session {
+    let mut session = Session {
         dialog: &mut *dialog,
         state,
         caller,
         login: &login,
         known,
+        trail: Trail::default(),
     };
     // policy::grace: a second factor from this rhost and service a short while ago.
     let grace = &state.accounts.grace;
@@ -184,17 +200,22 @@ pub async fn run<D: Dialog>(
         true => Ok((Outcome::Allow, "allowed (grace)".to_owned())),
         false => session.decide().await,
     };
+    let trail = std::mem::take(&mut session.trail);
     let (outcome, note) = match decided {
         Ok(decision) => decision,
         Err(e) => {
-            audit(&login, caller, &format!("aborted: {e}"));
+            let note = format!("aborted: {e}");
+            audit(&login, caller, &note);
+            record(state, &login, caller, None, &note, trail).await;
             return Err(e);
         }
     };
-    if outcome == Outcome::Allow && !graced {
+    // Only a second factor grants grace: not grace itself, not an exempting rule.
+    if outcome == Outcome::Allow && !graced && !trail.exempt {
         grace.grant(caller.uid, &login);
     }
     audit(&login, caller, &note);
+    record(state, &login, caller, Some(outcome), &note, trail).await;
     // forward_pass and nothing enrolled: no code was typed, all of it is the password.
     if let (Outcome::Ignore, Some(typed)) = (outcome, &login.forward_pass) {
         dialog.hand_back(typed).await?;
@@ -204,12 +225,20 @@ pub async fn run<D: Dialog>(
 
 impl<D: Dialog> Session<'_, D> {
     /// Run the steps until one decides. This match is the whole login.
-    async fn decide(mut self) -> Result<Decision, FrameError> {
+    async fn decide(&mut self) -> Result<Decision, FrameError> {
         let mut step = Step::Start;
         loop {
+            match &step {
+                Step::AskAppCode | Step::FirstLoginEnrollment | Step::AskNextHotpCode { .. } => {
+                    self.trail.method = Some(MethodKind::Totp)
+                }
+                Step::SendCode { to, .. } => self.trail.method = Some(to.kind()),
+                Step::Duo(_) => self.trail.method = Some(MethodKind::Duo),
+                _ => {}
+            }
             step = match step {
                 Step::Start => self.start().await?,
-                Step::Unenrolled => self.unenrolled(),
+                Step::Unenrolled(policy) => self.unenrolled(policy),
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
@@ -240,44 +269,59 @@ impl<D: Dialog> Session<'_, D> {
             );
             return Ok(refuse(DenyReason::Forbidden, "Permission denied.", note));
         }
+        // The rule for this user and service (policy/rules.rs): it may exempt the login, and
+        // only the methods it counts are offered.
+        let service = Some(self.login.service.as_str());
+        let policy = match rules::applies(&self.state.cfg.policy, self.user(), service).await {
+            Ok(policy) => policy,
+            Err(e) => return Ok(internal(e)),
+        };
+        self.trail.rule = policy.rule;
+        if policy.require == Require::Never {
+            self.trail.exempt = true;
+            let note = format!("allowed: exempt by {} ({})", policy.name(), policy.why);
+            return Ok(decided(Outcome::Allow, note));
+        }
         let registry = &self.state.accounts.registry;
         registry.look_up(self.user()).await; // the directory's values, read afresh
                                              // Duo is every passwd user's method when configured (they enroll with Duo).
-        let duo = self.state.duo.is_some() && self.known;
-        Ok(match registry.factors(self.user()) {
-            Ok(methods) if methods.is_empty() && !duo => Step::Unenrolled,
-            Ok(methods) => {
-                let unavailable = self.unavailable(&methods);
-                let menu = Menu {
-                    preferred: methods.default.or(self.state.cfg.policy.default_method),
-                    choices: [
-                        menu(methods),
-                        duo.then_some(Choice::Duo).into_iter().collect(),
-                    ]
-                    .concat(),
-                };
-                match (unavailable, menu.choices.is_empty()) {
-                    // Only methods the directory cannot vouch for now: nothing to offer.
-                    (text, true) => refuse(
-                        DenyReason::SendFailed,
-                        format!(
-                            "{} Try again later or ask your administrator.",
-                            text.as_deref()
-                                .unwrap_or("The user directory cannot be reached.")
+        let duo = self.state.duo.is_some() && self.known && policy.allows(MethodKind::Duo);
+        Ok(
+            match registry.factors(self.user()).map(|m| policy.filter(m)) {
+                Ok(methods) if methods.is_empty() && !duo => Step::Unenrolled(policy),
+                Ok(methods) => {
+                    let unavailable = self.unavailable(&methods);
+                    let menu = Menu {
+                        preferred: methods.default.or(self.state.cfg.policy.default_method),
+                        choices: [
+                            menu(methods),
+                            duo.then_some(Choice::Duo).into_iter().collect(),
+                        ]
+                        .concat(),
+                    };
+                    match (unavailable, menu.choices.is_empty()) {
+                        // Only methods the directory cannot vouch for now: nothing to offer.
+                        (text, true) => refuse(
+                            DenyReason::SendFailed,
+                            format!(
+                                "{} Try again later or ask your administrator.",
+                                text.as_deref()
+                                    .unwrap_or("The user directory cannot be reached.")
+                            ),
+                            "denied: directory unavailable",
                         ),
-                        "denied: directory unavailable",
-                    ),
-                    // A one-prompt client cannot show a line before its verdict: it gets none.
-                    (_, false) if self.login.forward_pass.is_some() => Step::ForwardPass(menu),
-                    (Some(text), false) => {
-                        self.dialog.error(&text).await?;
-                        Step::ChooseMethod(menu)
+                        // A one-prompt client cannot show a line before its verdict: it gets none.
+                        (_, false) if self.login.forward_pass.is_some() => Step::ForwardPass(menu),
+                        (Some(text), false) => {
+                            self.dialog.error(&text).await?;
+                            Step::ChooseMethod(menu)
+                        }
+                        (None, false) => Step::ChooseMethod(menu),
                     }
-                    (None, false) => Step::ChooseMethod(menu),
                 }
-            }
-            Err(e) => internal(e),
-        })
+                Err(e) => internal(e),
+            },
+        )
     }
 
     /// What the user is told when the directory that holds their address or number cannot be
@@ -295,7 +339,7 @@ impl<D: Dialog> Session<'_, D> {
         })
     }
 
-    fn unenrolled(&self) -> Step {
+    fn unenrolled(&self, policy: Effective) -> Step {
         if !self.known {
             let note = "denied: no such user in the passwd database, nothing enrolled";
             return refuse(DenyReason::NotEnrolled, NOT_SET_UP, note);
@@ -303,7 +347,14 @@ impl<D: Dialog> Session<'_, D> {
         if self.login.nullok {
             return decided(Outcome::Ignore, "ignored: not enrolled (nullok)");
         }
-        match self.state.cfg.policy.unenrolled {
+        if policy.require == Require::Enrolled {
+            let note = format!(
+                "ignored: not enrolled ({} requires = enrolled)",
+                policy.name()
+            );
+            return decided(Outcome::Ignore, note);
+        }
+        match policy.unenrolled {
             Unenrolled::Allow => decided(
                 Outcome::Ignore,
                 "ignored: not enrolled (policy unenrolled = allow)",
@@ -314,6 +365,14 @@ impl<D: Dialog> Session<'_, D> {
                 let note = "denied: not enrolled (no first-login enrollment with forward_pass)";
                 refuse(DenyReason::NotEnrolled, NOT_SET_UP, note)
             }
+            Unenrolled::Enroll if !policy.allows(MethodKind::Totp) => refuse(
+                DenyReason::NotEnrolled,
+                NOT_SET_UP,
+                format!(
+                    "denied: not enrolled ({} does not count TOTP)",
+                    policy.name()
+                ),
+            ),
             Unenrolled::Enroll => Step::FirstLoginEnrollment,
             Unenrolled::Deny => refuse(DenyReason::NotEnrolled, NOT_SET_UP, "denied: not enrolled"),
         }
@@ -382,11 +441,14 @@ impl<D: Dialog> Session<'_, D> {
             let text = format!("Sending a code to {masked}...");
             self.dialog.info(&text).await?;
             match send_code(state, user, to.via, &to.destination, Purpose::Login).await {
-                Ok(sent) => format!(
-                    "A code was sent to {masked} (valid {}, request {}).",
-                    validity(state.challenges.ttl()),
-                    sent.id
-                ),
+                Ok(sent) => {
+                    self.trail.challenge = Some(sent.id.clone());
+                    format!(
+                        "A code was sent to {masked} (valid {}, request {}).",
+                        validity(state.challenges.ttl()),
+                        sent.id
+                    )
+                }
                 Err(SendError::Cooldown(left)) => wait_to_send(&masked, left),
                 Err(e) => return self.not_sent(menu, to.via, e).await,
             }
@@ -691,6 +753,13 @@ impl Choice {
 }
 
 impl SentTo {
+    fn kind(&self) -> MethodKind {
+        match self.via {
+            Via::Email => MethodKind::Email,
+            Via::Sms => MethodKind::Sms,
+        }
+    }
+
     fn masked(&self) -> String {
         mask(self.via, &self.destination)
     }
@@ -842,6 +911,43 @@ fn audit(login: &Login, caller: &Caller, result: &str) {
     );
 }
 
+/// The login's structured audit event (audit/): the same facts as its line, typed.
+async fn record(
+    state: &State,
+    login: &Login,
+    caller: &Caller,
+    outcome: Option<Outcome>,
+    note: &str,
+    trail: Trail,
+) {
+    use otp_proto::{AuditKind, AuditResult};
+    let result = match outcome {
+        Some(Outcome::Allow) if trail.exempt => AuditResult::Exempt,
+        Some(Outcome::Allow) => AuditResult::Allowed,
+        Some(Outcome::Ignore) => AuditResult::Ignored,
+        Some(Outcome::Deny(_)) | None => AuditResult::Denied,
+    };
+    let mut event = state
+        .audit
+        .event(AuditKind::Login, result, &login.user, caller.uid);
+    event.service = Some(login.service.clone());
+    event.rhost = login.rhost.clone();
+    event.tty = login.tty.clone();
+    event.method = trail.method;
+    event.challenge = trail.challenge;
+    event.rule = trail.rule.and_then(|n| u32::try_from(n).ok());
+    event.reason = note.to_owned();
+    let wrong = matches!(
+        outcome,
+        Some(Outcome::Deny(DenyReason::WrongCode | DenyReason::Replayed))
+    );
+    let after = event.clone();
+    state.audit.record(event).await;
+    if wrong {
+        super::trail::lockout_if_it_began(state, &after).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
@@ -884,12 +990,13 @@ mod tests {
 
     /// `login` as sshd runs it, for a user with a passwd entry when `known`.
     async fn attempt(w: &World, login: Login, known: bool, mut script: Script) -> Ended {
-        let session = Session {
+        let mut session = Session {
             dialog: &mut script,
             state: &w.state,
             caller: &root(),
             login: &login,
             known,
+            trail: Trail::default(),
         };
         let (outcome, note) = session.decide().await.expect("the dialog never fails");
         Ended {

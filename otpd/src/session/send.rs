@@ -36,7 +36,19 @@ pub async fn send_code(
     destination: &str,
     purpose: Purpose,
 ) -> Result<Sent, SendError> {
-    let Some(channel) = state.channel(via) else {
+    // A policy rule may route this user's codes through a named relay or provider.
+    let Ok(policy) = crate::policy::rules::applies(&state.cfg.policy, user, None).await else {
+        log::error!(
+            "user={}: cannot read the user's groups; not sending",
+            field(user)
+        );
+        return Err(SendError::Failed);
+    };
+    let named = match via {
+        Via::Email => policy.email_relay,
+        Via::Sms => policy.sms_provider,
+    };
+    let Some(channel) = state.channel_named(via, named.as_deref()) else {
         return Err(SendError::Unavailable);
     };
     let is_token = matches!(purpose, Purpose::Disable(_));

@@ -230,13 +230,19 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
     let store = Arc::new(FileStore::open(dir.path()).unwrap());
     let (email, sms) = (Outbox::default(), Outbox::default());
     let state = State {
-        accounts: Accounts::new(store, cfg.clone()).unwrap(),
-        callers: Callers::new(None),
-        names: Names::new(),
-        challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
+        accounts: Arc::new(Accounts::new(store, cfg.clone()).unwrap()),
+        callers: Arc::new(Callers::new(None)),
+        names: Arc::new(Names::new()),
+        challenges: Arc::new(Challenges::new(
+            cfg.code.clone(),
+            cfg.policy.disable_token_ttl,
+        )),
         email: Some(Box::new(email.clone())),
         sms: Some(Box::new(sms.clone())),
         duo: None,
+        audit: Arc::new(crate::audit::Audit::none("testhost")),
+        source: None,
+        named: Default::default(),
         host: "testhost".into(),
         issuer: "testhost".into(),
         cfg,

@@ -4,13 +4,14 @@
 //! unreachable. `--json` prints one JSON object per command for scripts.
 
 mod output;
+mod views;
 
 use clap::Parser;
 use otp_proto::client::Connection;
 use otp_proto::{
     Command, CommandReply, DisableProof, MethodKind, Refusal, Reply, Request, Secret, Via,
 };
-use otpd::cli::otpctl::{Cli, Cmd, DefaultArg, EnrollArg, ImportFormat, ViaArg};
+use otpd::cli::otpctl::{AttemptsCmd, Cli, Cmd, DefaultArg, EnrollArg, ImportFormat, ViaArg};
 use output::Output;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,6 +202,22 @@ fn build(cli: &Cli) -> Result<Request, String> {
             user: admin_target()?,
         },
         Cmd::Users => Command::Users,
+        Cmd::Policy { service } => Command::Policy {
+            user,
+            service: service.clone(),
+        },
+        Cmd::Config => Command::Config,
+        Cmd::Attempts {
+            show: Some(AttemptsCmd::Show { id }),
+            ..
+        } => Command::AttemptShow { id: id.clone() },
+        Cmd::Attempts {
+            show: None,
+            since,
+            result,
+            limit,
+        } => Command::Attempts(views::query(user, since.as_deref(), *result, *limit)?),
+        Cmd::Stats => Command::Stats,
         Cmd::Import { .. } => return Err("import is not a single request".into()),
     }))
 }

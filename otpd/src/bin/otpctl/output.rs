@@ -115,6 +115,9 @@ impl Output {
                  {destination}."
             ),
             CommandReply::Ok => println!("Done."),
+            view => {
+                super::views::print(view);
+            }
         }
     }
 
@@ -155,6 +158,7 @@ fn done_json(done: &CommandReply) -> serde_json::Value {
             "recovery_codes": codes.iter().map(|c| c.expose()).collect::<Vec<_>>(),
         }),
         CommandReply::Ok => json!({ "ok": true }),
+        view => super::views::json(view).unwrap_or(json!({ "ok": true })),
     }
 }
 
