@@ -13,7 +13,7 @@ pub use message::*;
 pub use secret::Secret;
 
 /// Bumped whenever a wire type changes shape; checked on every frame.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Where `otpd` listens unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
