@@ -11,6 +11,8 @@
 //! `code.resend_after` 1 hour; `email.timeout` and `sms.timeout` 5 minutes; counts as in each
 //! key's deserializer below; templates 16 KiB.
 
+pub mod store;
+
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +54,8 @@ pub struct Config {
     /// A static directory of contact details, `[users.NAME]`. Users can also register their own
     /// address with `otpctl enroll email`, which takes precedence once confirmed.
     pub users: BTreeMap<String, UserEntry>,
+    /// `[store]`: the state directory (default) or a PostgreSQL database shared by a fleet.
+    pub store: store::StoreConfig,
 }
 
 /// `[policy]`: what happens to users without a second factor, and which method comes first.
@@ -421,6 +425,7 @@ impl Default for Config {
             email: None,
             sms: None,
             users: BTreeMap::new(),
+            store: store::StoreConfig::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::peer_limit::{
 use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
-use crate::store::{CachedStore, FileStore, StoreError};
+use crate::store::StoreError;
 use otp_proto::frame::{FrameError, Turn};
 use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
 use std::future::Future;
@@ -104,10 +104,7 @@ impl Default for Limits {
 
 /// Serve until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let store = Arc::new(CachedStore::new(FileStore::open_with_key_file(
-        &cfg.state_dir,
-        &cfg.key_file,
-    )?));
+    let store = crate::store::open(&cfg)?;
     let accounts = Accounts::new(store, cfg.clone())?;
     let shared = Arc::new(State::new(cfg, accounts)?);
     let listener = match bind(&shared.cfg.socket) {

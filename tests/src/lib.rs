@@ -9,6 +9,7 @@ pub mod ca;
 pub mod daemon;
 pub mod inbox;
 pub mod pam;
+pub mod postgres;
 pub mod skip;
 pub mod sms;
 pub mod smtp;

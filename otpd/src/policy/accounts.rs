@@ -35,6 +35,8 @@ pub struct Accounts {
     pub(super) recovery: RecoveryCodes,
     records: Arc<Records>,
     store: Arc<dyn Store>,
+    /// The rules a fleet's store applies to every host's answers (policy::fleet).
+    pub(super) lockout_rules: crate::config::LockoutConfig,
 }
 
 impl Accounts {
@@ -53,11 +55,12 @@ impl Accounts {
         Ok(Accounts {
             registry: Registry::new(records.clone(), cfg.users),
             enrollment: Enrollment::new(records.clone(), keys.clone(), cfg.totp.clone()),
-            recovery: RecoveryCodes::new(records.clone()),
+            recovery: RecoveryCodes::new(records.clone()).with_store(store.clone()),
             lockouts,
             keys,
             records,
             store,
+            lockout_rules: cfg.lockout,
         })
     }
 
@@ -75,6 +78,11 @@ impl Accounts {
         self.flush().await?;
         let store = self.store.clone();
         blocking(move || store.end_run()).await
+    }
+
+    /// The fleet's shared store, when there is one (policy::fleet).
+    pub(super) fn fleet_store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.fleet().map(|_| &self.store)
     }
 
     /// Every user with a record.

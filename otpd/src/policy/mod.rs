@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod enrollment;
 pub mod factors;
+pub mod fleet;
 pub mod keys;
 pub mod lockout;
 pub mod proof;

@@ -92,7 +92,8 @@ pub async fn judge(
         user,
         settled: false,
     };
-    let proof = match check(accounts, challenges, user, answer, counts).await {
+    let checked = check(accounts, challenges, user, answer, counts).await;
+    let proof = match super::fleet::decide(accounts, user, checked) {
         Ok(proof) => proof,
         Err(e) => {
             reservation.settle(Settle::Uncounted).await?;

@@ -1,0 +1,366 @@
+//! Fleets (issue 12): several otpd "hosts" (each its own state dir, socket and config) on one
+//! real PostgreSQL (tests/src/postgres.rs: TLS from a test CA, a password file), logging in
+//! through real libpam. Each story mounts what an attacker or an unlucky admin would: the same
+//! code on a second host, guesses spread over hosts, ten hosts racing one code, a stale cache
+//! after a disable, the database going away, a dump of it, and broken configurations.
+
+use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
+use otp_e2e::postgres::{self, Cluster};
+use otp_e2e::totp::{code, now};
+use otp_e2e::{artifacts, me, Daemon, PamService};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+/// A fleet database, migrated, and the key every host shares.
+struct Fleet {
+    cluster: Arc<Cluster>,
+    db: String,
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+}
+
+impl Fleet {
+    fn on(cluster: Arc<Cluster>) -> Fleet {
+        let db = cluster.database();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("fleet.key");
+        otp_e2e::daemon::keygen(&key);
+        let fleet = Fleet {
+            cluster,
+            db,
+            dir,
+            key,
+        };
+        let out = fleet.otpd(&fleet.store(), &["migrate"]);
+        assert!(out.status.success(), "otpd migrate: {}", text(&out));
+        assert!(
+            text(&out).contains("schema version 0 -> 1"),
+            "{}",
+            text(&out)
+        );
+        fleet
+    }
+
+    /// `[store]` for this fleet's database.
+    fn store(&self) -> String {
+        self.cluster.store_toml(&self.db)
+    }
+
+    /// One more host: otpd on the fleet's database with the fleet's key.
+    fn host(&self) -> Daemon {
+        let mut host = Daemon::start(&self.store());
+        std::fs::copy(&self.key, &host.key_file).expect("share the fleet key");
+        host.restart();
+        host.assert_logged("listening for changes from other hosts");
+        host
+    }
+
+    /// `otpd ARGS` on a config of its own with `store` (a broken one, for check-config).
+    fn otpd(&self, store: &str, args: &[&str]) -> Output {
+        let config = self.dir.path().join(format!("otpd-{}.toml", now_nanos()));
+        std::fs::write(
+            &config,
+            format!(
+                "socket = {:?}\nstate_dir = {:?}\nkey_file = {:?}\n{store}\n",
+                self.dir.path().join("unused.sock"),
+                self.dir.path().join("state"),
+                self.key
+            ),
+        )
+        .expect("config");
+        Command::new(artifacts::otpd())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run otpd")
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ready() -> bool {
+    postgres::available() && pam::available()
+}
+
+/// `me()` enrolled through `host`: the secret and the recovery codes.
+fn enroll(host: &Daemon) -> (String, Vec<String>) {
+    let e = host.otpctl_json(&["--user", &me(), "enroll", "totp"]);
+    let secret = e["secret"].as_str().expect("secret").to_owned();
+    let codes = e["recovery_codes"]
+        .as_array()
+        .expect("recovery codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    host.confirm(&me(), |t| code(&secret, t - 30));
+    (secret, codes)
+}
+
+fn login(host: &Daemon, answer: &str) -> otp_e2e::PamRun {
+    PamService::otp(host, "").login(&me(), &[answer])
+}
+
+#[track_caller]
+fn assert_refused_with(host: &Daemon, run: &otp_e2e::PamRun, words: &str) {
+    assert_eq!(run.code, PAM_AUTH_ERR, "{run:?}");
+    assert!(
+        run.errors().iter().any(|e| e.contains(words)),
+        "refused, but not with {words:?}: {run:?}\n{}",
+        host.log()
+    );
+}
+
+#[test]
+fn enroll_on_a_log_in_on_b_and_the_same_code_on_a_is_refused() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let (a, b) = (fleet.host(), fleet.host());
+    let (secret, _) = enroll(&a);
+    let used = code(&secret, now());
+    let on_b = login(&b, &used);
+    assert_eq!(on_b.code, PAM_SUCCESS, "{on_b:?}\n{}", b.log());
+    assert_refused_with(&a, &login(&a, &used), "already used");
+    assert_refused_with(&b, &login(&b, &used), "already used");
+}
+
+#[test]
+fn wrong_codes_spread_over_two_hosts_lock_both_even_after_restarts() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let (mut a, mut b) = (fleet.host(), fleet.host());
+    let (secret, _) = enroll(&a);
+    // 5 wrong answers, alternating: neither host alone saw its own max_failures (5).
+    for i in 0..5 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        assert_refused_with(host, &login(host, "000000x"), "Invalid code");
+    }
+    let right = code(&secret, now());
+    assert_refused_with(&b, &login(&b, &right), "Too many failed attempts");
+    assert_refused_with(&a, &login(&a, &right), "Too many failed attempts");
+    a.restart();
+    b.restart();
+    let right = code(&secret, now());
+    assert_refused_with(&a, &login(&a, &right), "Too many failed attempts");
+    assert_refused_with(&b, &login(&b, &right), "Too many failed attempts");
+    // Root's unlock on one host lifts it for the fleet. (The codes typed while locked were
+    // spent by each host's own replay memory: the next step's code is the one to type.)
+    let out = a.otpctl(&["--user", &me(), "unlock"]);
+    assert!(out.status.success(), "unlock: {}", text(&out));
+    let on_b = login(&b, &code(&secret, now() + 30));
+    assert_eq!(on_b.code, PAM_SUCCESS, "{on_b:?}\n{}", b.log());
+}
+
+#[test]
+fn a_recovery_code_used_on_a_is_refused_on_b() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let (a, b) = (fleet.host(), fleet.host());
+    let (_, codes) = enroll(&a);
+    // B reads (and caches) the record with all eight codes before A spends one.
+    let status = b.otpctl_json(&["--user", &me(), "status"]);
+    assert!(!status.is_null());
+    let on_a = login(&a, &codes[0]);
+    assert_eq!(on_a.code, PAM_SUCCESS, "{on_a:?}\n{}", a.log());
+    let on_b = login(&b, &codes[0]);
+    assert_eq!(
+        on_b.code, PAM_AUTH_ERR,
+        "a spent recovery code worked on B: {on_b:?}"
+    );
+    let next = login(&b, &codes[1]);
+    assert_eq!(next.code, PAM_SUCCESS, "{next:?}\n{}", b.log());
+}
+
+#[test]
+fn ten_hosts_racing_one_code_exactly_one_accepts() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let hosts: Vec<Daemon> = (0..10).map(|_| fleet.host()).collect();
+    let (secret, _) = enroll(&hosts[0]);
+    let c = code(&secret, now());
+    let services: Vec<PamService> = hosts.iter().map(|h| PamService::otp(h, "")).collect();
+    let barrier = std::sync::Barrier::new(services.len());
+    let results: Vec<i32> = std::thread::scope(|s| {
+        let runs: Vec<_> = services
+            .iter()
+            .map(|service| {
+                let (c, barrier) = (&c, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    service.login(&me(), &[c]).code
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("login")).collect()
+    });
+    let accepted = results.iter().filter(|&&c| c == PAM_SUCCESS).count();
+    assert_eq!(accepted, 1, "results: {results:?}");
+}
+
+#[test]
+fn disable_on_a_is_seen_by_b_at_once() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let (a, b) = (fleet.host(), fleet.host());
+    let (secret, codes) = enroll(&a);
+    let first = login(&b, &code(&secret, now()));
+    assert_eq!(first.code, PAM_SUCCESS, "{first:?}\n{}", b.log());
+    // B has the record cached now. Root disables on A.
+    let started = std::time::Instant::now();
+    let out = a.otpctl(&["--user", &me(), "disable", "totp", "--code", &codes[0]]);
+    assert!(out.status.success(), "disable: {}", text(&out));
+    b.assert_logged("changed; cached record dropped");
+    let seen = started.elapsed();
+    eprintln!(
+        "measured: B dropped its cached record {} ms after the disable on A",
+        seen.as_millis()
+    );
+    let after = login(&b, &code(&secret, now() + 30));
+    assert_ne!(
+        after.code, PAM_SUCCESS,
+        "B still took a disabled key: {after:?}"
+    );
+}
+
+#[test]
+fn the_database_down_denies_with_a_message_and_its_return_needs_no_restart() {
+    if !ready() {
+        return;
+    }
+    let cluster = Arc::new(Cluster::start());
+    let fleet = Fleet::on(cluster.clone());
+    let a = fleet.host();
+    let (secret, _) = enroll(&a);
+    cluster.stop();
+    a.assert_logged("lost the database");
+    let started = std::time::Instant::now();
+    let down = login(&a, &code(&secret, now()));
+    eprintln!(
+        "measured: a login with the database down denied in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_refused_with(&a, &down, "database cannot be reached");
+    a.assert_logged("denied: database unreachable");
+    cluster.pg_ctl_start();
+    a.assert_logged("the database is back");
+    let back = login(&a, &code(&secret, now()));
+    assert_eq!(back.code, PAM_SUCCESS, "{back:?}\n{}", a.log());
+}
+
+#[test]
+fn a_dump_of_the_database_holds_no_secret() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let a = fleet.host();
+    let (secret, codes) = enroll(&a);
+    let dump = fleet.cluster.dump(&fleet.db);
+    assert!(dump.contains("sealed:v1:"), "the record is in the dump");
+    assert!(
+        !dump.contains(&secret),
+        "the base32 secret is in pg_dump's output"
+    );
+    for c in &codes {
+        assert!(!dump.contains(c.as_str()), "a recovery code is in the dump");
+    }
+}
+
+#[test]
+fn check_config_reports_the_schema_and_names_each_error() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let port = fleet.cluster.port;
+    let db = &fleet.db;
+    let ok = fleet.otpd(&fleet.store(), &["check-config"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("schema version 1"), "{}", text(&ok));
+
+    let cases: Vec<(String, &str)> = vec![
+        (
+            fleet.cluster.store_toml_with("mysql://otpd@127.0.0.1/otp"),
+            "url must start with postgresql://",
+        ),
+        (
+            fleet
+                .cluster
+                .store_toml_with(&format!("postgresql://otpd:hunter2@127.0.0.1:{port}/{db}")),
+            "must not contain a password",
+        ),
+        (
+            fleet.cluster.store_toml_with(&format!(
+                "postgresql://otpd@localhost:{port}/{db}?sslmode=verify-full"
+            )),
+            "not valid for name",
+        ),
+        (
+            fleet.cluster.store_toml_with(&format!(
+                "postgresql://otpd@127.0.0.1:{}/{db}",
+                postgres::free_port()
+            )),
+            "cannot be reached",
+        ),
+    ];
+    for (store, expected) in &cases {
+        let out = fleet.otpd(store, &["check-config"]);
+        assert!(!out.status.success(), "{store}: accepted");
+        assert!(text(&out).contains(expected), "{store}: {}", text(&out));
+    }
+
+    // A wrong password.
+    let wrong = fleet.dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-it\n").unwrap();
+    let mut perms = std::fs::metadata(&wrong).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&wrong, perms).unwrap();
+    let store = fleet.store().replace(
+        &format!("{:?}", fleet.cluster.password_file),
+        &format!("{wrong:?}"),
+    );
+    let out = fleet.otpd(&store, &["check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("password authentication failed"),
+        "{}",
+        text(&out)
+    );
+
+    // An old schema: the version row set back, as a database last migrated by an older otpd.
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 0");
+    let out = fleet.otpd(&fleet.store(), &["check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("schema version 0, but this otpd knows version 1"),
+        "{}",
+        text(&out)
+    );
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 2");
+    let out = fleet.otpd(&fleet.store(), &["check-config"]);
+    assert!(text(&out).contains("newer"), "{}", text(&out));
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 1");
+}
