@@ -138,13 +138,12 @@ mod fleet {
     fn from_files(cfg: &Config) -> Result<(), String> {
         let files = FileStore::open_with_key_file(&cfg.state_dir, &cfg.key_file)
             .map_err(|e| e.to_string())?;
-        files.lock_offline().map_err(|e| e.to_string())?;
         let db = PostgresStore::open(cfg).map_err(|e| e.to_string())?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let done = copy::from_files(&files, &db, now).map_err(|e| e.to_string())?;
+        let done = copy::from_files(&files, &db, now, cfg.totp.skew).map_err(|e| e.to_string())?;
         for user in &done.copied {
             println!("copied: {user}");
         }

@@ -364,3 +364,49 @@ fn check_config_reports_the_schema_and_names_each_error() {
     assert!(text(&out).contains("newer"), "{}", text(&out));
     fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 1");
 }
+
+#[test]
+fn migrate_from_files_copies_a_hosts_enrollments_once() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    // A host on its own state directory, with an enrollment, stopped for the move.
+    let mut old = Daemon::start("");
+    let secret = old.enroll_totp(&me());
+    let used = code(&secret, now());
+    let run = login(&old, &used);
+    assert_eq!(run.code, PAM_SUCCESS, "{run:?}");
+    old.stop();
+    std::fs::copy(&old.key_file, &fleet.key).expect("the host's key becomes the fleet's");
+    let config = old.dir().join("to-postgres.toml");
+    let toml = std::fs::read_to_string(&old.config).expect("config");
+    std::fs::write(&config, format!("{toml}\n{}", fleet.store())).expect("config");
+    let migrate = || {
+        Command::new(artifacts::otpd())
+            .arg("--config")
+            .arg(&config)
+            .args(["migrate", "--from", "files", "--to", "postgres"])
+            .output()
+            .expect("otpd migrate")
+    };
+    let first = migrate();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("1 copied, 0 skipped"),
+        "{}",
+        text(&first)
+    );
+    let again = migrate();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("0 copied, 1 skipped"),
+        "{}",
+        text(&again)
+    );
+    // Another host of the fleet: the code used on the old host is spent, the next one works.
+    let b = fleet.host();
+    assert_refused_with(&b, &login(&b, &used), "already used");
+    let next = login(&b, &code(&secret, now() + 30));
+    assert_eq!(next.code, PAM_SUCCESS, "{next:?}\n{}", b.log());
+}

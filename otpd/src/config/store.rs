@@ -117,6 +117,13 @@ impl TryFrom<RawStore> for StoreConfig {
                 return Err(format!("{key} must be an absolute path"));
             }
         }
+        if raw.offline == Offline::Cached {
+            // Named by the issue, not built yet: refused rather than silently denying.
+            return Err(
+                "offline = \"cached\" is not available in this version of otpd; use \"deny\""
+                    .into(),
+            );
+        }
         if raw.backend == Backend::Postgres && raw.url.is_none() {
             return Err("backend = \"postgres\" needs url".into());
         }
@@ -183,10 +190,13 @@ mod tests {
         assert!(parse("pool = 0\n").unwrap_err().contains("pool"));
         assert!(parse("offline_days = 400\n").is_err());
         let c = parse(
-            "backend = \"postgres\"\nurl = \"postgresql://otpd@db1,db2/otp?target_session_attrs=read-write\"\noffline = \"cached\"\n",
+            "backend = \"postgres\"\nurl = \"postgresql://otpd@db1,db2/otp?target_session_attrs=read-write\"\n",
         )
         .unwrap();
-        assert_eq!((c.pool, c.offline_days, c.offline), (8, 7, Offline::Cached));
+        assert_eq!((c.pool, c.offline_days, c.offline), (8, 7, Offline::Deny));
+        assert!(parse("offline = \"cached\"\n")
+            .unwrap_err()
+            .contains("not available"));
         assert_eq!(parse("").unwrap(), StoreConfig::default());
     }
 }

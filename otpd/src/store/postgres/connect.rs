@@ -168,6 +168,14 @@ fn take_sslmode(url: &str) -> (String, Option<String>) {
 fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, StoreError> {
     let fail = |why: String| StoreError::Config(format!("password_file {}: {why}", path.display()));
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(fail(format!(
+            "owned by uid {}: must belong to root or otpd's user",
+            meta.uid()
+        )));
+    }
     if meta.mode() & 0o077 != 0 {
         return Err(fail(format!(
             "mode {:o}: group and others must have no access (chmod 600)",
