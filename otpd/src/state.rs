@@ -49,13 +49,15 @@ impl State {
     /// Build every configured channel; an error names the section and key to fix.
     pub fn new(cfg: Config, accounts: Accounts) -> Result<State, ChannelSetupError> {
         let (email, sms) = Self::channels(&cfg)?;
+        let shared = accounts.shared_store();
         let host = hostname();
         Ok(State {
             sms,
             accounts,
             callers: Callers::new(cfg.admin_group.clone()),
             names: Names::new(),
-            challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl),
+            challenges: Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl)
+                .with_fleet(shared),
             email,
             issuer: cfg.totp.issuer.clone().unwrap_or_else(|| host.clone()),
             host,

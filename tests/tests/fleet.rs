@@ -34,7 +34,7 @@ impl Fleet {
         let out = fleet.otpd(&fleet.store(), &["migrate"]);
         assert!(out.status.success(), "otpd migrate: {}", text(&out));
         assert!(
-            text(&out).contains("schema version 0 -> 1"),
+            text(&out).contains("schema version 0 -> 2"),
             "{}",
             text(&out)
         );
@@ -48,7 +48,12 @@ impl Fleet {
 
     /// One more host: otpd on the fleet's database with the fleet's key.
     fn host(&self) -> Daemon {
-        let mut host = Daemon::start(&self.store());
+        self.host_with("")
+    }
+
+    /// A host with `extra` sections too.
+    fn host_with(&self, extra: &str) -> Daemon {
+        let mut host = Daemon::start(&format!("{}\n{extra}", self.store()));
         std::fs::copy(&self.key, &host.key_file).expect("share the fleet key");
         host.restart();
         host.assert_logged("listening for changes from other hosts");
@@ -299,7 +304,7 @@ fn check_config_reports_the_schema_and_names_each_error() {
     let db = &fleet.db;
     let ok = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("schema version 1"), "{}", text(&ok));
+    assert!(text(&ok).contains("schema version 2"), "{}", text(&ok));
 
     let cases: Vec<(String, &str)> = vec![
         (
@@ -351,18 +356,18 @@ fn check_config_reports_the_schema_and_names_each_error() {
     );
 
     // An old schema: the version row set back, as a database last migrated by an older otpd.
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 0");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 1");
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("schema version 0, but this otpd knows version 1"),
+        text(&out).contains("schema version 1, but this otpd knows version 2"),
         "{}",
         text(&out)
     );
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 2");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 3");
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(text(&out).contains("newer"), "{}", text(&out));
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 1");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 2");
 }
 
 #[test]
@@ -409,4 +414,54 @@ fn migrate_from_files_copies_a_hosts_enrollments_once() {
     assert_refused_with(&b, &login(&b, &used), "already used");
     let next = login(&b, &code(&secret, now() + 30));
     assert_eq!(next.code, PAM_SUCCESS, "{next:?}\n{}", b.log());
+}
+
+#[test]
+fn the_resend_cooldown_and_the_hourly_quota_count_across_hosts() {
+    if !ready() || !otp_e2e::smtp::available() {
+        return;
+    }
+    use otp_e2e::inbox::Inbox;
+    let server = otp_e2e::smtp::SmtpServer::start(Default::default(), None);
+    let fleet = Fleet::on(Cluster::shared());
+    let mailing = format!(
+        "{}\n[code]\nresend_after = \"1s\"\nmax_sends_per_hour = 2\n[users.\"{}\"]\nemail = \"{}\"\n",
+        server.config(),
+        me(),
+        otp_e2e::smtp::ADDRESS
+    );
+    let (a, b) = (fleet.host_with(&mailing), fleet.host_with(&mailing));
+    let sent = a.otpctl(&["send"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    server.next_mail();
+    // At once on B: the cooldown started on A.
+    let cooling = b.otpctl(&["send"]);
+    assert!(
+        !cooling.status.success(),
+        "B sent within A's cooldown: {}",
+        text(&cooling)
+    );
+    // Past the cooldown: B sends the second of the hour, and then neither host sends a third.
+    fleet
+        .cluster
+        .psql(&fleet.db, "UPDATE otpd_sends SET at = at - 5");
+    let second = b.otpctl(&["send"]);
+    assert!(second.status.success(), "{}", text(&second));
+    server.next_mail();
+    fleet
+        .cluster
+        .psql(&fleet.db, "UPDATE otpd_sends SET at = at - 5");
+    for host in [&a, &b] {
+        let third = host.otpctl(&["send"]);
+        assert!(
+            !third.status.success(),
+            "a third send in the hour: {}",
+            text(&third)
+        );
+        assert!(
+            text(&third).to_lowercase().contains("too many"),
+            "{}",
+            text(&third)
+        );
+    }
 }

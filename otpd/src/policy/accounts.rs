@@ -85,6 +85,11 @@ impl Accounts {
         self.store.fleet().map(|_| &self.store)
     }
 
+    /// The store when a fleet shares it (for `Challenges::with_fleet`).
+    pub fn shared_store(&self) -> Option<Arc<dyn Store>> {
+        self.fleet_store().cloned()
+    }
+
     /// Every user with a record.
     pub async fn users(&self) -> Result<Vec<String>, StoreError> {
         self.records.users().await

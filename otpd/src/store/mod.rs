@@ -273,6 +273,33 @@ pub trait Fleet: Send + Sync {
     ) -> Result<FleetVerdict, StoreError>;
     /// Spend a recovery code fleet-wide; false when another host spent it first.
     fn spend_recovery(&self, user: &str, code: &RecoveryHash) -> Result<bool, StoreError>;
+    /// Count a send against the fleet's cooldown and quotas, or say why not.
+    fn count_send(&self, send: &FleetSend) -> Result<Option<FleetRefusal>, StoreError>;
+    /// A send counted by `count_send` never left (its delivery failed): uncount it.
+    fn uncount_send(&self, send: &FleetSend) -> Result<(), StoreError>;
+}
+
+/// One code to send, as the fleet counts it (policy::challenge).
+#[derive(Debug, Clone)]
+pub struct FleetSend {
+    pub user: String,
+    /// `destination_key`: one spelling per address or number.
+    pub destination: String,
+    /// A login code or disable token (else an enrollment code, with its own budgets).
+    pub confirmed: bool,
+    /// Unix seconds.
+    pub at: u64,
+    pub resend_after: u64,
+    pub max_user: u32,
+    pub max_destination: u32,
+}
+
+/// Why the fleet refuses a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetRefusal {
+    /// Seconds to wait.
+    Cooldown(u64),
+    Quota,
 }
 
 /// The store `[store]` names, with its cache: the state directory, or the fleet's database

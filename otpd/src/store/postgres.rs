@@ -17,8 +17,8 @@ pub mod migrations;
 
 use super::seal::{Field, Sealed, Sealer};
 use super::{
-    CachedStore, Fleet, FleetAnswer, FleetRules, FleetVerdict, LockoutRecord, PreviousRun,
-    RecoveryHash, SavedSteps, Store, StoreError, TotpKey, UserRecord,
+    CachedStore, Fleet, FleetAnswer, FleetRefusal, FleetRules, FleetSend, FleetVerdict,
+    LockoutRecord, PreviousRun, RecoveryHash, SavedSteps, Store, StoreError, TotpKey, UserRecord,
 };
 use crate::config::Config;
 use std::future::Future;
@@ -489,6 +489,62 @@ impl Fleet for PostgresStore {
                 .map_err(db)?;
             let spent: i64 = row.get(0);
             Ok(spent == 1)
+        })
+    }
+
+    fn count_send(&self, send: &FleetSend) -> Result<Option<FleetRefusal>, StoreError> {
+        let send = send.clone();
+        let (verdict, wait) = self.call(|pool| async move {
+            let client = pool.get().await.map_err(connect::pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT verdict, wait FROM otpd_send($1, $2, $3, $4, $5, $6, $7)")
+                .await
+                .map_err(db)?;
+            let max = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &send.user,
+                        &send.destination,
+                        &send.confirmed,
+                        &to_i64(send.at),
+                        &to_i64(send.resend_after),
+                        &max(send.max_user),
+                        &max(send.max_destination),
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            Ok((row.get::<_, String>(0), row.get::<_, Option<i64>>(1)))
+        })?;
+        Ok(match verdict.as_str() {
+            "ok" => None,
+            "cooldown" => Some(FleetRefusal::Cooldown(
+                wait.and_then(|w| u64::try_from(w).ok()).unwrap_or(1),
+            )),
+            _ => Some(FleetRefusal::Quota),
+        })
+    }
+
+    fn uncount_send(&self, send: &FleetSend) -> Result<(), StoreError> {
+        let send = send.clone();
+        self.call(|pool| async move {
+            let client = pool.get().await.map_err(connect::pool_error)?;
+            for who in [
+                format!("user:{}", send.user),
+                format!("to:{}", send.destination),
+            ] {
+                client
+                    .execute(
+                        "DELETE FROM otpd_sends WHERE ctid IN (SELECT ctid FROM otpd_sends
+                           WHERE who = $1 AND confirmed = $2 AND at = $3 LIMIT 1)",
+                        &[&who, &send.confirmed, &to_i64(send.at)],
+                    )
+                    .await
+                    .map_err(db)?;
+            }
+            Ok(())
         })
     }
 }

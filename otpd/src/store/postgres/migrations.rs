@@ -5,10 +5,13 @@
 use crate::store::StoreError;
 
 /// The schema version this otpd is written for.
-pub const CURRENT: i32 = 1;
+pub const CURRENT: i32 = 2;
 
 /// Every migration, in order: (version it brings the schema to, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_fleet.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/001_fleet.sql")),
+    (2, include_str!("migrations/002_sends.sql")),
+];
 
 /// pg_advisory_lock key: "otpd" in ASCII.
 const LOCK: i64 = 0x6f74_7064;
