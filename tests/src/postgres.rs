@@ -167,6 +167,63 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A streaming-replication standby of this cluster (`pg_basebackup -R`), on a port of its
+    /// own, started; commits on this cluster then wait until the standby applied them
+    /// (`synchronous_commit = remote_apply`), so what a login spent is on both.
+    pub fn standby(&self) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("otpd-pg-standby")
+            .tempdir()
+            .expect("tempdir");
+        chown_nobody(dir.path());
+        let data = dir.path().join("data");
+        run_ok(as_nobody("pg_basebackup").args([
+            "-h",
+            path(self.dir.path()),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+            path(&data),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ]));
+        let port = free_port();
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        text.push_str(&format!(
+            "port = {port}\nunix_socket_directories = '{}'\n",
+            dir.path().display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), text).expect("conf");
+        let standby = Cluster {
+            ca: self.ca.clone(),
+            password_file: self.password_file.clone(),
+            port,
+            dir,
+            next_db: AtomicU32::new(0),
+        };
+        standby.pg_ctl_start();
+        self.psql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        );
+        self.psql(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+        );
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        standby
+    }
+
+    /// `pg_ctl promote`: a standby becomes a primary (waits until it accepts writes).
+    pub fn promote(&self) {
+        run_ok(as_nobody("pg_ctl").args(["-D", path(&self.data()), "-w", "promote"]));
+    }
+
     /// Stop the server (immediate: as a crash or a pulled cable looks to otpd).
     pub fn stop(&self) {
         run_ok(as_nobody("pg_ctl").args([
