@@ -219,29 +219,32 @@ fn key_created(key: Option<&TotpKey>) -> Option<i64> {
 impl Store for PostgresStore {
     fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         let name = user.to_owned();
+        // One round trip: the row and its recovery codes together.
         let row = self.call(|pool| async move {
             let client = pool.get().await.map_err(connect::pool_error)?;
-            let user = client
-                .prepare_cached("SELECT record, last_step FROM otpd_users WHERE name = $1")
-                .await
-                .map_err(db)?;
-            let codes = client
+            let statement = client
                 .prepare_cached(
-                    "SELECT salt, hash, pending FROM otpd_recovery WHERE name = $1 ORDER BY hash",
+                    "SELECT u.record, u.last_step, r.salt, r.hash, r.pending
+                     FROM otpd_users u LEFT JOIN otpd_recovery r ON r.name = u.name
+                     WHERE u.name = $1 ORDER BY r.hash",
                 )
                 .await
                 .map_err(db)?;
-            let Some(row) = client.query_opt(&user, &[&name]).await.map_err(db)? else {
+            let rows = client.query(&statement, &[&name]).await.map_err(db)?;
+            let Some(first) = rows.first() else {
                 return Ok(None);
             };
-            let record: String = row.get(0);
-            let last_step: Option<i64> = row.get(1);
-            let codes: Vec<(String, String, bool)> = client
-                .query(&codes, &[&name])
-                .await
-                .map_err(db)?
+            let record: String = first.get(0);
+            let last_step: Option<i64> = first.get(1);
+            let codes: Vec<(String, String, bool)> = rows
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .filter_map(|r| {
+                    Some((
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<bool>>(4)?,
+                    ))
+                })
                 .collect();
             Ok(Some((zeroize::Zeroizing::new(record), last_step, codes)))
         })?;
