@@ -106,8 +106,9 @@ fn main() {
     let (cfg, socket) = otpd_config(&d, &store);
     std::fs::copy(&key, d.join("key")).expect("fleet key");
     let _host = Otpd::start(&otpd, &cfg, &socket);
-    let from = next.load(Ordering::Relaxed);
-    let warm = (from + 2000).min(users);
+    // The users no earlier point logged in (none left: an empty row, not a wrap-around).
+    let from = next.load(Ordering::Relaxed).min(users);
+    let warm = from.saturating_add(2000).min(users);
     for i in from..warm {
         status(&socket, i);
     }
