@@ -13,6 +13,7 @@ stacks = [("permit", "pam_permit (libpam floor)"), ("google", "pam_google_authen
           ("oath", "pam_oath"), ("otp", "pam_otp + otpd")]
 pam = {k: load(f"pam-{k}.json") for k, _ in stacks}
 daemon, storm, scale = load("daemon.json"), load("storm.json"), load("scale.json")
+fleet = load("fleet.json")
 devlog, otpcpu = load("devlog.json"), load("pam-otp-cpu.json")
 notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
 notes = open(notes_path).read() if os.path.exists(notes_path) else ""
@@ -173,6 +174,21 @@ if scale:
     o.append("|---|---|---|---|---|---|---|")
     for p in scale["points"]:
         o.append(f"| {p['users']:,} | {p['startup_ms']:.1f} | {p['rss_start_kib']/1024:.1f} | {p['rss_kib']/1024:.1f} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p['failed']} |")
+    o.append("")
+
+if fleet:
+    o.append("## 5. Fleets: otpd hosts on one PostgreSQL\n")
+    o.append("`bench/fleet` (`fleetbench`): TOTP logins over otpd's socket, one client per host, each login a user not seen "
+             "before on that host; first with the file store, then with 1, 2 and 4 otpd hosts sharing one PostgreSQL 15 "
+             "**on this same machine** (loopback TCP with TLS: no network latency in these figures, and the database "
+             "competes for the same 2 cores). Round trips: statements otpd ran, from pg_stat_statements, per login. "
+             "The last row logs in users the host has cached (warmed by `otpctl status`). PostgreSQL runs with its defaults (fsync on, synchronous_commit on): every login's spent step is flushed to the WAL before the code is accepted; `SYNC=off` in the environment runs the fleet rows with synchronous_commit off for comparison.\n")
+    o.append("| store | hosts | logins | logins/s | p50 ms | p99 ms | failed | round trips per login |")
+    o.append("|---|---|---|---|---|---|---|---|")
+    for p in fleet["points"]:
+        rt = p.get("round_trips_per_login")
+        rate = p.get("per_s")
+        o.append(f"| {p['store']} | {p['hosts']} | {p['logins']:,} | {f0(rate) if rate else '—'} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p.get('failed', 0)} | {f'{rt:.2f}' if rt is not None else '0'} |")
     o.append("")
 
 if notes:

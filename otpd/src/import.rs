@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(check_imported(&oath[0].1), Ok(()));
     }
 
-    /// The files of the attack in issue 11: each is refused, saying why.
+    /// The files of the attack on imports: each is refused, saying why.
     #[test]
     fn a_window_or_counter_that_would_cost_billions_of_hmacs_is_refused() {
         let huge = "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" WINDOW_SIZE 4294967295\n";

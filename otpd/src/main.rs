@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Cmd::CheckConfig => check_config(cli.config),
         Cmd::Keygen { key_file } => keygen(cli.config, key_file),
         Cmd::Rekey { new_key_file } => rekey(cli.config, &new_key_file),
+        Cmd::Migrate { from, to } => fleet::migrate(cli.config, from.zip(to)),
         Cmd::Run => {
             // First, before any thread starts (the logger starts one): every thread then
             // inherits SIGTERM and SIGINT blocked, and only the sigwait thread takes them.
@@ -71,15 +72,12 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
                     otpd::channel::duo::check_now(duo).map_err(|e| format!("{source}: {e}"))?
                 );
             }
-            Ok((cfg, source))
+            let store = fleet::check(&cfg).map_err(|e| format!("{source}: [store] {e}"))?;
+            Ok((cfg, source, store))
         });
     match checked {
-        Ok((cfg, source)) => {
-            println!(
-                "{source}: ok (socket {}, state_dir {})",
-                cfg.socket.display(),
-                cfg.state_dir.display()
-            );
+        Ok((cfg, source, store)) => {
+            println!("{source}: ok (socket {}, {store})", cfg.socket.display(),);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -108,6 +106,89 @@ fn check_directory(cfg: &otpd::config::directory::DirectoryConfig) -> Result<(),
         ),
     }
     Ok(())
+}
+
+/// `otpd migrate` and check-config's report of the fleet database.
+mod fleet {
+    use super::load;
+    use otpd::cli::otpd::StoreKind;
+    use otpd::config::Config;
+    use otpd::store::postgres::{copy, migrations, PostgresStore};
+    use otpd::store::FileStore;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    /// What check-config says of the store: the state directory, or the database reached and
+    /// its schema version (an error unless it is the one this otpd knows).
+    pub fn check(cfg: &Config) -> Result<String, String> {
+        if !cfg.store.is_postgres() {
+            return Ok(format!("state_dir {}", cfg.state_dir.display()));
+        }
+        let store = PostgresStore::connect(cfg).map_err(|e| e.to_string())?;
+        let version = store.schema_version().map_err(|e| e.to_string())?;
+        migrations::check(version).map_err(|e| e.to_string())?;
+        Ok(format!("database reached, schema version {version}"))
+    }
+
+    pub fn migrate(config: Option<PathBuf>, copy: Option<(StoreKind, StoreKind)>) -> ExitCode {
+        let cfg = match load(config) {
+            Ok((cfg, _)) => cfg,
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if !cfg.store.is_postgres() {
+            eprintln!("otpd: migrate needs [store] backend = \"postgres\" and its url");
+            return ExitCode::from(2);
+        }
+        let result = match copy {
+            None => schema(&cfg),
+            Some((StoreKind::Files, StoreKind::Postgres)) => from_files(&cfg),
+            Some(_) => Err("only --from files --to postgres is supported".into()),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn schema(cfg: &Config) -> Result<(), String> {
+        let store = PostgresStore::connect(cfg).map_err(|e| e.to_string())?;
+        let (before, after) = store.migrate().map_err(|e| e.to_string())?;
+        if before == after {
+            println!("schema version {after}: up to date");
+        } else {
+            println!("schema version {before} -> {after}");
+        }
+        Ok(())
+    }
+
+    fn from_files(cfg: &Config) -> Result<(), String> {
+        let files = FileStore::open_with_key_file(&cfg.state_dir, &cfg.key_file)
+            .map_err(|e| e.to_string())?;
+        let db = PostgresStore::open(cfg).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let done = copy::from_files(&files, &db, now, cfg.totp.skew).map_err(|e| e.to_string())?;
+        for user in &done.copied {
+            println!("copied: {user}");
+        }
+        for user in &done.skipped {
+            println!("skipped (already in the database): {user}");
+        }
+        println!(
+            "{} copied, {} skipped",
+            done.copied.len(),
+            done.skipped.len()
+        );
+        Ok(())
+    }
 }
 
 fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {

@@ -11,7 +11,7 @@ use crate::peer_limit::{
 use crate::policy::accounts::Accounts;
 use crate::session;
 use crate::state::State;
-use crate::store::{CachedStore, FileStore, StoreError};
+use crate::store::StoreError;
 use otp_proto::frame::{FrameError, Turn};
 use otp_proto::{Refusal, Reply, Request, PROTOCOL_VERSION};
 use std::future::Future;
@@ -111,14 +111,19 @@ pub async fn run(
     config: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let store = Arc::new(CachedStore::new(FileStore::open_with_key_file(
-        &cfg.state_dir,
-        &cfg.key_file,
-    )?));
+    let store = crate::store::open(&cfg)?;
     let accounts = Accounts::new(store, cfg.clone())?;
+    // A fleet's events go to its database too, where every host's `attempts` reads them.
+    let shared: Option<Arc<dyn crate::audit::Sink>> = match cfg.store.is_postgres() {
+        true => Some(Arc::new(crate::store::postgres::audit::AuditTable::open(
+            &cfg,
+        )?)),
+        false => None,
+    };
     let audit = Arc::new(crate::audit::Audit::open(
         &cfg,
         &crate::policy::clock::hostname(),
+        shared,
     )?);
     let metrics = cfg
         .metrics

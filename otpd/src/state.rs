@@ -85,6 +85,7 @@ impl State {
             accounts.registry.set_directory(directory);
         }
         let named = Self::named_channels(&cfg)?;
+        let shared = accounts.shared_store();
         let host = hostname();
         let duo = cfg.duo.as_ref().map(crate::channel::duo::DuoClient::new);
         Ok(State {
@@ -94,10 +95,9 @@ impl State {
             accounts: Arc::new(accounts),
             callers: Arc::new(Callers::new(cfg.admin_group.clone())),
             names: Arc::new(Names::new()),
-            challenges: Arc::new(Challenges::new(
-                cfg.code.clone(),
-                cfg.policy.disable_token_ttl,
-            )),
+            challenges: Arc::new(
+                Challenges::new(cfg.code.clone(), cfg.policy.disable_token_ttl).with_fleet(shared),
+            ),
             email,
             issuer: cfg.totp.issuer.clone().unwrap_or_else(|| host.clone()),
             audit: Arc::new(Audit::none(&host)),

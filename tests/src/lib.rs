@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod duo;
 pub mod inbox;
 pub mod pam;
+pub mod postgres;
 pub mod skip;
 pub mod slapd;
 pub mod sms;

@@ -28,6 +28,13 @@ impl JsonlFile {
     /// Open (or create) the file in `dir`, ending a torn last line.
     pub fn open(dir: &Path, cfg: &AuditConfig) -> Result<JsonlFile, AuditError> {
         let path = dir.join(FILE_NAME);
+        // With the fleet store nothing else makes state_dir: the trail's own copy needs it.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|source| AuditError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let mut file = open_append(&path)?;
         let err = |source| AuditError::Io {
             path: path.display().to_string(),

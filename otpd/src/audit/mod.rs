@@ -66,6 +66,9 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
     #[error("the blocking pool is gone (shutting down)")]
     Stopping,
+    /// The fleet database's audit table (store::postgres::audit).
+    #[error("audit table: {0}")]
+    Database(String),
 }
 
 /// The trail: its sinks and counts, shared by every state (reloads keep it).
@@ -86,9 +89,19 @@ impl Audit {
 
     /// The JSON-lines file under `state_dir`, its last day of events counted (blocking: call
     /// before serving).
-    pub fn open(cfg: &Config, host: &str) -> Result<Audit, AuditError> {
+    /// The trail of this host: `shared` first when the store is a fleet's (queries read it, so
+    /// `otpctl attempts` shows every host's events), then state_dir's own file.
+    pub fn open(
+        cfg: &Config,
+        host: &str,
+        shared: Option<Arc<dyn Sink>>,
+    ) -> Result<Audit, AuditError> {
         let file = Arc::new(jsonl::JsonlFile::open(&cfg.state_dir, &cfg.audit)?);
-        let audit = Audit::with_sinks(vec![file.clone() as Arc<dyn Sink>], host);
+        let sinks = shared
+            .into_iter()
+            .chain([file.clone() as Arc<dyn Sink>])
+            .collect();
+        let audit = Audit::with_sinks(sinks, host);
         let now = crate::audit::now();
         let day = Filter {
             since: Some(now.saturating_sub(counts::DAY)),
@@ -153,7 +166,9 @@ impl Audit {
         }
         let sinks = self.sinks.clone();
         let written = tokio::task::spawn_blocking(move || {
-            sinks.iter().map(|s| s.record(&event)).find_map(Result::err)
+            // Every sink gets the event, whichever fails (a database down keeps the local file).
+            let results: Vec<_> = sinks.iter().map(|s| s.record(&event)).collect();
+            results.into_iter().find_map(Result::err)
         })
         .await;
         match written {

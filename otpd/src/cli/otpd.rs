@@ -1,6 +1,6 @@
 //! `otpd`'s command line, shared with the man page generator.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 const LONG_ABOUT: &str = "One-time-password daemon for pam_otp and otpctl.
@@ -60,4 +60,30 @@ pub enum Cmd {
         #[arg(value_name = "NEWFILE")]
         new_key_file: PathBuf,
     },
+    /// Create or upgrade the fleet database's schema (`[store] backend = "postgres"`), or copy
+    /// this host's enrollments into it.
+    ///
+    /// Without options: apply the embedded migrations the database lacks, under an advisory
+    /// lock (hosts migrating at once take turns); safe to run again. otpd refuses to start on a
+    /// schema older or newer than it knows. `--from files --to postgres` copies every record of
+    /// `state_dir` into the database (sealed under `key_file`, which every host shares),
+    /// skipping users the database already has; it reports what it copied and skipped, and
+    /// running it again copies nothing twice.
+    Migrate {
+        /// Copy records from this store (only `files`).
+        #[arg(long, value_name = "STORE", requires = "to")]
+        from: Option<StoreKind>,
+        /// Into this store (only `postgres`).
+        #[arg(long, value_name = "STORE", requires = "from")]
+        to: Option<StoreKind>,
+    },
+}
+
+/// A store `otpd migrate` copies from or to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// `state_dir` on this host.
+    Files,
+    /// The `[store]` database.
+    Postgres,
 }

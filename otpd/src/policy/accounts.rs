@@ -39,6 +39,8 @@ pub struct Accounts {
     pub(super) recovery: RecoveryCodes,
     records: Arc<Records>,
     store: Arc<dyn Store>,
+    /// The rules a fleet's store applies to every host's answers (policy::fleet).
+    pub(super) lockout_rules: crate::config::LockoutConfig,
 }
 
 impl Accounts {
@@ -58,12 +60,13 @@ impl Accounts {
         Ok(Accounts {
             registry: Registry::new(records.clone(), cfg.users),
             enrollment: Enrollment::new(records.clone(), keys.clone(), cfg.totp.clone()),
-            recovery: RecoveryCodes::new(records.clone()),
+            recovery: RecoveryCodes::new(records.clone()).with_store(store.clone()),
             grace: Grace::new(&cfg.policy),
             lockouts,
             keys,
             records,
             store,
+            lockout_rules: cfg.lockout,
         })
     }
 
@@ -81,6 +84,16 @@ impl Accounts {
         self.flush().await?;
         let store = self.store.clone();
         blocking(move || store.end_run()).await
+    }
+
+    /// The fleet's shared store, when there is one (policy::fleet).
+    pub(super) fn fleet_store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.fleet().map(|_| &self.store)
+    }
+
+    /// The store when a fleet shares it (for `Challenges::with_fleet`).
+    pub fn shared_store(&self) -> Option<Arc<dyn Store>> {
+        self.fleet_store().cloned()
     }
 
     /// Every user with a record.

@@ -16,10 +16,11 @@
 
 use super::codes::{new_code, normalize, random};
 use crate::config::{Charset, CodeConfig};
+use crate::store::{FleetRefusal, FleetSend, Store};
 use otp_proto::{Secret, Via};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -98,6 +99,8 @@ pub struct Issued {
     /// When and where it was counted as sent, so a failed delivery can be uncounted.
     at: Instant,
     ledger: Ledger,
+    /// As counted in a fleet's store, to uncount there too.
+    fleet: Option<FleetSend>,
 }
 
 /// What the open challenges say of one answer (internal to the policy layer: `proof` turns it
@@ -126,6 +129,8 @@ pub struct Challenges {
     destinations: Mutex<Destinations>,
     /// When users and destinations with nothing left to remember were last dropped.
     swept: Mutex<Instant>,
+    /// A fleet's shared store, which counts sends for every host.
+    fleet: Option<Arc<dyn Store>>,
 }
 
 /// How often the whole ledger is swept. Sweeping on every send would cost time in proportion
@@ -141,6 +146,7 @@ impl Challenges {
             users: Mutex::new(HashMap::new()),
             destinations: Mutex::default(),
             swept: Mutex::new(Instant::now()),
+            fleet: None,
         }
     }
 
@@ -171,8 +177,72 @@ impl Challenges {
 
     /// Issue a new code for `destination` if the quotas of its purpose allow (see the module
     /// doc), counting it as sent. Unless concurrent challenges are on, every earlier open
-    /// challenge of the same purpose dies.
+    /// challenge of the same purpose dies. In a fleet the cooldown and quotas are counted in
+    /// the shared store first, for every host (fail closed: a store error refuses the send).
     pub fn issue(
+        &self,
+        user: &str,
+        purpose: Purpose,
+        destination: &str,
+        now: Instant,
+    ) -> Result<Issued, SendRefusal> {
+        let Some(store) = &self.fleet else {
+            return self.issue_here(user, purpose, destination, now);
+        };
+        let confirmed = Ledger::of(&purpose) == Ledger::Confirmed;
+        let (max_user, max_destination) = if confirmed {
+            (
+                self.cfg.max_sends_per_hour,
+                self.cfg.max_sends_per_destination_per_hour,
+            )
+        } else {
+            let max = self.cfg.max_unconfirmed_sends_per_hour;
+            (max, max)
+        };
+        let send = FleetSend {
+            user: user.to_owned(),
+            destination: destination_key(destination),
+            confirmed,
+            at: super::clock::unix_now(),
+            resend_after: self.cfg.resend_after.as_secs(),
+            max_user,
+            max_destination,
+        };
+        let fleet = store.fleet().ok_or(SendRefusal::Quota)?;
+        match fleet.count_send(&send) {
+            Ok(None) => {}
+            Ok(Some(FleetRefusal::Cooldown(secs))) => {
+                return Err(SendRefusal::Cooldown(Duration::from_secs(secs)))
+            }
+            Ok(Some(FleetRefusal::Quota)) if confirmed => return Err(SendRefusal::Quota),
+            Ok(Some(FleetRefusal::Quota)) => return Err(SendRefusal::UnconfirmedQuota),
+            Err(e) => {
+                log::error!("send quota: {e}");
+                return Err(SendRefusal::Quota);
+            }
+        }
+        let issued = self.issue_here(user, purpose, destination, now);
+        match issued {
+            Ok(mut issued) => {
+                issued.fleet = Some(send);
+                Ok(issued)
+            }
+            Err(refusal) => {
+                if let Err(e) = fleet.uncount_send(&send) {
+                    log::warn!("send quota: {e}");
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Count the send in the shared store too (a fleet's: `Store::fleet`).
+    pub fn with_fleet(mut self, store: Option<Arc<dyn Store>>) -> Challenges {
+        self.fleet = store.filter(|s| s.fleet().is_some());
+        self
+    }
+
+    fn issue_here(
         &self,
         user: &str,
         purpose: Purpose,
@@ -241,6 +311,7 @@ impl Challenges {
             code,
             at: now,
             ledger,
+            fleet: None,
         })
     }
 
@@ -276,6 +347,13 @@ impl Challenges {
     /// Forget a challenge whose code never left (delivery failed), and uncount its send, so a
     /// broken channel neither blocks another channel with its cooldown nor uses up the quotas.
     pub fn cancel(&self, user: &str, issued: &Issued, destination: &str) {
+        if let (Some(send), Some(fleet)) =
+            (&issued.fleet, self.fleet.as_ref().and_then(|s| s.fleet()))
+        {
+            if let Err(e) = fleet.uncount_send(send) {
+                log::warn!("send quota: {e}");
+            }
+        }
         if let Some(u) = self.lock().get_mut(user) {
             u.open.retain(|c| c.id != issued.id);
             match issued.ledger {

@@ -106,6 +106,18 @@ impl Keys {
             .map(|k| k.digits))
     }
 
+    /// The step (TOTP) or counter (HOTP) the user's key accepted last, which a fleet spends
+    /// for every host (policy::fleet).
+    pub fn accepted_step(&self, user: &str) -> Result<Option<u64>, StoreError> {
+        let Some(key) = self.records.load(user)?.and_then(|r| r.totp) else {
+            return Ok(None);
+        };
+        Ok(match key.kind {
+            KeyKind::Hotp => key.last_step,
+            KeyKind::Totp => self.replay.last_spent(user, &key),
+        })
+    }
+
     /// The newest step spent with `key` so far (in memory or stored).
     pub fn last_spent(&self, user: &str, key: &TotpKey) -> Option<u64> {
         self.replay.last_spent(user, key)

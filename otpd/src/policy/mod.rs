@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codes;
 pub mod enrollment;
 pub mod factors;
+pub mod fleet;
 pub mod forward_pass;
 pub mod grace;
 pub mod hotp;

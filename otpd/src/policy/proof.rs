@@ -103,7 +103,8 @@ pub async fn judge(
         user,
         settled: false,
     };
-    let proof = match check(accounts, challenges, user, answer, counts).await {
+    let checked = check(accounts, challenges, user, answer, counts).await;
+    let proof = match super::fleet::decide(accounts, user, checked) {
         Ok(proof) => proof,
         Err(e) => {
             reservation.settle(Settle::Uncounted).await?;
@@ -173,6 +174,15 @@ pub async fn judge_upstream<E>(
                 "provider did not answer (not counted)",
             );
             return Ok(Err(e));
+        }
+    };
+    // A fleet counts Duo's verdicts too, so its lock holds for passcodes as for codes.
+    let (proof, how) = match super::fleet::decide(accounts, user, Ok(proof)) {
+        Ok(Proof::Locked(left)) => (Proof::Locked(left), Settle::Uncounted),
+        Ok(proof) => (proof, how),
+        Err(e) => {
+            reservation.settle(Settle::Uncounted).await?;
+            return Err(e);
         }
     };
     reservation.settle(how).await?;

@@ -63,6 +63,8 @@ pub enum RecoveryCheck {
 pub struct RecoveryCodes {
     records: Arc<Records>,
     checker: Checker,
+    /// A fleet's shared store spends each code once for every host (`Fleet::spend_recovery`).
+    store: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl RecoveryCodes {
@@ -70,7 +72,14 @@ impl RecoveryCodes {
         RecoveryCodes {
             records,
             checker: Checker::new(),
+            store: None,
         }
+    }
+
+    /// Spend codes in the fleet's store too, when the store is shared.
+    pub fn with_store(mut self, store: Arc<dyn crate::store::Store>) -> RecoveryCodes {
+        self.store = store.fleet().is_some().then_some(store);
+        self
     }
 
     /// Spend a recovery code: when `code` is one of the user's unused codes, it is gone
@@ -84,17 +93,30 @@ impl RecoveryCodes {
         let Some(hash) = self.checker.find(code, set).await else {
             return Ok(RecoveryCheck::Wrong);
         };
+        let fleet = self.store.clone();
         self.records
             .update(user, move |record| match record.as_mut() {
                 Some(r) if r.recovery.contains(&hash) => {
+                    // One DELETE … RETURNING for the fleet: a code another host spent (this
+                    // host's copy was stale) is refused, and forgotten here too.
+                    let spent = match fleet.as_ref().and_then(|s| s.fleet()) {
+                        Some(f) => match f.spend_recovery(user, &hash) {
+                            Ok(spent) => spent,
+                            Err(e) => return Change::Unchanged(Err(e)),
+                        },
+                        None => true,
+                    };
                     r.recovery.retain(|h| *h != hash);
+                    if !spent {
+                        return Change::Changed(Ok(RecoveryCheck::Wrong));
+                    }
                     let left = u32::try_from(r.recovery.len()).unwrap_or(u32::MAX);
-                    Change::Changed(RecoveryCheck::Used { left })
+                    Change::Changed(Ok(RecoveryCheck::Used { left }))
                 }
                 // Spent by a concurrent login between the check and the lock.
-                _ => Change::Unchanged(RecoveryCheck::Wrong),
+                _ => Change::Unchanged(Ok(RecoveryCheck::Wrong)),
             })
-            .await
+            .await?
     }
 }
 

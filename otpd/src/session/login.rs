@@ -865,8 +865,14 @@ fn send_failed(e: SendError) -> Step {
     )
 }
 
-fn internal(e: impl Display) -> Step {
+fn internal(e: impl Display + 'static) -> Step {
     log::error!("store: {e}");
+    // A fleet whose database is down ([store] offline = "deny") says so.
+    if let Some(StoreError::Unreachable(_)) = (&e as &dyn std::any::Any).downcast_ref() {
+        let text = "The login database cannot be reached; try again later or ask your \
+                    administrator.";
+        return refuse(DenyReason::Internal, text, "denied: database unreachable");
+    }
     let text = "Internal error; see the system log.";
     refuse(DenyReason::Internal, text, "denied: internal error")
 }

@@ -54,6 +54,23 @@ impl<S: Store> CachedStore<S> {
         Some(hit.as_deref().cloned())
     }
 
+    /// Another writer changed the user's record (a fleet host, told by the database): the next
+    /// load reads it again.
+    pub fn forget(&self, user: &str) {
+        self.written(user, None);
+    }
+
+    /// Changes may have been missed (the fleet's listener was disconnected): forget everything.
+    pub fn forget_all(&self) {
+        let mut cache = self.cache();
+        cache.generation += 1;
+        cache.records.clear();
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
     fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -121,6 +138,10 @@ impl<S: Store> Store for CachedStore<S> {
 
     fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError> {
         self.inner.save_lockout(user, record)
+    }
+
+    fn fleet(&self) -> Option<&dyn super::Fleet> {
+        self.inner.fleet()
     }
 }
 

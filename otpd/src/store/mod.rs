@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod files;
 pub mod key_file;
+pub mod postgres;
 pub mod rekey;
 pub mod seal;
 
@@ -125,6 +126,23 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Key(#[from] key_file::KeyFileError),
+    /// The shared database could not be reached (down, network, TLS, timeout): logins deny
+    /// (`[store] offline`).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
+    /// The database answered with an error (a wrong password, a missing grant).
+    #[error("the database refused: {0}")]
+    Database(String),
+    /// The schema is not the one this otpd was built for.
+    #[error("database schema version {found}, but this otpd knows version {known}: {advice}")]
+    Schema {
+        found: i32,
+        known: i32,
+        advice: &'static str,
+    },
+    /// `[store]` cannot be used as configured (its files, its url).
+    #[error("[store] {0}")]
+    Config(String),
 }
 
 /// A TOTP step spent at login and kept in memory, written to the store in batches rather than
@@ -201,4 +219,96 @@ pub trait Store: Send + Sync + 'static {
     fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError>;
     /// Replace (or with `None`, forget) one user's lockout state, atomically and durably.
     fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError>;
+
+    /// A store shared by a fleet decides verdicts for every host (`Fleet`); `None` for a store
+    /// of this host alone.
+    fn fleet(&self) -> Option<&dyn Fleet> {
+        None
+    }
+}
+
+/// What a host asks the fleet about one answer it has checked locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetAnswer {
+    /// A right TOTP code of this step, or a right HOTP code at this counter: spend it.
+    Step(u64),
+    /// A right answer with nothing of the fleet's to spend (a sent code, a recovery code the
+    /// fleet already spent, a confirmed pending key).
+    Success,
+    /// A wrong (or locally replayed) answer.
+    Failure,
+}
+
+/// The fleet's verdict, the one the user sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetVerdict {
+    Allowed,
+    /// The step was already spent by some host.
+    Replayed,
+    Wrong,
+    /// Refused unjudged; locked until this Unix time.
+    Locked {
+        until: u64,
+    },
+}
+
+/// The lockout rules the fleet applies, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetRules {
+    pub now: u64,
+    pub window: u64,
+    pub max_failures: u32,
+    pub lock_for: u64,
+}
+
+/// Fleet-wide replay and lockout (docs/design.md, "The fleet store"): each call is one atomic
+/// decision in the shared database, so what one host spent or counted holds on every host.
+pub trait Fleet: Send + Sync {
+    /// Decide one answer under the user's lock.
+    fn answer(
+        &self,
+        user: &str,
+        answer: FleetAnswer,
+        rules: &FleetRules,
+    ) -> Result<FleetVerdict, StoreError>;
+    /// Spend a recovery code fleet-wide; false when another host spent it first.
+    fn spend_recovery(&self, user: &str, code: &RecoveryHash) -> Result<bool, StoreError>;
+    /// Count a send against the fleet's cooldown and quotas, or say why not.
+    fn count_send(&self, send: &FleetSend) -> Result<Option<FleetRefusal>, StoreError>;
+    /// A send counted by `count_send` never left (its delivery failed): uncount it.
+    fn uncount_send(&self, send: &FleetSend) -> Result<(), StoreError>;
+}
+
+/// One code to send, as the fleet counts it (policy::challenge).
+#[derive(Debug, Clone)]
+pub struct FleetSend {
+    pub user: String,
+    /// `destination_key`: one spelling per address or number.
+    pub destination: String,
+    /// A login code or disable token (else an enrollment code, with its own budgets).
+    pub confirmed: bool,
+    /// Unix seconds.
+    pub at: u64,
+    pub resend_after: u64,
+    pub max_user: u32,
+    pub max_destination: u32,
+}
+
+/// Why the fleet refuses a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetRefusal {
+    /// Seconds to wait.
+    Cooldown(u64),
+    Quota,
+}
+
+/// The store `[store]` names, with its cache: the state directory, or the fleet's database
+/// (which also starts listening for other hosts' changes).
+pub fn open(cfg: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match cfg.store.backend {
+        crate::config::store::Backend::Files => Ok(std::sync::Arc::new(CachedStore::new(
+            FileStore::open_with_key_file(&cfg.state_dir, &cfg.key_file)?,
+        ))),
+        crate::config::store::Backend::Postgres => postgres::open_cached(cfg),
+    }
 }

@@ -1,0 +1,287 @@
+//! Fleets (issue 12): TOTP logins over otpd's socket with the file store, then with 1, 2 and 4
+//! otpd hosts on one PostgreSQL (on the same machine: the network is loopback), one client per
+//! host; and the database round trips per login, from the server's own count of committed
+//! transactions (every statement otpd sends outside a transaction is one).
+//!
+//! `fleetbench --otpd PATH --dir DIR --store FILE --psql CMD --users N --duration SECS
+//!  --hosts 1,2,4 --out FILE.json`
+//!
+//! FILE holds the `[store]` section; CMD runs SQL given as its last argument against the
+//! database (for the transaction counts). Users are enrolled in a file store and copied with
+//! `otpd migrate --from files --to postgres`, as an admin would.
+
+use otp_bench::{
+    arg, list_arg, otpd_config, totp_now, user, write_json, write_otpd_users, Otpd, Stats,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "f";
+
+fn main() {
+    let otpd: PathBuf = arg("--otpd", PathBuf::from("otpd"));
+    let dir: PathBuf = arg("--dir", PathBuf::from("/tmp/otp-fleetbench"));
+    let store_file: PathBuf = arg("--store", PathBuf::from("store.toml"));
+    let psql: String = arg("--psql", "psql".to_owned());
+    let users: usize = arg("--users", 20_000);
+    let secs: f64 = arg("--duration", 3.0);
+    let hosts = list_arg("--hosts", "1,2,4");
+    let out: String = arg("--out", "fleet.json".to_owned());
+    let store = std::fs::read_to_string(&store_file).expect("--store file");
+    std::fs::create_dir_all(&dir).expect("dir");
+
+    // The file store: the baseline, at one client.
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).expect("dir");
+    write_otpd_users(&files.join("state"), PREFIX, 0, users, false);
+    let (cfg, socket) = otpd_config(&files, "");
+    let baseline = {
+        let d = Otpd::start(&otpd, &cfg, &socket);
+        let next = Arc::new(AtomicUsize::new(0));
+        run(
+            std::slice::from_ref(&socket),
+            &next,
+            users,
+            secs,
+            d.pid(),
+            "files, 1 host",
+        )
+    };
+
+    // The fleet's users: enrolled in a file store, copied into the database.
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).expect("dir");
+    write_otpd_users(&seed.join("state"), PREFIX, 0, users, false);
+    let (seed_cfg, _) = otpd_config(&seed, &store);
+    let key = seed.join("key");
+    otpd_ok(&otpd, &seed_cfg, &["keygen"]);
+    otpd_ok(&otpd, &seed_cfg, &["migrate"]);
+    let t0 = Instant::now();
+    otpd_ok(
+        &otpd,
+        &seed_cfg,
+        &["migrate", "--from", "files", "--to", "postgres"],
+    );
+    eprintln!(
+        "fleetbench: {users} users copied in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut points = vec![point(&baseline, None)];
+    for &n in &hosts {
+        let daemons: Vec<Otpd> = (0..n)
+            .map(|h| {
+                let d = dir.join(format!("h{n}-{h}"));
+                std::fs::create_dir_all(&d).expect("dir");
+                let (cfg, _) = otpd_config(&d, &store);
+                std::fs::copy(&key, d.join("key")).expect("fleet key");
+                Otpd::start(&otpd, &cfg, &d.join("otpd.sock"))
+            })
+            .collect();
+        let sockets: Vec<PathBuf> = (0..n)
+            .map(|h| dir.join(format!("h{n}-{h}")).join("otpd.sock"))
+            .collect();
+        let before = transactions(&psql);
+        let r = run(
+            &sockets,
+            &next,
+            users,
+            secs,
+            daemons[0].pid(),
+            &format!("postgres, {n} host(s)"),
+        );
+        let per_login = (transactions(&psql) - before) as f64 / r.logins.max(1) as f64;
+        eprintln!("fleetbench: {per_login:.2} database round trips per login (first login of each user on its host)");
+        points.push(point(&r, Some(per_login)));
+    }
+
+    // A cached user: each warmed on one host first (`otpctl status` reads the record), then
+    // the measured logins with the right code.
+    let d = dir.join("warm");
+    std::fs::create_dir_all(&d).expect("dir");
+    let (cfg, socket) = otpd_config(&d, &store);
+    std::fs::copy(&key, d.join("key")).expect("fleet key");
+    let _host = Otpd::start(&otpd, &cfg, &socket);
+    // The users no earlier point logged in (none left: an empty row, not a wrap-around).
+    let from = next.load(Ordering::Relaxed).min(users);
+    let warm = from.saturating_add(2000).min(users);
+    for i in from..warm {
+        status(&socket, i);
+    }
+    let before = transactions(&psql);
+    let mut st = Stats::default();
+    for i in from..warm {
+        let s = Instant::now();
+        login(&socket, i, &totp_now(i));
+        st.us.push(s.elapsed().as_micros() as u64);
+    }
+    let logins = warm - from;
+    let per_login = (transactions(&psql) - before) as f64 / logins.max(1) as f64;
+    eprintln!(
+        "fleetbench cached users, 1 host: {logins} logins p50 {:.0}us p99 {:.0}us, {per_login:.2} round trips per login",
+        st.pct(50.0),
+        st.pct(99.0)
+    );
+    points.push(serde_json::json!({
+        "store": "postgres, cached user", "hosts": 1, "logins": logins,
+        "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "round_trips_per_login": per_login,
+    }));
+    write_json(Path::new(&out), &serde_json::json!({ "points": points }));
+}
+
+struct Run {
+    label: String,
+    hosts: usize,
+    logins: usize,
+    rate: f64,
+    st: Stats,
+    fails: usize,
+}
+
+fn point(r: &Run, per_login: Option<f64>) -> serde_json::Value {
+    serde_json::json!({
+        "store": r.label, "hosts": r.hosts, "logins": r.logins, "per_s": r.rate,
+        "p50_us": r.st.pct(50.0), "p99_us": r.st.pct(99.0), "failed": r.fails,
+        "round_trips_per_login": per_login,
+    })
+}
+
+/// One client per socket for `secs`, each login a new user.
+fn run(
+    sockets: &[PathBuf],
+    next: &Arc<AtomicUsize>,
+    users: usize,
+    secs: f64,
+    _pid: u32,
+    label: &str,
+) -> Run {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = sockets
+        .iter()
+        .map(|socket| {
+            let (next, socket) = (next.clone(), socket.clone());
+            std::thread::spawn(move || {
+                let (mut st, mut fails) = (Stats::default(), 0usize);
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= users {
+                        break;
+                    }
+                    let s = Instant::now();
+                    if !login(&socket, i, &totp_now(i)) {
+                        fails += 1;
+                    }
+                    st.us.push(s.elapsed().as_micros() as u64);
+                }
+                (st, fails)
+            })
+        })
+        .collect();
+    let (mut st, mut fails) = (Stats::default(), 0);
+    for h in handles {
+        let (s, f) = h.join().expect("client");
+        st.merge(s);
+        fails += f;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let logins = st.us.len();
+    let rate = logins as f64 / elapsed;
+    eprintln!(
+        "fleetbench {label}: {logins} logins in {elapsed:.2}s: {rate:.0}/s p50 {:.0}us p99 {:.0}us, failed {fails}",
+        st.pct(50.0),
+        st.pct(99.0)
+    );
+    Run {
+        label: label.to_owned(),
+        hosts: sockets.len(),
+        logins,
+        rate,
+        st,
+        fails,
+    }
+}
+
+/// One TOTP login of bench user `i` answering `answer`; true if allowed.
+fn login(socket: &Path, i: usize, answer: &str) -> bool {
+    use otp_proto::client::Connection;
+    use otp_proto::{Login, Outcome, Reply, Request, Secret};
+    let Ok(mut c) = Connection::connect(socket, Duration::from_secs(10)) else {
+        return false;
+    };
+    let begin = Login {
+        user: user(PREFIX, i),
+        service: "bench".into(),
+        rhost: None,
+        tty: None,
+        nullok: false,
+        forward_pass: None,
+    };
+    if c.send(&Request::Begin(begin)).is_err() {
+        return false;
+    }
+    loop {
+        match c.recv() {
+            Ok(Reply::Prompt { .. }) => {
+                if c.send(&Request::Answer(Secret::new(answer))).is_err() {
+                    return false;
+                }
+            }
+            Ok(Reply::Info { .. }) | Ok(Reply::Error { .. }) => {}
+            Ok(Reply::Outcome(o)) => return o == Outcome::Allow,
+            _ => return false,
+        }
+    }
+}
+
+/// `otpctl --user U status` over the socket (root may ask for anyone): reads the record.
+fn status(socket: &Path, i: usize) {
+    use otp_proto::client::Connection;
+    use otp_proto::{Command, Request};
+    if let Ok(mut c) = Connection::connect(socket, Duration::from_secs(10)) {
+        let ask = Command::Status {
+            user: Some(user(PREFIX, i)),
+        };
+        if c.send(&Request::Command(ask)).is_ok() {
+            let _ = c.recv();
+        }
+    }
+}
+
+fn otpd_ok(otpd: &Path, cfg: &Path, args: &[&str]) {
+    let out = Command::new(otpd)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .expect("otpd");
+    assert!(
+        out.status.success() || args == ["keygen"],
+        "otpd {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Statements otpd ran in the database so far (pg_stat_statements, top level: each one round
+/// trip), not counting the ones asking for this count.
+fn transactions(psql: &str) -> i64 {
+    let sql = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d \
+               ON d.oid = s.dbid WHERE d.datname = current_database() \
+               AND s.query NOT LIKE '%pg_stat%'";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{psql} \"$0\""))
+        .arg(sql)
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
