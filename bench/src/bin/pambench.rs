@@ -3,7 +3,8 @@
 //! current TOTP code the conversation computes in-process.
 //!
 //! `pambench --stack NAME --service SVC --users N --prefix P --duration SECS --conc 1,2,8,64
-//!  --out FILE.json [--wrap 1]` (`--wrap 1`: reuse users, for stacks without codes).
+//!  --out FILE.json [--wrap 1] [--start S]` (`--wrap 1`: reuse users, for stacks without codes;
+//!  `--start S`: begin at user S, so that runs against one store never reuse a user).
 
 use otp_bench::{arg, list_arg, totp_now, user, write_json, Stats};
 use std::ffi::{c_int, c_void, CString};
@@ -62,8 +63,9 @@ fn main() {
     let wrap = arg("--wrap", 0) == 1;
     let out: String = arg("--out", format!("{stack}.json"));
     let concs = list_arg("--conc", "1,2,8,64");
+    let start: usize = arg("--start", 0);
 
-    let warm = AtomicUsize::new(0);
+    let warm = AtomicUsize::new(start);
     let next = &warm;
     // Warm-up: load the modules, touch the files once.
     for _ in 0..20 {
@@ -148,7 +150,7 @@ fn main() {
         );
         points.push(serde_json::json!({
             "concurrency": conc, "logins": n, "seconds": elapsed, "auth_per_s": rate,
-            "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "failed": fails,
+            "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "failed": fails, "ok": n,
         }));
     }
     let _ = std::fs::remove_dir_all(&scratch);
