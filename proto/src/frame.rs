@@ -7,7 +7,7 @@
 use crate::{Request, PROTOCOL_VERSION};
 use serde::{de::DeserializeOwned, Serialize};
 use std::io::{self, Read, Write};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Largest body accepted, either way. Generous for a QR URI; small enough that a hostile peer
 /// cannot make either side allocate much.
@@ -184,19 +184,29 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameErro
     decode(&body)
 }
 
-/// Room a connection's buffers start with: every login frame fits, so a login allocates them
-/// once and never grows them.
-const BUF_START: usize = 4096;
+/// Room a connection's buffers start with: every login frame fits (the largest, a Begin with a
+/// long rhost, is a few hundred bytes), so a login allocates them once and never grows them.
+/// Small on purpose: what a buffer holds is wiped, and its allocation is zeroed.
+const BUF_START: usize = 1024;
 
 /// The buffer a connection reads frames into, kept for the connection's life: one `read` takes
 /// a frame's header and body together (and whatever follows), where two `read_exact`s and an
 /// allocation per frame cost two syscalls and a `malloc`. Each frame's bytes are wiped once
-/// decoded (an answer holds a code), and the whole buffer when dropped.
+/// decoded (an answer holds a code), and what is left undecoded when dropped: everything
+/// outside `start..end` is always zero, so a drop wipes only that, not the whole buffer.
 pub struct FrameReader {
-    buf: Zeroizing<Vec<u8>>,
+    buf: Vec<u8>,
     /// Undecoded bytes are `buf[start..end]`.
     start: usize,
     end: usize,
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        if let Some(held) = self.buf.get_mut(self.start..self.end) {
+            held.zeroize();
+        }
+    }
 }
 
 impl Default for FrameReader {
@@ -208,7 +218,7 @@ impl Default for FrameReader {
 impl FrameReader {
     pub fn new() -> FrameReader {
         FrameReader {
-            buf: Zeroizing::new(vec![0; BUF_START]),
+            buf: vec![0; BUF_START],
             start: 0,
             end: 0,
         }
@@ -225,7 +235,7 @@ impl FrameReader {
             return Ok(None);
         }
         let decoded = decode(&self.buf[self.start + HEADER_LEN..frame_end]);
-        self.buf[self.start..frame_end].fill(0);
+        self.buf[self.start..frame_end].zeroize();
         self.start = frame_end;
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
@@ -241,12 +251,14 @@ impl FrameReader {
             if need > self.buf.len() {
                 // A fresh buffer, not a `Vec` growing in place: a reallocation would leave the
                 // old bytes in freed memory unwiped.
-                let mut bigger = Zeroizing::new(vec![0; need]);
+                let mut bigger = vec![0; need];
                 bigger[..held].copy_from_slice(&self.buf[self.start..self.end]);
+                self.buf[self.start..self.end].zeroize();
                 self.buf = bigger;
             } else {
                 self.buf.copy_within(self.start..self.end, 0);
-                self.buf[held..].fill(0);
+                let old = held.max(self.start)..self.end;
+                self.buf[old].zeroize();
             }
             (self.start, self.end) = (0, held);
         }
@@ -289,9 +301,15 @@ impl FrameReader {
 /// encoded in place behind its header and goes out in one `write`, with no allocation. Wiped
 /// after each frame is written (a prompt may carry a key being enrolled).
 pub struct FrameWriter {
-    buf: Zeroizing<Vec<u8>>,
-    /// How much of `buf` the last frame used, to wipe just that.
+    buf: Vec<u8>,
+    /// How much of `buf` the last frame used, to wipe just that: the rest is always zero.
     dirty: usize,
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 impl Default for FrameWriter {
@@ -303,7 +321,7 @@ impl Default for FrameWriter {
 impl FrameWriter {
     pub fn new() -> FrameWriter {
         FrameWriter {
-            buf: Zeroizing::new(vec![0; BUF_START]),
+            buf: vec![0; BUF_START],
             dirty: 0,
         }
     }
@@ -321,7 +339,8 @@ impl FrameWriter {
                 {
                     // A fresh buffer, never a reallocation that leaves bytes unwiped.
                     let bigger = (self.buf.len() * 4).min(HEADER_LEN + MAX_FRAME + 1);
-                    self.buf = Zeroizing::new(vec![0; bigger]);
+                    self.wipe();
+                    self.buf = vec![0; bigger];
                     self.dirty = self.buf.len();
                 }
                 Err(bincode::error::EncodeError::UnexpectedEnd) => {
@@ -344,7 +363,7 @@ impl FrameWriter {
     /// Wipe what the last frame left in the buffer.
     pub fn wipe(&mut self) {
         let dirty = self.dirty.min(self.buf.len());
-        self.buf[..dirty].fill(0);
+        self.buf[..dirty].zeroize();
         self.dirty = 0;
     }
 

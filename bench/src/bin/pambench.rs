@@ -3,8 +3,9 @@
 //! current TOTP code the conversation computes in-process.
 //!
 //! `pambench --stack NAME --service SVC --users N --prefix P --duration SECS --conc 1,2,8,64
-//!  --out FILE.json [--wrap 1] [--start S]` (`--wrap 1`: reuse users, for stacks without codes;
-//!  `--start S`: begin at user S, so that runs against one store never reuse a user).
+//!  --out FILE.json [--wrap 1] [--start S] [--stop-after N]` (`--wrap 1`: reuse users, for stacks without codes;
+//!  `--start S`: begin at user S, so that runs against one store never reuse a user;
+//!  `--stop-after N`: end after N logins, for counts per login).
 
 use otp_bench::{arg, list_arg, totp_now, user, write_json, Stats};
 use std::ffi::{c_int, c_void, CString};
@@ -64,6 +65,7 @@ fn main() {
     let out: String = arg("--out", format!("{stack}.json"));
     let concs = list_arg("--conc", "1,2,8,64");
     let start: usize = arg("--start", 0);
+    let stop_after: usize = arg("--stop-after", usize::MAX);
 
     let warm = AtomicUsize::new(start);
     let next = &warm;
@@ -103,6 +105,9 @@ fn main() {
                 let (mut st, mut fails) = (Stats::default(), 0usize);
                 while Instant::now() < deadline {
                     let mut i = next.fetch_add(1, Ordering::Relaxed);
+                    if i.saturating_sub(start + 20) >= stop_after {
+                        break;
+                    }
                     if i >= users {
                         if !wrap {
                             break;
