@@ -1,23 +1,30 @@
 //! One client connection: reads requests and writes replies as frames (`otp_proto::frame`), each
 //! read and write bounded by a timeout so a stuck or malicious client only holds its own task.
+//! Frames go through buffers kept for the connection: one `read` per frame (header and body
+//! together), one `write` per reply, no allocation per frame (issue 16, BENCHMARKS.md).
 
-use otp_proto::frame::{self, FrameError, HEADER_LEN};
+use otp_proto::frame::{FrameError, FrameReader, FrameWriter};
 use otp_proto::{Reply, Request};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use zeroize::Zeroizing;
 
 /// How long a reply may take to be accepted by the client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Connection {
     stream: UnixStream,
+    reader: FrameReader,
+    writer: FrameWriter,
 }
 
 impl Connection {
     pub fn new(stream: UnixStream) -> Connection {
-        Connection { stream }
+        Connection {
+            stream,
+            reader: FrameReader::new(),
+            writer: FrameWriter::new(),
+        }
     }
 
     /// The next request, waiting at most `timeout`.
@@ -27,25 +34,36 @@ impl Connection {
             .unwrap_or(Err(FrameError::TimedOut))
     }
 
-    /// Send `reply`, whose texts are wiped once encoded (the frame buffer wipes itself).
+    /// Send `reply`, whose texts are wiped once encoded (the frame buffer is wiped once sent).
     pub async fn write(&mut self, mut reply: Reply) -> Result<(), FrameError> {
-        let encoded = frame::encode(&reply);
-        reply.wipe();
-        let bytes = encoded?;
-        tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.stream.write_all(&bytes).await?;
-            self.stream.flush().await
-        })
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-        .map_err(FrameError::from)
+        let result = match self.writer.encode(&reply) {
+            Ok(bytes) => {
+                reply.wipe();
+                tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                    .map_err(FrameError::from)
+            }
+            Err(e) => {
+                reply.wipe();
+                Err(e)
+            }
+        };
+        self.writer.wipe();
+        result
     }
 
     async fn read_frame(&mut self) -> Result<Request, FrameError> {
-        let mut header = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut header).await?;
-        let mut body = Zeroizing::new(vec![0u8; frame::body_len(header)?]);
-        self.stream.read_exact(&mut body).await?;
-        frame::decode(&body)
+        loop {
+            if let Some(request) = self.reader.take()? {
+                return Ok(request);
+            }
+            match self.stream.read(self.reader.spare()?).await {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(n) => self.reader.filled(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }

@@ -191,7 +191,10 @@ mod fleet {
     }
 }
 
-fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
+fn run(
+    path: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ExitCode {
     harden();
     let (cfg, source) = match load(path.clone()) {
         Ok(loaded) => loaded,
@@ -209,10 +212,14 @@ fn run(path: Option<PathBuf>, shutdown: impl std::future::Future<Output = ()>) -
             return ExitCode::FAILURE;
         }
     };
+    // The accept loop is a task on a worker, not `block_on` on the main thread: a connection it
+    // spawns lands in that worker's own queue and is served there, without waking another
+    // thread first (issue 16: futex calls per login, BENCHMARKS.md).
     let result = runtime.block_on(async {
-        otpd::server::run(cfg, path, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        match tokio::spawn(otpd::server::run(cfg, path, shutdown)).await {
+            Ok(served) => served.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the server task ended abnormally: {e}")),
+        }
     });
     // Work still on the blocking pool (an argon2 check, a send) is abandoned, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -327,7 +334,7 @@ fn raise_fd_limit() {
 /// SIGTERM must end otpd within 2 s whatever it is doing, even with every runtime worker stuck
 /// in a long computation, so the signals are not left to the runtime: they are blocked in
 /// every thread (the runtime's inherit the mask) and taken by a plain thread in sigwait(3),
-/// which wakes the accept loop (it runs on the main thread, in `block_on`) and then is the
+/// which wakes the accept loop (a task on a runtime worker, see `run`) and then is the
 /// backstop: if the clean stop (server.rs: drop connections, save used codes) has not ended
 /// the process after `STOP_WITHIN`, it exits. Exiting there leaves `state_dir/running`, so
 /// the next start treats recent codes as used.

@@ -173,10 +173,12 @@ pub async fn run(
                     // The configuration in force now, for the whole connection.
                     let (shared, limits) = (live.current(), limits.clone());
                     // Lines the peer causes count toward its uid's log budget (logging).
-                    connections.spawn(crate::logging::for_peer(uid, async move {
+                    // Boxed: the session's future is kilobytes, and spawning it by value
+                    // copied it several times per connection (issue 16, BENCHMARKS.md).
+                    connections.spawn(Box::pin(crate::logging::for_peer(uid, async move {
                         serve(stream, uid, waiting, &limits, &shared).await;
                         drop(slot);
-                    }));
+                    })));
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE) returns at once, again and again: back off

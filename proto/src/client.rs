@@ -1,8 +1,10 @@
 //! The blocking client both `pam_otp` and `otpctl` use: connect within a deadline, then one frame
 //! at a time, every read and write bounded by the same timeout. No threads, no runtime: safe to
-//! run inside sshd.
+//! run inside sshd. A login runs inside sshd's or a screen locker's latency, so the connection
+//! costs few syscalls: the timeouts are set once, before `connect`, and a frame is one `write`
+//! and usually one `read` into buffers kept for the connection (issue 16, BENCHMARKS.md).
 
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{FrameError, FrameReader, FrameWriter};
 use crate::{Reply, Request};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,15 +16,19 @@ use std::time::{Duration, Instant};
 /// One connection to `otpd`.
 pub struct Connection {
     stream: UnixStream,
+    reader: FrameReader,
+    writer: FrameWriter,
 }
 
 impl Connection {
     /// Connect within `timeout`, and bound every later read and write by it too.
     pub fn connect(path: &Path, timeout: Duration) -> io::Result<Connection> {
         let stream = connect_within(path, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(Connection { stream })
+        Ok(Connection {
+            stream,
+            reader: FrameReader::new(),
+            writer: FrameWriter::new(),
+        })
     }
 
     /// The uid of the process that owns the other end (SO_PEERCRED, as it was at its `listen`),
@@ -59,11 +65,11 @@ impl Connection {
     }
 
     pub fn send(&mut self, req: &Request) -> Result<(), FrameError> {
-        write_frame(&mut self.stream, req)
+        self.writer.write(&mut self.stream, req)
     }
 
     pub fn recv(&mut self) -> Result<Reply, FrameError> {
-        read_frame(&mut self.stream)
+        self.reader.read(&mut self.stream)
     }
 
     /// Send one request and read one reply.
@@ -74,50 +80,56 @@ impl Connection {
 }
 
 /// A blocking `connect(2)` can hang forever when the daemon has stopped accepting and its backlog
-/// is full, so connect non-blocking and retry `EAGAIN` until the deadline.
+/// is full, unless the socket has a send timeout: on a Unix socket, `connect` waits for room in
+/// the backlog at most `SO_SNDTIMEO` and then fails with `EAGAIN` (the kernel's
+/// `unix_stream_connect`; the test below fills a backlog to show it). So both timeouts are
+/// set on the fresh socket, which bounds the connect and every later read and write, and the
+/// socket is never switched between non-blocking and blocking: four syscalls in all.
 fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let start = Instant::now();
-    let deadline = start
-        .checked_add(timeout)
-        .unwrap_or(start + Duration::from_secs(3600));
     let (addr, addr_len) = sockaddr(path)?;
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    // A zero timeout would mean none at all: at least a microsecond.
+    let bound = Some(timeout.max(Duration::from_micros(1)));
+    stream.set_write_timeout(bound)?;
+    stream.set_read_timeout(bound)?;
+    let start = Instant::now();
+    let mut shortened = false;
     loop {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: `addr` is a valid sockaddr_un of `addr_len` bytes.
         let rc = unsafe {
             libc::connect(
-                fd.as_raw_fd(),
+                stream.as_raw_fd(),
                 &addr as *const libc::sockaddr_un as *const libc::sockaddr,
                 addr_len,
             )
         };
         if rc == 0 {
-            let stream = UnixStream::from(fd);
-            stream.set_nonblocking(false)?;
+            if shortened {
+                stream.set_write_timeout(bound)?;
+            }
             return Ok(stream);
         }
         let err = io::Error::last_os_error();
-        let now = Instant::now();
-        if err.raw_os_error() != Some(libc::EAGAIN) || now >= deadline {
-            return Err(if err.raw_os_error() == Some(libc::EAGAIN) {
+        return Err(match err.raw_os_error() {
+            // A signal cut the wait short before the backlog had room: wait again, for what is
+            // left of the timeout (the socket is still unconnected).
+            Some(libc::EINTR) if start.elapsed() < timeout => {
+                let left = timeout.saturating_sub(start.elapsed());
+                stream.set_write_timeout(Some(left.max(Duration::from_micros(1))))?;
+                shortened = true;
+                continue;
+            }
+            Some(libc::EAGAIN) | Some(libc::EINTR) => {
                 io::Error::new(io::ErrorKind::TimedOut, "otpd is not accepting connections")
-            } else {
-                err
-            });
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+            }
+            _ => err,
+        });
     }
 }
 
@@ -186,6 +198,42 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_backlog_times_out_instead_of_hanging() {
+        let dir = tempdir();
+        let path = dir.join("full.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Never accepted: once the backlog is full, a connect can only wait.
+        let mut held = Vec::new();
+        let err = loop {
+            match Connection::connect(&path, Duration::from_millis(50)) {
+                Ok(conn) => held.push(conn),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100_000, "the backlog never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        drop(listener);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_timeouts_bound_reads_and_writes_after_connect() {
+        let dir = tempdir();
+        let path = dir.join("t.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let conn = Connection::connect(&path, Duration::from_millis(1500)).unwrap();
+        assert_eq!(
+            conn.stream.read_timeout().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            conn.stream.write_timeout().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -3,7 +3,9 @@
 //! current TOTP code the conversation computes in-process.
 //!
 //! `pambench --stack NAME --service SVC --users N --prefix P --duration SECS --conc 1,2,8,64
-//!  --out FILE.json [--wrap 1]` (`--wrap 1`: reuse users, for stacks without codes).
+//!  --out FILE.json [--wrap 1] [--start S] [--stop-after N]` (`--wrap 1`: reuse users, for stacks without codes;
+//!  `--start S`: begin at user S, so that runs against one store never reuse a user;
+//!  `--stop-after N`: end after N logins, for counts per login).
 
 use otp_bench::{arg, list_arg, totp_now, user, write_json, Stats};
 use std::ffi::{c_int, c_void, CString};
@@ -62,8 +64,10 @@ fn main() {
     let wrap = arg("--wrap", 0) == 1;
     let out: String = arg("--out", format!("{stack}.json"));
     let concs = list_arg("--conc", "1,2,8,64");
+    let start: usize = arg("--start", 0);
+    let stop_after: usize = arg("--stop-after", usize::MAX);
 
-    let warm = AtomicUsize::new(0);
+    let warm = AtomicUsize::new(start);
     let next = &warm;
     // Warm-up: load the modules, touch the files once.
     for _ in 0..20 {
@@ -101,6 +105,9 @@ fn main() {
                 let (mut st, mut fails) = (Stats::default(), 0usize);
                 while Instant::now() < deadline {
                     let mut i = next.fetch_add(1, Ordering::Relaxed);
+                    if i.saturating_sub(start + 20) >= stop_after {
+                        break;
+                    }
                     if i >= users {
                         if !wrap {
                             break;
@@ -148,7 +155,7 @@ fn main() {
         );
         points.push(serde_json::json!({
             "concurrency": conc, "logins": n, "seconds": elapsed, "auth_per_s": rate,
-            "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "failed": fails,
+            "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "failed": fails, "ok": n,
         }));
     }
     let _ = std::fs::remove_dir_all(&scratch);
