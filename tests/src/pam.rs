@@ -120,6 +120,7 @@ impl PamService {
             cmd.env("PAMCLIENT_RHOST", rhost);
         }
         let service = from.service.unwrap_or(&self.name);
+        let started = WrapperLock::take();
         let mut child = cmd
             .args([service, user])
             .stdin(Stdio::piped())
@@ -127,7 +128,14 @@ impl PamService {
             .spawn()
             .expect("start pamclient");
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        assert!(
+            first.is_empty() || first.trim_end() == STARTED,
+            "pamclient's first line: {first:?}"
+        );
+        drop(started);
         PamSession {
             child,
             stdin,
@@ -151,6 +159,28 @@ impl PamService {
         if let Some(rhost) = &self.rhost {
             cmd.env("PAMCLIENT_RHOST", rhost);
         }
+    }
+}
+
+/// What pamclient prints first, once pam_wrapper has set itself up.
+const STARTED: &str = "PAMCLIENT: started";
+
+/// pam_wrapper (1.1.4) picks its /tmp/pam.X directory with lstat and then mkdir, and on EEXIST
+/// uses the directory anyway: two PAM programs starting at once can share one and read each
+/// other's service files (a login of one test sent to another test's otpd). Held while a PAM
+/// program starts until its pam_wrapper is set up, this lock (an flock on /tmp itself, shared
+/// by every test process) lets one start at a time.
+pub struct WrapperLock {
+    _held: std::fs::File,
+}
+
+impl WrapperLock {
+    pub fn take() -> WrapperLock {
+        let tmp = std::fs::File::open("/tmp").expect("open /tmp");
+        // SAFETY: a valid open descriptor; flock has no other requirement.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&tmp), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock /tmp: {}", std::io::Error::last_os_error());
+        WrapperLock { _held: tmp }
     }
 }
 

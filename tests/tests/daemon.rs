@@ -221,6 +221,7 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
     // A screen locker running as nobody tries to unlock someone else's session.
     let service = PamService::otp(&otpd, "");
     std::fs::set_permissions(service.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let started = pam::WrapperLock::take();
     let out = skip::as_nobody(&artifacts::pamclient())
         .args([&service.name, &me()])
         .env("LD_PRELOAD", pam::wrapper().unwrap())
@@ -228,6 +229,7 @@ fn another_uid_may_manage_and_authenticate_only_itself() {
         .env("PAM_WRAPPER_SERVICE_DIR", service.dir())
         .output()
         .unwrap();
+    drop(started);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("RESULT: {PAM_AUTH_ERR} ")), "{text}");
     otpd.assert_logged("may not authenticate this user");

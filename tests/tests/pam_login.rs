@@ -318,6 +318,8 @@ fn debians_pamtester_logs_in_with_a_code() {
     let otpd = Daemon::start("");
     let secret = otpd.enroll_totp(&me());
     let service = PamService::otp(&otpd, "");
+    // pamtester says nothing when pam_wrapper is set up: the lock is held for its whole run.
+    let started = pam::WrapperLock::take();
     let mut child = service
         .command(std::path::Path::new("/usr/bin/pamtester"))
         .args([service.name.as_str(), &me(), "authenticate"])
@@ -329,6 +331,7 @@ fn debians_pamtester_logs_in_with_a_code() {
     use std::io::Write;
     writeln!(child.stdin.take().unwrap(), "{}", code(&secret, now())).unwrap();
     let out = child.wait_with_output().unwrap();
+    drop(started);
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("successfully authenticated"), "{text}");

@@ -20,6 +20,11 @@ extern "C" {
 }
 
 /// One line to the test; a test that stopped listening is not an error here.
+/// The first line pamclient prints, once pam_wrapper is set up.
+fn pam_wrapper_ready() -> &'static str {
+    "PAMCLIENT: started"
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -64,6 +69,9 @@ unsafe extern "C" fn conversation(
 }
 
 fn main() {
+    // pam_wrapper has made its /tmp/pam.X directory by now (its constructor ran before main):
+    // the harness holds its lock until this line (tests/src/pam.rs, `WrapperLock`).
+    say(pam_wrapper_ready());
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
         eprintln!("usage: pamclient SERVICE USER  (answers on stdin)");
