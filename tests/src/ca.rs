@@ -13,7 +13,13 @@ pub struct TestCa {
 }
 
 impl TestCa {
+    /// For IP 127.0.0.1 and the name localhost.
     pub fn new() -> TestCa {
+        TestCa::for_names("IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// The server certificate for `alt_names` (an openssl subjectAltName list).
+    pub fn for_names(alt_names: &str) -> TestCa {
         let dir = tempfile::Builder::new()
             .prefix("test-ca")
             .tempdir()
@@ -58,7 +64,7 @@ impl TestCa {
             "-subj",
             "/CN=127.0.0.1",
         ]);
-        std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
+        std::fs::write(p("ext"), format!("subjectAltName={alt_names}\n")).expect("ext");
         openssl(&[
             "x509",
             "-req",

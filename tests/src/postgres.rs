@@ -297,65 +297,17 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// A CA and a server certificate for IP 127.0.0.1 only, the key readable by nobody alone.
+/// A CA and a server certificate for IP 127.0.0.1 only (so a client naming `localhost` is
+/// refused), copied into `dir` with the key readable by nobody alone.
 fn make_certs(dir: &Path) -> PathBuf {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=otpd fleet test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
+    let ca = crate::ca::TestCa::for_names("IP:127.0.0.1");
+    for (from, to) in [
+        (&ca.ca, "ca.pem"),
+        (&ca.cert, "server.pem"),
+        (&ca.key, "server.key"),
+    ] {
+        std::fs::copy(from, dir.join(to)).expect("copy the test certificates");
+    }
     for f in ["server.pem", "server.key"] {
         chown_nobody(&dir.join(f));
     }
