@@ -89,6 +89,9 @@ pub struct PolicyConfig {
     pub grace: Option<Duration>,
     /// Grace also for logins without a remote host (console, sudo, su).
     pub grace_local: bool,
+    /// Grace given on one host holds on every host of the fleet (`[store] backend =
+    /// "postgres"` only); otherwise it is this host's alone.
+    pub grace_fleet: bool,
     /// `[[policy.rule]]`, first match wins (config/rules.rs).
     #[serde(deserialize_with = "rules::rules")]
     pub rule: Vec<rules::Rule>,
@@ -102,6 +105,7 @@ impl Default for PolicyConfig {
             disable_token_ttl: Duration::from_secs(15 * 60),
             grace: None,
             grace_local: false,
+            grace_fleet: false,
             rule: Vec::new(),
         }
     }
@@ -576,6 +580,12 @@ impl Config {
     /// without a password, a template set without a code. The key to blame, and why.
     fn check_together(&self) -> Result<(), (Vec<&'static str>, String)> {
         rules::check(self)?;
+        if self.policy.grace_fleet && !self.store.is_postgres() {
+            return Err((
+                vec!["policy", "grace_fleet"],
+                "needs the fleet store ([store] backend = \"postgres\")".into(),
+            ));
+        }
         if let Some(email) = &self.email {
             if email.username.is_some() && email.password_file.is_none() {
                 return Err((
@@ -735,7 +745,9 @@ fn up_to_30_days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
     duration(d, Duration::from_secs(30 * DAY))
 }
 
-fn optional_up_to_30_days<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn optional_up_to_30_days<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     up_to_30_days(d).map(Some)
 }
 

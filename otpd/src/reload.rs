@@ -129,7 +129,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut keys = Vec::new();
-    let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 15] = [
+    let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 14] = [
         ("socket", &old.socket, &new.socket),
         ("state_dir", &old.state_dir, &new.state_dir),
         ("key_file", &old.key_file, &new.key_file),
@@ -147,11 +147,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[directory]", &old.directory, &new.directory),
         ("[hotp]", &old.hotp, &new.hotp),
         ("[store]", &old.store, &new.store),
-        ("policy.grace", &old.policy.grace, &new.policy.grace),
         (
-            "policy.grace_local",
-            &old.policy.grace_local,
-            &new.policy.grace_local,
+            "policy.grace_fleet",
+            &old.policy.grace_fleet,
+            &new.policy.grace_fleet,
         ),
     ];
     for (key, a, b) in pairs {

@@ -37,7 +37,7 @@ impl Fleet {
         let out = fleet.otpd(&fleet.store(), &["migrate"]);
         assert!(out.status.success(), "otpd migrate: {}", text(&out));
         assert!(
-            text(&out).contains("schema version 0 -> 3"),
+            text(&out).contains("schema version 0 -> 4"),
             "{}",
             text(&out)
         );
@@ -172,6 +172,46 @@ fn every_hosts_attempts_are_listed_on_every_host() {
         let shown = host.otpctl(&["attempts", "show", id]);
         assert!(shown.status.success(), "{}", text(&shown));
     }
+}
+
+#[test]
+fn grace_fleet_shares_grace_across_hosts_and_a_failed_code_anywhere_ends_it() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let grace = "[policy]\ngrace = \"1h\"\ngrace_fleet = true\n";
+    let (a, b) = (fleet.host_with(grace), fleet.host_with(grace));
+    let (secret, _) = enroll(&a);
+    let r = otp_e2e::pam::From {
+        rhost: Some("192.0.2.7"),
+        ..Default::default()
+    };
+    let (on_a, on_b) = (PamService::otp(&a, ""), PamService::otp(&b, ""));
+    let first = on_a.login_from(&r, &me(), &[&code(&secret, now())]);
+    assert_eq!(first.code, PAM_SUCCESS, "{first:?}\n{}", a.log());
+    // B never saw a code from this user: the fleet's grace lets the login in.
+    let graced = on_b.login_from(&r, &me(), &[]);
+    assert_eq!(graced.code, PAM_SUCCESS, "{graced:?}\n{}", b.log());
+    assert!(graced.prompts().is_empty(), "{graced:?}");
+    b.assert_logged("allowed (grace)");
+    // A wrong code on B (from elsewhere) ends the grace on A too.
+    let elsewhere = otp_e2e::pam::From {
+        rhost: Some("198.51.100.3"),
+        ..Default::default()
+    };
+    let wrong = on_b.login_from(&elsewhere, &me(), &["000000x"]);
+    assert_eq!(wrong.code, PAM_AUTH_ERR, "{wrong:?}");
+    let asked = on_a.login_from(&r, &me(), &[]);
+    assert_ne!(asked.code, PAM_SUCCESS, "{asked:?}\n{}", a.log());
+    assert!(
+        asked.prompts().iter().any(|p| p.contains("code")),
+        "{asked:?}"
+    );
+    // grace_fleet without the fleet store is refused by check-config.
+    let out = fleet.otpd("[policy]\ngrace_fleet = true\n", &["check-config"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("grace_fleet"), "{}", text(&out));
 }
 
 #[test]
@@ -334,7 +374,7 @@ fn check_config_reports_the_schema_and_names_each_error() {
     let db = &fleet.db;
     let ok = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("schema version 3"), "{}", text(&ok));
+    assert!(text(&ok).contains("schema version 4"), "{}", text(&ok));
 
     let cases: Vec<(String, &str)> = vec![
         (
@@ -390,14 +430,14 @@ fn check_config_reports_the_schema_and_names_each_error() {
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("schema version 1, but this otpd knows version 3"),
+        text(&out).contains("schema version 1, but this otpd knows version 4"),
         "{}",
         text(&out)
     );
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 4");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 5");
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(text(&out).contains("newer"), "{}", text(&out));
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 3");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 4");
 }
 
 #[test]

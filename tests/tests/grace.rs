@@ -173,3 +173,33 @@ fn a_login_without_a_remote_host_has_grace_only_with_grace_local() {
         otpd.assert_logged(&format!("user={} rhost=-", me()));
     }
 }
+
+#[test]
+fn a_policy_rule_gives_its_own_users_grace_and_a_reload_changes_it() {
+    if !pam::available() {
+        return;
+    }
+    // No global grace: only the rule naming this user has one.
+    let rule = format!("[[policy.rule]]\nusers = [\"{}\"]\ngrace = \"1h\"\n", me());
+    let otpd = Daemon::start(&rule);
+    let secret = otpd.enroll_totp(&me());
+    let service = PamService::otp(&otpd, "");
+    let (now_code, next_code) = two_codes(&secret);
+    let first = service.login_from(&from(R), &me(), &[&now_code]);
+    assert_eq!(first.code, PAM_SUCCESS, "{first:?}\n{}", otpd.log());
+    skipped_the_code(&service.login_from(&from(R), &me(), &[]), &otpd);
+
+    // The rule without grace, read again on SIGHUP: the next login from R is asked.
+    let text = std::fs::read_to_string(&otpd.config).expect("config");
+    assert!(text.contains("grace = \"1h\"\n"), "{text}");
+    std::fs::write(&otpd.config, text.replace("grace = \"1h\"\n", "")).expect("rewrite");
+    let pid = otpd.pid().expect("otpd runs") as i32;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    otpd.assert_logged("configuration reloaded");
+    asked_for_a_code(&service.login_from(&from(R), &me(), &[]));
+    let with_code = service.login_from(&from(R), &me(), &[&next_code]);
+    assert_eq!(with_code.code, PAM_SUCCESS, "{with_code:?}\n{}", otpd.log());
+    asked_for_a_code(&service.login_from(&from(R), &me(), &[]));
+    assert_eq!(graces(&otpd), 1, "{}", otpd.log());
+}

@@ -39,6 +39,9 @@ pub struct Rule {
     /// Send these users' email codes through `[email.relays.NAME]` instead of `[email]`.
     #[serde(deserialize_with = "optional_name")]
     pub email_relay: Option<String>,
+    /// These users' grace period (policy::grace); `[policy] grace` when left out.
+    #[serde(deserialize_with = "super::optional_up_to_30_days")]
+    pub grace: Option<std::time::Duration>,
 }
 
 /// Whether a second factor is asked for.

@@ -61,7 +61,7 @@ impl Accounts {
             registry: Registry::new(records.clone(), cfg.users),
             enrollment: Enrollment::new(records.clone(), keys.clone(), cfg.totp.clone()),
             recovery: RecoveryCodes::new(records.clone()).with_store(store.clone()),
-            grace: Grace::new(&cfg.policy),
+            grace: Grace::new(cfg.policy.grace_fleet.then(|| store.clone())),
             lockouts,
             keys,
             records,

@@ -1,17 +1,21 @@
-//! The grace period (`[policy] grace`): after a second factor for user U from remote host R
-//! through service S, logins of U from R through S skip the code for a while.
+//! The grace period (`[policy] grace`, or a policy rule's `grace`): after a second factor for
+//! user U from remote host R through service S, logins of U from R through S skip the code for
+//! a while. The period is the login's rule's (read per login, so a reload changes it).
 //!
 //! Only what root's PAM stack says counts: sshd and login run as root and set PAM_RHOST from
 //! the connection, while a local user running their own PAM program can set PAM_RHOST to
 //! anything, so a login relayed by any other uid neither gets grace nor grants it. An empty
 //! rhost (a console, sudo, su) gets none unless `grace_local`. Grace lives in memory on this
-//! host: a restart forgets it, which only asks for a code again (fail closed). Any failed code
-//! and `otpctl unlock`, `reset` and `disable` forget the user's grace everywhere.
+//! host: a restart forgets it, which only asks for a code again (fail closed). With
+//! `grace_fleet` it is also kept in the fleet database, so grace given on one host holds on
+//! every host, and forgetting it there ends it everywhere. Any failed code and `otpctl
+//! unlock`, `reset` and `disable` forget the user's grace.
 
-use crate::config::PolicyConfig;
+use super::clock::unix_now;
+use crate::store::Store;
 use otp_proto::Login;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Users with grace at once; past it, expired grace is swept and, if still full, no new grace
@@ -22,9 +26,17 @@ const MAX_PER_USER: usize = 16;
 
 /// Who has grace, from where, until when (see the module comment).
 pub struct Grace {
-    period: Option<Duration>,
-    local: bool,
+    /// The fleet store, when `grace_fleet` shares grace across hosts.
+    fleet: Option<Arc<dyn Store>>,
     granted: Mutex<HashMap<String, Vec<Granted>>>,
+}
+
+/// What the login's policy says of grace: how long (`None`: none), and whether logins without
+/// a remote host get it (`grace_local`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GraceRule {
+    pub period: Option<Duration>,
+    pub local: bool,
 }
 
 /// One grace: from this rhost through this service, until then.
@@ -35,49 +47,79 @@ struct Granted {
 }
 
 impl Grace {
-    pub fn new(policy: &PolicyConfig) -> Grace {
+    /// `fleet`: the store to share grace through (`grace_fleet`), else this host's alone.
+    pub fn new(fleet: Option<Arc<dyn Store>>) -> Grace {
         Grace {
-            period: policy.grace,
-            local: policy.grace_local,
+            fleet,
             granted: Mutex::default(),
         }
     }
 
     /// May this login skip the code? Only for a login root relays, from where and through
     /// what a second factor was given within the period.
-    pub fn admits(&self, peer_uid: u32, login: &Login) -> bool {
-        self.admits_at(peer_uid, login, Instant::now())
+    pub fn admits(&self, peer_uid: u32, login: &Login, rule: GraceRule) -> bool {
+        // Shared grace lives in the database alone: a failed code on any host ends it at once.
+        let Some(fleet) = self.shared() else {
+            return self.admits_at(peer_uid, login, rule, Instant::now());
+        };
+        let Some(rhost) = self.rhost(peer_uid, login, rule) else {
+            return false;
+        };
+        // Unreachable or failing: no grace (a code is asked), never an error for the login.
+        match fleet.grace_admits(&login.user, rhost, &login.service, unix_now()) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                log::warn!("grace: the fleet database cannot say ({e}); asking for a code");
+                false
+            }
+        }
     }
 
     /// The login gave a second factor: grant grace for its (user, rhost, service), if the
     /// policy has a period and root relayed it.
-    pub fn grant(&self, peer_uid: u32, login: &Login) {
-        self.grant_at(peer_uid, login, Instant::now());
+    pub fn grant(&self, peer_uid: u32, login: &Login, rule: GraceRule) {
+        let Some(fleet) = self.shared() else {
+            return self.grant_at(peer_uid, login, rule, Instant::now());
+        };
+        let (Some(rhost), Some(period)) = (self.rhost(peer_uid, login, rule), rule.period) else {
+            return;
+        };
+        let until = unix_now().saturating_add(period.as_secs());
+        if let Err(e) = fleet.grace_grant(&login.user, rhost, &login.service, until) {
+            log::warn!("grace: not granted, the fleet database cannot keep it ({e})");
+        }
     }
 
-    /// Forget every grace of `user` (a failed code, unlock, reset, disable).
+    /// Forget every grace of `user` (a failed code, unlock, reset, disable), on every host of
+    /// a fleet that shares it.
     pub fn forget(&self, user: &str) {
         self.table().remove(user);
+        if let Some(fleet) = self.shared() {
+            if let Err(e) = fleet.grace_forget(user) {
+                log::error!("grace: user={user}: the fleet's grace could not be ended ({e})");
+            }
+        }
+    }
+
+    fn shared(&self) -> Option<&dyn crate::store::Fleet> {
+        self.fleet.as_deref().and_then(|store| store.fleet())
     }
 
     /// The rhost grace is keyed on, if this login may have grace at all.
-    fn rhost<'a>(&self, peer_uid: u32, login: &'a Login) -> Option<&'a str> {
-        if self.period.is_none() || peer_uid != 0 {
+    fn rhost<'a>(&self, peer_uid: u32, login: &'a Login, rule: GraceRule) -> Option<&'a str> {
+        // A one-prompt login (forward_pass) typed its code into the password: it is judged, so
+        // the password part can be split off and handed back; grace would swallow both.
+        if rule.period.is_none() || peer_uid != 0 || login.forward_pass.is_some() {
             return None;
         }
         match login.rhost.as_deref().unwrap_or("") {
-            "" if !self.local => None,
+            "" if !rule.local => None,
             rhost => Some(rhost),
         }
     }
 
-    fn admits_at(&self, peer_uid: u32, login: &Login, now: Instant) -> bool {
-        // A one-prompt login (forward_pass) typed its code into the password: it is judged, so
-        // the password part can be split off and handed back; grace would swallow both.
-        if login.forward_pass.is_some() {
-            return false;
-        }
-        let Some(rhost) = self.rhost(peer_uid, login) else {
+    fn admits_at(&self, peer_uid: u32, login: &Login, rule: GraceRule, now: Instant) -> bool {
+        let Some(rhost) = self.rhost(peer_uid, login, rule) else {
             return false;
         };
         self.table().get(&login.user).is_some_and(|all| {
@@ -86,8 +128,8 @@ impl Grace {
         })
     }
 
-    fn grant_at(&self, peer_uid: u32, login: &Login, now: Instant) {
-        let (Some(rhost), Some(period)) = (self.rhost(peer_uid, login), self.period) else {
+    fn grant_at(&self, peer_uid: u32, login: &Login, rule: GraceRule, now: Instant) {
+        let (Some(rhost), Some(period)) = (self.rhost(peer_uid, login, rule), rule.period) else {
             return;
         };
         let Some(until) = now.checked_add(period) else {
@@ -128,12 +170,32 @@ impl Grace {
 mod tests {
     use super::*;
 
-    fn grace(period: Option<u64>, local: bool) -> Grace {
-        Grace::new(&PolicyConfig {
-            grace: period.map(Duration::from_secs),
-            grace_local: local,
-            ..PolicyConfig::default()
-        })
+    /// A host's grace (no fleet) under one policy.
+    struct G {
+        g: Grace,
+        r: GraceRule,
+    }
+
+    impl G {
+        fn admits_at(&self, uid: u32, login: &Login, now: Instant) -> bool {
+            self.g.admits_at(uid, login, self.r, now)
+        }
+        fn grant_at(&self, uid: u32, login: &Login, now: Instant) {
+            self.g.grant_at(uid, login, self.r, now)
+        }
+        fn forget(&self, user: &str) {
+            self.g.forget(user)
+        }
+    }
+
+    fn grace(period: Option<u64>, local: bool) -> G {
+        G {
+            g: Grace::new(None),
+            r: GraceRule {
+                period: period.map(Duration::from_secs),
+                local,
+            },
+        }
     }
 
     fn login(user: &str, rhost: Option<&str>, service: &str) -> Login {

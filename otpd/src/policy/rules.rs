@@ -23,6 +23,8 @@ pub struct Effective {
     /// A named `[sms.providers.NAME]` / `[email.relays.NAME]`; `None`: `[sms]` / `[email]`.
     pub sms_provider: Option<String>,
     pub email_relay: Option<String>,
+    /// How long a second factor spares the next logins from the same place (policy::grace).
+    pub grace: Option<std::time::Duration>,
 }
 
 impl Effective {
@@ -138,6 +140,7 @@ pub fn first_match(
             unenrolled: rule.unenrolled.unwrap_or(policy.unenrolled),
             sms_provider: rule.sms_provider.clone(),
             email_relay: rule.email_relay.clone(),
+            grace: rule.grace.or(policy.grace),
             why: format!("rule {} matches: {}{earlier}", i + 1, reasons.join(", ")),
         };
     }
@@ -148,6 +151,7 @@ pub fn first_match(
         unenrolled: policy.unenrolled,
         sms_provider: None,
         email_relay: None,
+        grace: policy.grace,
         why: match policy.rule.len() {
             0 => "no rules are configured; the global [policy] applies".to_owned(),
             _ => "no rule matches; the global [policy] applies".to_owned(),

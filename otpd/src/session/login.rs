@@ -38,6 +38,7 @@ use crate::logging::field;
 use crate::peer::Caller;
 use crate::policy::challenge::Purpose;
 use crate::policy::factors::Factors;
+use crate::policy::grace::GraceRule;
 use crate::policy::proof::{Counts, How, Proof};
 use crate::policy::rules::{self, Effective};
 use crate::state::State;
@@ -159,6 +160,8 @@ struct Session<'a, D> {
     known: bool,
     /// What the audit event records beside the outcome.
     trail: Trail,
+    /// The login's policy rule, when `run` already needed it (for grace): `start` takes it.
+    rule: Option<Result<Effective, rules::GroupLookupError>>,
 }
 
 /// The facts of a login its audit event carries (audit/).
@@ -192,10 +195,25 @@ pub async fn run<D: Dialog>(
         login: &login,
         known,
         trail: Trail::default(),
+        rule: None,
     };
-    // policy::grace: a second factor from this rhost and service a short while ago.
+    // policy::grace: a second factor from this rhost and service a short while ago, for as long
+    // as the login's rule says. Only root's logins can have grace, so only theirs look it up.
     let grace = &state.accounts.grace;
-    let graced = grace.admits(caller.uid, &login);
+    let policy = &state.cfg.policy;
+    let mut grace_rule = GraceRule::default();
+    if caller.uid == 0 && (policy.grace.is_some() || policy.rule.iter().any(|r| r.grace.is_some()))
+    {
+        let rule = rules::applies(policy, &login.user, Some(login.service.as_str())).await;
+        if let Ok(effective) = &rule {
+            grace_rule = GraceRule {
+                period: effective.grace,
+                local: policy.grace_local,
+            };
+        }
+        session.rule = Some(rule);
+    }
+    let graced = grace.admits(caller.uid, &login, grace_rule);
     let decided = match graced {
         true => Ok((Outcome::Allow, "allowed (grace)".to_owned())),
         false => session.decide().await,
@@ -212,7 +230,7 @@ pub async fn run<D: Dialog>(
     };
     // Only a second factor grants grace: not grace itself, not an exempting rule.
     if outcome == Outcome::Allow && !graced && !trail.exempt {
-        grace.grant(caller.uid, &login);
+        grace.grant(caller.uid, &login, grace_rule);
     }
     audit(&login, caller, &note);
     record(state, &login, caller, Some(outcome), &note, trail).await;
@@ -272,7 +290,11 @@ impl<D: Dialog> Session<'_, D> {
         // The rule for this user and service (policy/rules.rs): it may exempt the login, and
         // only the methods it counts are offered.
         let service = Some(self.login.service.as_str());
-        let policy = match rules::applies(&self.state.cfg.policy, self.user(), service).await {
+        let rule = match self.rule.take() {
+            Some(rule) => rule,
+            None => rules::applies(&self.state.cfg.policy, self.user(), service).await,
+        };
+        let policy = match rule {
             Ok(policy) => policy,
             Err(e) => return Ok(internal(e)),
         };
@@ -1003,6 +1025,7 @@ mod tests {
             login: &login,
             known,
             trail: Trail::default(),
+            rule: None,
         };
         let (outcome, note) = session.decide().await.expect("the dialog never fails");
         Ended {

@@ -277,6 +277,25 @@ pub trait Fleet: Send + Sync {
     fn count_send(&self, send: &FleetSend) -> Result<Option<FleetRefusal>, StoreError>;
     /// A send counted by `count_send` never left (its delivery failed): uncount it.
     fn uncount_send(&self, send: &FleetSend) -> Result<(), StoreError>;
+    /// `grace_fleet`: whether a host granted `user` grace from `rhost` through `service` that
+    /// still holds at `now` (Unix seconds).
+    fn grace_admits(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Grant that grace until `until` (Unix seconds), for every host.
+    fn grace_grant(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        until: u64,
+    ) -> Result<(), StoreError>;
+    /// End every grace of `user`, on every host.
+    fn grace_forget(&self, user: &str) -> Result<(), StoreError>;
 }
 
 /// One code to send, as the fleet counts it (policy::challenge).

@@ -551,4 +551,61 @@ impl Fleet for PostgresStore {
             Ok(())
         })
     }
+
+    fn grace_admits(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (user, rhost, service) = (user.to_owned(), rhost.to_owned(), service.to_owned());
+        self.call(move |pool| async move {
+            let client = pool.get().await.map_err(connect::pool_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM otpd_grace
+                       WHERE username = $1 AND rhost = $2 AND service = $3 AND until > $4",
+                    &[&user, &rhost, &service, &to_i64(now)],
+                )
+                .await
+                .map_err(db)?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn grace_grant(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        let (user, rhost, service) = (user.to_owned(), rhost.to_owned(), service.to_owned());
+        self.call(move |pool| async move {
+            let client = pool.get().await.map_err(connect::pool_error)?;
+            client
+                .execute(
+                    "INSERT INTO otpd_grace (username, rhost, service, until)
+                       VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (username, rhost, service) DO UPDATE SET until = $4",
+                    &[&user, &rhost, &service, &to_i64(until)],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn grace_forget(&self, user: &str) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.call(move |pool| async move {
+            let client = pool.get().await.map_err(connect::pool_error)?;
+            client
+                .execute("DELETE FROM otpd_grace WHERE username = $1", &[&user])
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
 }

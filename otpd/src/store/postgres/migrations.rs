@@ -5,13 +5,14 @@
 use crate::store::StoreError;
 
 /// The schema version this otpd is written for.
-pub const CURRENT: i32 = 3;
+pub const CURRENT: i32 = 4;
 
 /// Every migration, in order: (version it brings the schema to, SQL).
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_fleet.sql")),
     (2, include_str!("migrations/002_sends.sql")),
     (3, include_str!("migrations/003_audit.sql")),
+    (4, include_str!("migrations/004_grace.sql")),
 ];
 
 /// pg_advisory_lock key: "otpd" in ASCII.
