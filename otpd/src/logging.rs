@@ -274,6 +274,23 @@ impl Bucket {
     }
 }
 
+/// An error with every cause behind it (`a: b: c`), for log lines and messages: the top-level
+/// text of reqwest or tokio-postgres hides the cause (a TLS failure, a refused connection). A
+/// cause the text already contains is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `line` with every byte that is not printable ASCII as `\xNN` and every backslash that does
 /// not start an escape as `\\`. Escapes already made by [`field`] pass unchanged, so a field is
 /// not escaped twice. Outside a field, four typed characters `\x0a` stay as typed: text that

@@ -224,20 +224,37 @@ async fn enroll_totp(
         &user,
         "new TOTP secret issued (pending confirmation)",
     );
+    Ok(enrollment_reply(state, user, key, recovery_codes, None))
+}
+
+/// What `enroll totp` and `enroll hotp` show: the key, its otpauth URI and QR code's account
+/// (USER@HOST under the issuer), and the recovery codes that come into force with it.
+/// `hotp_counter`: the token's next counter (an HOTP key has no period).
+fn enrollment_reply(
+    state: &State,
+    user: String,
+    key: crate::store::TotpKey,
+    recovery_codes: Vec<Secret>,
+    hotp_counter: Option<u64>,
+) -> CommandReply {
     let issuer = state.issuer.clone();
     let account = format!("{user}@{}", state.host);
-    Ok(CommandReply::TotpEnrollment(TotpEnrollment {
-        uri: totp::uri(&key, &issuer, &account),
+    let (uri, period) = match hotp_counter {
+        Some(_) => (hotp::uri(&key, &issuer, &account), 0),
+        None => (totp::uri(&key, &issuer, &account), key.period),
+    };
+    CommandReply::TotpEnrollment(TotpEnrollment {
+        uri,
         secret: key.secret,
         user,
         issuer,
         account,
         algorithm: key.algorithm.to_string(),
         digits: key.digits,
-        period: key.period,
+        period,
         recovery_codes,
-        hotp_counter: None,
-    }))
+        hotp_counter,
+    })
 }
 
 /// `otpctl enroll hotp`: a pending HOTP key from the vendor's secret (a hardware token) or a
@@ -261,20 +278,13 @@ async fn enroll_hotp(
     };
     let what = format!("HOTP key ({origin} secret, next counter {counter}) set up, pending");
     changed(caller, &user, &what);
-    let issuer = state.issuer.clone();
-    let account = format!("{user}@{}", state.host);
-    Ok(CommandReply::TotpEnrollment(TotpEnrollment {
-        uri: hotp::uri(&key, &issuer, &account),
-        secret: key.secret,
+    Ok(enrollment_reply(
+        state,
         user,
-        issuer,
-        account,
-        algorithm: key.algorithm.to_string(),
-        digits: key.digits,
-        period: 0,
+        key,
         recovery_codes,
-        hotp_counter: Some(counter),
-    }))
+        Some(counter),
+    ))
 }
 
 fn enroll_refused(e: EnrollError) -> Refusal {

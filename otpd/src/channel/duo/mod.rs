@@ -244,7 +244,7 @@ impl DuoClient {
             .basic_auth(&self.ikey, Some(signature))
             .send()
             .await
-            .map_err(|e| DuoError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| DuoError::Unreachable(crate::logging::error_chain(&e)))?;
         let status = response.status();
         let their_date = response
             .headers()
@@ -326,7 +326,11 @@ pub const MAX_REPLY: usize = 64 * 1024;
 
 async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::logging::error_chain(&e))?
+    {
         if body.len().saturating_add(chunk.len()) > MAX_REPLY {
             return Err(format!("reply longer than {MAX_REPLY} bytes"));
         }
@@ -356,16 +360,4 @@ impl Method {
             Method::Post => "POST",
         }
     }
-}
-
-/// reqwest's top-level message hides the cause (TLS, refused...): name them all.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

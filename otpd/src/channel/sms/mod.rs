@@ -105,7 +105,7 @@ impl SmsChannel {
             if e.is_timeout() {
                 DeliveryError::Timeout(self.timeout)
             } else {
-                DeliveryError::Failed(format!("HTTP: {}", error_chain(&e)))
+                DeliveryError::Failed(format!("HTTP: {}", crate::logging::error_chain(&e)))
             }
         })?;
         let status = response.status();
@@ -155,18 +155,6 @@ pub(crate) fn read_secret(
     path: &Path,
 ) -> Result<otp_proto::Secret, SmsConfigError> {
     secret_file::read_secret(path).map_err(|e| config_error(key, e.to_string()))
-}
-
-/// reqwest's top-level message hides the cause (TLS, refused...): name them all.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 pub use crate::formats::valid_number;

@@ -222,17 +222,7 @@ pub fn db_error(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         return StoreError::Database(format!("{} ({})", db.message(), db.code().code()));
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    StoreError::Unreachable(text)
+    StoreError::Unreachable(crate::logging::error_chain(&e))
 }
 
 pub fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
