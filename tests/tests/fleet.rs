@@ -244,6 +244,30 @@ fn wrong_codes_spread_over_two_hosts_lock_both_even_after_restarts() {
 }
 
 #[test]
+fn an_unlock_on_a_lifts_the_lock_b_counted_itself() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let (a, b) = (fleet.host(), fleet.host());
+    let (secret, _) = enroll(&a);
+    // Every wrong answer on B: B's own count locks it, as well as the fleet's.
+    for _ in 0..5 {
+        assert_refused_with(&b, &login(&b, "000000x"), "Invalid code");
+    }
+    assert_refused_with(
+        &b,
+        &login(&b, &code(&secret, now())),
+        "Too many failed attempts",
+    );
+    let out = a.otpctl(&["--user", &me(), "unlock"]);
+    assert!(out.status.success(), "unlock: {}", text(&out));
+    b.assert_logged("unlocked; local failures cleared");
+    let on_b = login(&b, &code(&secret, now() + 30));
+    assert_eq!(on_b.code, PAM_SUCCESS, "{on_b:?}\n{}", b.log());
+}
+
+#[test]
 fn a_recovery_code_used_on_a_is_refused_on_b() {
     if !ready() {
         return;

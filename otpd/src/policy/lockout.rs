@@ -181,7 +181,8 @@ fn later(now: Instant, d: Duration) -> Instant {
 
 /// The lockout state of every user, kept durably in the store (see the module comment).
 pub struct Lockouts {
-    state: Mutex<Lockout>,
+    /// Shared with the fleet's unlock watcher (`Fleet::on_unlock`).
+    state: Arc<Mutex<Lockout>>,
     store: Arc<dyn Store>,
     /// Held while a state is read from memory and written, so writes land in the order of the
     /// states they carry: a slower write of an older state cannot overwrite a newer one.
@@ -202,8 +203,18 @@ impl Lockouts {
                 to_clear.insert(user);
             }
         }
+        let state = Arc::new(Mutex::new(lockout));
+        if let Some(fleet) = store.fleet() {
+            // An unlock on another host lifts what this host counted itself, too.
+            let weak = Arc::downgrade(&state);
+            fleet.on_unlock(Arc::new(move |user| {
+                if let Some(state) = weak.upgrade() {
+                    state.lock().unwrap_or_else(|e| e.into_inner()).unlock(user);
+                }
+            }));
+        }
         Ok(Lockouts {
-            state: Mutex::new(lockout),
+            state,
             writing: Arc::new(tokio::sync::Mutex::new(())),
             store,
             to_clear: Mutex::new(to_clear),

@@ -296,6 +296,10 @@ pub trait Fleet: Send + Sync {
     ) -> Result<(), StoreError>;
     /// End every grace of `user`, on every host.
     fn grace_forget(&self, user: &str) -> Result<(), StoreError>;
+    /// Call `watcher` with the user's name whenever another host clears that user's failures
+    /// and lock (an unlock, a reset, a right code after failures), so this host's own count
+    /// goes too.
+    fn on_unlock(&self, watcher: std::sync::Arc<dyn Fn(&str) + Send + Sync>);
 }
 
 /// One code to send, as the fleet counts it (policy::challenge).

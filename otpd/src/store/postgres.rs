@@ -30,6 +30,11 @@ use std::time::Duration;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(4);
 /// The channel hosts tell each other of changed records on (payload: the user name).
 pub const CHANNEL: &str = "otpd_users";
+/// The channel a cleared lockout is told on (payload: the user name).
+pub const UNLOCKS: &str = "otpd_unlocks";
+
+/// Who hears of lockouts cleared by other hosts (`Fleet::on_unlock`).
+type UnlockWatcher = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct PostgresStore {
     pool: deadpool_postgres::Pool,
@@ -37,6 +42,7 @@ pub struct PostgresStore {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     connect: connect::Connect,
+    unlock_watchers: std::sync::Mutex<Vec<UnlockWatcher>>,
 }
 
 /// The configured database, cached, with the listener that drops what other hosts changed.
@@ -47,6 +53,7 @@ pub fn open_cached(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
         if let Some(store) = weak.upgrade() {
             match change {
                 listen::Changed::User(user) => store.forget(&user),
+                listen::Changed::Unlocked(user) => store.inner().unlocked_elsewhere(&user),
                 listen::Changed::Everything => store.forget_all(),
             }
         }
@@ -81,6 +88,7 @@ impl PostgresStore {
             runtime: Some(runtime),
             handle,
             connect,
+            unlock_watchers: std::sync::Mutex::new(Vec::new()),
         };
         // Connect now, so a bad url, password or certificate is said at start, not at login.
         store.call(|pool| async move {
@@ -110,6 +118,17 @@ impl PostgresStore {
     pub fn listen(&self, on_change: Arc<dyn Fn(listen::Changed) + Send + Sync>) {
         self.handle
             .spawn(listen::run(self.connect.clone(), on_change));
+    }
+
+    fn unlocked_elsewhere(&self, user: &str) {
+        let watchers = self
+            .unlock_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for watcher in watchers {
+            watcher(user);
+        }
     }
 
     /// Run `work` on the database runtime and wait for it, at most `OP_TIMEOUT`.
@@ -408,6 +427,9 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&UNLOCKS, &name])
+                .await
+                .map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -418,6 +440,13 @@ impl Store for PostgresStore {
 }
 
 impl Fleet for PostgresStore {
+    fn on_unlock(&self, watcher: UnlockWatcher) {
+        self.unlock_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(watcher);
+    }
+
     fn answer(
         &self,
         user: &str,
