@@ -18,6 +18,8 @@ pub struct Daemon {
     pub key_file: PathBuf,
     /// Extra environment for otpd (e.g. `CREDENTIALS_DIRECTORY`), from the next (re)start on.
     pub env: Vec<(String, PathBuf)>,
+    /// A command otpd runs under (`netns::Netns::wrap`); empty: none.
+    pub wrap: Vec<String>,
 }
 
 impl Daemon {
@@ -47,6 +49,7 @@ impl Daemon {
             socket,
             key_file,
             env: Vec::new(),
+            wrap: Vec::new(),
         };
         daemon.spawn();
         daemon
@@ -184,7 +187,16 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(artifacts::otpd())
+        let otpd = artifacts::otpd();
+        let mut command = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&otpd);
+                c
+            }
+            None => Command::new(&otpd),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -1,14 +1,15 @@
 //! The harness for end-to-end tests: the built binaries (`artifacts`), a real otpd on a temp
 //! config (`daemon`), real libpam through pam_wrapper (`pam`), oathtool's codes (`totp`), a real
 //! SMTP server (`smtp`), SMS providers' APIs on loopback (`sms`), either seen as where sent
-//! codes arrive (`inbox`), a test CA (`ca`), a real sshd (`sshd`), a real slapd (`slapd`), and
-//! skipping with a reason (`skip`).
+//! codes arrive (`inbox`), a test CA (`ca`), a real sshd (`sshd`), a real slapd (`slapd`), a
+//! network namespace on a veth link (`netns`), and skipping with a reason (`skip`).
 
 pub mod artifacts;
 pub mod ca;
 pub mod daemon;
 pub mod duo;
 pub mod inbox;
+pub mod netns;
 pub mod pam;
 pub mod postgres;
 pub mod skip;

@@ -48,6 +48,12 @@ impl Cluster {
 
     /// A cluster of the caller's own (to stop, to break).
     pub fn start() -> Cluster {
+        Cluster::start_listening(&[])
+    }
+
+    /// A cluster of its own that also listens (and has its certificate) on `more` addresses:
+    /// a netns link's end (tests/src/netns.rs).
+    pub fn start_listening(more: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("otpd-pg")
             .tempdir()
@@ -68,12 +74,16 @@ impl Cluster {
             path(&pw),
             "--no-sync",
         ]));
-        let ca = make_certs(dir.path());
+        let ca = make_certs(dir.path(), more);
         let port = free_port();
+        let listen: Vec<&str> = std::iter::once("127.0.0.1")
+            .chain(more.iter().copied())
+            .collect();
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '{}'\nport = {port}\nunix_socket_directories = '{}'\n\
              ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n\
              max_connections = 200\nwal_level = replica\nmax_wal_senders = 4\n",
+            listen.join(","),
             dir.path().display(),
             dir.path().join("server.pem").display(),
             dir.path().join("server.key").display(),
@@ -81,6 +91,12 @@ impl Cluster {
         let mut text = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
         text.push_str(&conf);
         std::fs::write(data.join("postgresql.conf"), text).expect("conf");
+        if !more.is_empty() {
+            // A client on a link's far end: any subnet the server is on, over TLS only.
+            let mut hba = std::fs::read_to_string(data.join("pg_hba.conf")).expect("hba");
+            hba.push_str("hostssl all all samenet scram-sha-256\n");
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("hba");
+        }
         let password_file = dir.path().join("otpd.password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password");
         set_mode(&password_file, 0o600);
@@ -117,8 +133,13 @@ impl Cluster {
 
     /// `[store]` for otpd on `db`: TLS verified against the cluster's CA.
     pub fn store_toml(&self, db: &str) -> String {
+        self.store_toml_at("127.0.0.1", db)
+    }
+
+    /// The same, reaching the cluster at `ip` (one of `start_listening`'s).
+    pub fn store_toml_at(&self, ip: &str, db: &str) -> String {
         self.store_toml_with(&format!(
-            "postgresql://otpd@127.0.0.1:{}/{db}?sslmode=verify-full",
+            "postgresql://otpd@{ip}:{}/{db}?sslmode=verify-full",
             self.port
         ))
     }
@@ -297,10 +318,14 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// A CA and a server certificate for IP 127.0.0.1 only (so a client naming `localhost` is
-/// refused), copied into `dir` with the key readable by nobody alone.
-fn make_certs(dir: &Path) -> PathBuf {
-    let ca = crate::ca::TestCa::for_names("IP:127.0.0.1");
+/// A CA and a server certificate for IP 127.0.0.1 (and `more` addresses) only, so a client
+/// naming `localhost` is refused, copied into `dir` with the key readable by nobody alone.
+fn make_certs(dir: &Path, more: &[&str]) -> PathBuf {
+    let names: Vec<String> = std::iter::once("127.0.0.1")
+        .chain(more.iter().copied())
+        .map(|ip| format!("IP:{ip}"))
+        .collect();
+    let ca = crate::ca::TestCa::for_names(&names.join(","));
     for (from, to) in [
         (&ca.ca, "ca.pem"),
         (&ca.cert, "server.pem"),

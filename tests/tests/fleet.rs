@@ -4,6 +4,7 @@
 //! code on a second host, guesses spread over hosts, ten hosts racing one code, a stale cache
 //! after a disable, the database going away, a dump of it, and broken configurations.
 
+use otp_e2e::netns::{self, Netns};
 use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
 use otp_e2e::postgres::{self, Cluster};
 use otp_e2e::totp::{code, now};
@@ -56,8 +57,14 @@ impl Fleet {
 
     /// A host with `extra` sections too.
     fn host_with(&self, extra: &str) -> Daemon {
+        self.host_under(extra, Vec::new())
+    }
+
+    /// A host whose otpd runs under `wrap` (a network namespace) once it has the fleet key.
+    fn host_under(&self, extra: &str, wrap: Vec<String>) -> Daemon {
         let mut host = Daemon::start(&format!("{}\n{extra}", self.store()));
         std::fs::copy(&self.key, &host.key_file).expect("share the fleet key");
+        host.wrap = wrap;
         host.restart();
         host.assert_logged("listening for changes from other hosts");
         host
@@ -366,6 +373,37 @@ fn the_database_down_denies_with_a_message_and_its_return_needs_no_restart() {
     cluster.pg_ctl_start();
     a.assert_logged("the database is back");
     let back = login(&a, &code(&secret, now()));
+    assert_eq!(back.code, PAM_SUCCESS, "{back:?}\n{}", a.log());
+}
+
+/// The network, not the database, fails: the host is in a network namespace whose veth link
+/// to the database is cut, so packets vanish and nothing refuses the connection (a dead
+/// switch, a firewall dropping). The login must still deny within the PAM timeout, with the
+/// message, and work again once the link is back, with no restart.
+#[test]
+fn a_cut_network_link_denies_with_a_message_and_mending_it_needs_no_restart() {
+    if !ready() || !netns::available() {
+        return;
+    }
+    let ns = Netns::new();
+    let cluster = Arc::new(Cluster::start_listening(&[&ns.host_ip]));
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml = cluster.store_toml_at(&ns.host_ip, &fleet.db);
+    let a = fleet.host_under("", ns.wrap());
+    // Enrolled through the link: the host reaches the database from inside.
+    let (secret, _) = enroll(&a);
+    ns.cut();
+    let started = std::time::Instant::now();
+    let down = login(&a, &code(&secret, now()));
+    eprintln!(
+        "measured: a login over the cut link denied in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_refused_with(&a, &down, "database cannot be reached");
+    a.assert_logged("denied: database unreachable");
+    ns.mend();
+    // The next step's code: the cut login's was spent by the host's own replay memory.
+    let back = login(&a, &code(&secret, now() + 30));
     assert_eq!(back.code, PAM_SUCCESS, "{back:?}\n{}", a.log());
 }
 
