@@ -23,7 +23,7 @@ pub fn available() -> bool {
 
 impl Netns {
     /// A namespace with loopback up and a /30 link to this one.
-    pub fn new() -> Netns {
+    pub fn create() -> Netns {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tag = format!("{:x}{n}", pid % 0x10000);

@@ -385,7 +385,7 @@ fn a_cut_network_link_denies_with_a_message_and_mending_it_needs_no_restart() {
     if !ready() || !netns::available() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::create();
     let cluster = Arc::new(Cluster::start_listening(&[&ns.host_ip]));
     let mut fleet = Fleet::on(cluster.clone());
     fleet.store_toml = cluster.store_toml_at(&ns.host_ip, &fleet.db);
