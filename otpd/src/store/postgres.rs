@@ -15,6 +15,7 @@ pub mod connect;
 pub mod copy;
 pub mod listen;
 pub mod migrations;
+pub mod offline;
 
 use super::seal::{Field, Sealed, Sealer};
 use super::{
@@ -39,19 +40,38 @@ pub struct PostgresStore {
     connect: connect::Connect,
 }
 
-/// The configured database, cached, with the listener that drops what other hosts changed.
+/// The configured database, cached, with the listener that drops what other hosts changed;
+/// with `offline = "cached"`, behind this host's copies (store::postgres::offline).
 pub fn open_cached(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    if cfg.store.offline == crate::config::store::Offline::Cached {
+        let db = PostgresStore::open_or_offline(cfg)?;
+        let store = Arc::new(CachedStore::new(offline::OfflineStore::new(db, cfg)?));
+        let weak = Arc::downgrade(&store);
+        store.inner().db().listen(Arc::new(move |change| {
+            if let Some(store) = weak.upgrade() {
+                store.changed(change);
+            }
+        }));
+        return Ok(store);
+    }
     let store = Arc::new(CachedStore::new(PostgresStore::open(cfg)?));
     let weak = Arc::downgrade(&store);
     store.inner().listen(Arc::new(move |change| {
         if let Some(store) = weak.upgrade() {
-            match change {
-                listen::Changed::User(user) => store.forget(&user),
-                listen::Changed::Everything => store.forget_all(),
-            }
+            store.changed(change);
         }
     }));
     Ok(store)
+}
+
+impl<S: Store> CachedStore<S> {
+    /// What the listener heard.
+    fn changed(&self, change: listen::Changed) {
+        match change {
+            listen::Changed::User(user) => self.forget(&user),
+            listen::Changed::Everything => self.forget_all(),
+        }
+    }
 }
 
 impl PostgresStore {
@@ -63,8 +83,33 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// With `offline = "cached"`, start while the database is unreachable (its schema is
+    /// checked when it answers), so logins can use this host's copies.
+    pub fn open_or_offline(cfg: &Config) -> Result<PostgresStore, StoreError> {
+        match PostgresStore::open(cfg) {
+            Err(StoreError::Unreachable(why))
+                if cfg.store.offline == crate::config::store::Offline::Cached =>
+            {
+                log::warn!("store: the database cannot be reached ({why}): starting offline");
+                PostgresStore::unconnected(cfg)
+            }
+            other => other,
+        }
+    }
+
     /// Connect without looking at the schema (`otpd migrate`).
     pub fn connect(cfg: &Config) -> Result<PostgresStore, StoreError> {
+        let store = PostgresStore::unconnected(cfg)?;
+        // Connect now, so a bad url, password or certificate is said at start, not at login.
+        store.call(|pool| async move {
+            let _client = pool.get().await.map_err(connect::pool_error)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The pool, with no connection made yet.
+    fn unconnected(cfg: &Config) -> Result<PostgresStore, StoreError> {
         let key = super::key_file::load(&cfg.key_file)?;
         let connect = connect::Connect::from_config(&cfg.store)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,11 +127,6 @@ impl PostgresStore {
             handle,
             connect,
         };
-        // Connect now, so a bad url, password or certificate is said at start, not at login.
-        store.call(|pool| async move {
-            let _client = pool.get().await.map_err(connect::pool_error)?;
-            Ok(())
-        })?;
         Ok(store)
     }
 
