@@ -45,33 +45,27 @@ pub struct PostgresStore {
 pub fn open_cached(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
     if cfg.store.offline == crate::config::store::Offline::Cached {
         let db = PostgresStore::open_or_offline(cfg)?;
-        let store = Arc::new(CachedStore::new(offline::OfflineStore::new(db, cfg)?));
-        let weak = Arc::downgrade(&store);
-        store.inner().db().listen(Arc::new(move |change| {
-            if let Some(store) = weak.upgrade() {
-                store.changed(change);
-            }
-        }));
-        return Ok(store);
+        return Ok(listened(
+            offline::OfflineStore::new(db, cfg)?,
+            offline::OfflineStore::db,
+        ));
     }
-    let store = Arc::new(CachedStore::new(PostgresStore::open(cfg)?));
-    let weak = Arc::downgrade(&store);
-    store.inner().listen(Arc::new(move |change| {
-        if let Some(store) = weak.upgrade() {
-            store.changed(change);
-        }
-    }));
-    Ok(store)
+    Ok(listened(PostgresStore::open(cfg)?, |db| db))
 }
 
-impl<S: Store> CachedStore<S> {
-    /// What the listener heard.
-    fn changed(&self, change: listen::Changed) {
-        match change {
-            listen::Changed::User(user) => self.forget(&user),
-            listen::Changed::Everything => self.forget_all(),
+/// `inner`, cached, with `db`'s listener dropping what other hosts changed.
+fn listened<S: Store>(inner: S, db: fn(&S) -> &PostgresStore) -> Arc<dyn Store> {
+    let store = Arc::new(CachedStore::new(inner));
+    let weak = Arc::downgrade(&store);
+    db(store.inner()).listen(Arc::new(move |change| {
+        if let Some(store) = weak.upgrade() {
+            match change {
+                listen::Changed::User(user) => store.forget(&user),
+                listen::Changed::Everything => store.forget_all(),
+            }
         }
-    }
+    }));
+    store
 }
 
 impl PostgresStore {

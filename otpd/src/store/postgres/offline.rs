@@ -79,7 +79,20 @@ impl OfflineStore {
     pub fn new(db: PostgresStore, cfg: &crate::config::Config) -> Result<Self, StoreError> {
         let dir = cfg.state_dir.join("offline");
         let copies = FileStore::open_with_key_file(&dir, &cfg.key_file)?;
-        let days = cfg.store.offline_days;
+        let local = Arc::new(Local::open(copies, &dir, cfg.store.offline_days)?);
+        let db = Arc::new(db);
+        spawn_write_back(Arc::downgrade(&db), Arc::downgrade(&local));
+        Ok(OfflineStore { db, local })
+    }
+
+    pub fn db(&self) -> &PostgresStore {
+        &self.db
+    }
+}
+
+impl Local {
+    /// The copies in `copies` and `dir/state.json` (as the last run left it).
+    fn open(copies: FileStore, dir: &std::path::Path, days: u16) -> Result<Local, StoreError> {
         let state_path = dir.join("state.json");
         let state = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
@@ -94,23 +107,14 @@ impl OfflineStore {
                 })
             }
         };
-        let local = Arc::new(Local {
+        Ok(Local {
             copies,
             state_path,
             keep_for: u64::from(days) * 86_400,
             state: Mutex::new(state),
-        });
-        let db = Arc::new(db);
-        spawn_write_back(Arc::downgrade(&db), Arc::downgrade(&local));
-        Ok(OfflineStore { db, local })
+        })
     }
 
-    pub fn db(&self) -> &PostgresStore {
-        &self.db
-    }
-}
-
-impl Local {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -426,5 +430,73 @@ impl Fleet for OfflineStore {
     }
     fn grace_forget(&self, user: &str) -> Result<(), StoreError> {
         self.db.grace_forget(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::seal::{Sealer, SealingKey};
+    use crate::store::TotpKey;
+
+    fn local(dir: &std::path::Path) -> Local {
+        let key = SealingKey::generate().unwrap();
+        let copies = FileStore::open_sealed(dir, Sealer::new(key)).unwrap();
+        Local::open(copies, dir, 7).unwrap()
+    }
+
+    fn record(last_step: u64) -> UserRecord {
+        UserRecord {
+            totp: Some(TotpKey {
+                secret: otp_proto::Secret::new(String::from("JBSWY3DPEHPK3PXP")),
+                algorithm: crate::config::Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+                last_step: Some(last_step),
+                kind: KeyKind::Totp,
+                window: None,
+                created: 1,
+            }),
+            ..UserRecord::default()
+        }
+    }
+
+    fn rules() -> FleetRules {
+        FleetRules {
+            now: now(),
+            window: 300,
+            max_failures: 3,
+            lock_for: 600,
+        }
+    }
+
+    #[test]
+    fn a_step_is_spent_once_and_survives_reopening_and_failures_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = local(dir.path());
+        assert!(l.answer("alice", FleetAnswer::Step(11), &rules()).is_none());
+        l.keep("alice", &record(10)).unwrap();
+        let spend = |l: &Local, step| l.answer("alice", FleetAnswer::Step(step), &rules());
+        assert!(matches!(spend(&l, 10), Some(Ok(FleetVerdict::Replayed))));
+        assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Allowed))));
+        assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Replayed))));
+        assert!(l.answer("alice", FleetAnswer::Success, &rules()).is_none());
+        // The state is on disk: the step stays spent, with what is pending write-back.
+        let state = std::fs::read(dir.path().join("state.json")).unwrap();
+        let reopened: State = serde_json::from_slice(&state).unwrap();
+        let pending = &reopened.pending["alice"];
+        assert_eq!((pending.step, pending.failures.len()), (Some(11), 1));
+        assert_eq!(
+            l.copy("alice").unwrap().unwrap().totp.unwrap().last_step,
+            Some(11)
+        );
+        for _ in 0..2 {
+            let wrong = l.answer("alice", FleetAnswer::Failure, &rules());
+            assert!(matches!(wrong, Some(Ok(FleetVerdict::Wrong))));
+        }
+        assert!(matches!(
+            spend(&l, 12),
+            Some(Ok(FleetVerdict::Locked { .. }))
+        ));
     }
 }
