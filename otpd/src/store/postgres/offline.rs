@@ -173,7 +173,7 @@ impl Local {
                 state.spent.get(user).copied().max(pending),
             )
         };
-        if !seen.is_some_and(|s| now().saturating_sub(s) <= self.keep_for) {
+        if seen.is_none_or(|s| now().saturating_sub(s) > self.keep_for) {
             return Ok(None);
         }
         let Some(mut record) = self.copies.load(user)? else {
