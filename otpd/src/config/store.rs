@@ -117,13 +117,6 @@ impl TryFrom<RawStore> for StoreConfig {
                 return Err(format!("{key} must be an absolute path"));
             }
         }
-        if raw.offline == Offline::Cached {
-            // Named by the issue, not built yet: refused rather than silently denying.
-            return Err(
-                "offline = \"cached\" is not available in this version of otpd; use \"deny\""
-                    .into(),
-            );
-        }
         if raw.backend == Backend::Postgres && raw.url.is_none() {
             return Err("backend = \"postgres\" needs url".into());
         }
@@ -194,9 +187,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.pool, c.offline_days, c.offline), (8, 7, Offline::Deny));
-        assert!(parse("offline = \"cached\"\n")
-            .unwrap_err()
-            .contains("not available"));
+        assert_eq!(
+            parse("offline = \"cached\"\n").unwrap().offline,
+            Offline::Cached
+        );
         assert_eq!(parse("").unwrap(), StoreConfig::default());
     }
 }

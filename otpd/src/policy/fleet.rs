@@ -51,6 +51,7 @@ pub fn decide(
     };
     Ok(match fleet.answer(user, ask, &rules)? {
         FleetVerdict::Allowed => proof,
+        FleetVerdict::AllowedOffline => Proof::Allowed(How::OfflineCached),
         FleetVerdict::Replayed => Proof::Replayed,
         // A failure counted: the local verdict (wrong, or replayed here) stands.
         FleetVerdict::Wrong => match proof {

@@ -83,6 +83,9 @@ pub enum How {
     Recovery { left: u32 },
     /// An upstream provider (Duo) accepted it.
     Upstream,
+    /// The app's TOTP code, decided from this host's copy while the fleet's database is
+    /// unreachable (`[store] offline = "cached"`).
+    OfflineCached,
 }
 
 /// Judge `answer` for `user` (see the module comment). A store failure is an error (the caller
@@ -346,6 +349,9 @@ fn describe(proof: &Proof) -> String {
             format!("accepted (recovery code, {left} left)")
         }
         Proof::Allowed(How::Upstream) => "accepted (by Duo)".into(),
+        Proof::Allowed(How::OfflineCached) => {
+            "accepted (authenticator app, offline cached: database unreachable)".into()
+        }
         Proof::Wrong { .. } => "wrong code".into(),
         Proof::Replayed => "code already used".into(),
         Proof::Expired => "code expired (not counted)".into(),

@@ -836,6 +836,10 @@ fn chosen(menu: Menu, choice: Choice) -> Step {
 fn after_app_code(proof: Result<Proof, StoreError>) -> Step {
     match proof {
         Ok(Proof::Allowed(How::Recovery { left })) => Step::Recovered { left },
+        Ok(Proof::Allowed(How::OfflineCached)) => decided(
+            Outcome::Allow,
+            "allowed (totp, offline cached: database unreachable)",
+        ),
         Ok(Proof::Allowed(_)) => decided(Outcome::Allow, "allowed (totp)"),
         Ok(Proof::Wrong { .. } | Proof::Expired) => {
             refuse(DenyReason::WrongCode, "Invalid code.", "denied: wrong code")

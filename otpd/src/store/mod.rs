@@ -250,6 +250,8 @@ pub enum FleetVerdict {
     Locked {
         until: u64,
     },
+    /// Allowed by this host alone while the database is unreachable (`offline = "cached"`).
+    AllowedOffline,
 }
 
 /// The lockout rules the fleet applies, in seconds.

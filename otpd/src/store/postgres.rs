@@ -15,6 +15,7 @@ pub mod connect;
 pub mod copy;
 pub mod listen;
 pub mod migrations;
+pub mod offline;
 
 use super::seal::{Field, Sealed, Sealer};
 use super::{
@@ -45,20 +46,33 @@ pub struct PostgresStore {
     unlock_watchers: std::sync::Mutex<Vec<UnlockWatcher>>,
 }
 
-/// The configured database, cached, with the listener that drops what other hosts changed.
+/// The configured database, cached, with the listener that drops what other hosts changed;
+/// with `offline = "cached"`, behind this host's copies (store::postgres::offline).
 pub fn open_cached(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    let store = Arc::new(CachedStore::new(PostgresStore::open(cfg)?));
+    if cfg.store.offline == crate::config::store::Offline::Cached {
+        let db = PostgresStore::open_or_offline(cfg)?;
+        return Ok(listened(
+            offline::OfflineStore::new(db, cfg)?,
+            offline::OfflineStore::db,
+        ));
+    }
+    Ok(listened(PostgresStore::open(cfg)?, |db| db))
+}
+
+/// `inner`, cached, with `db`'s listener dropping what other hosts changed.
+fn listened<S: Store>(inner: S, db: fn(&S) -> &PostgresStore) -> Arc<dyn Store> {
+    let store = Arc::new(CachedStore::new(inner));
     let weak = Arc::downgrade(&store);
-    store.inner().listen(Arc::new(move |change| {
+    db(store.inner()).listen(Arc::new(move |change| {
         if let Some(store) = weak.upgrade() {
             match change {
                 listen::Changed::User(user) => store.forget(&user),
-                listen::Changed::Unlocked(user) => store.inner().unlocked_elsewhere(&user),
+                listen::Changed::Unlocked(user) => db(store.inner()).unlocked_elsewhere(&user),
                 listen::Changed::Everything => store.forget_all(),
             }
         }
     }));
-    Ok(store)
+    store
 }
 
 impl PostgresStore {
@@ -70,8 +84,33 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// With `offline = "cached"`, start while the database is unreachable (its schema is
+    /// checked when it answers), so logins can use this host's copies.
+    pub fn open_or_offline(cfg: &Config) -> Result<PostgresStore, StoreError> {
+        match PostgresStore::open(cfg) {
+            Err(StoreError::Unreachable(why))
+                if cfg.store.offline == crate::config::store::Offline::Cached =>
+            {
+                log::warn!("store: the database cannot be reached ({why}): starting offline");
+                PostgresStore::unconnected(cfg)
+            }
+            other => other,
+        }
+    }
+
     /// Connect without looking at the schema (`otpd migrate`).
     pub fn connect(cfg: &Config) -> Result<PostgresStore, StoreError> {
+        let store = PostgresStore::unconnected(cfg)?;
+        // Connect now, so a bad url, password or certificate is said at start, not at login.
+        store.call(|pool| async move {
+            let _client = pool.get().await.map_err(connect::pool_error)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The pool, with no connection made yet.
+    fn unconnected(cfg: &Config) -> Result<PostgresStore, StoreError> {
         let key = super::key_file::load(&cfg.key_file)?;
         let connect = connect::Connect::from_config(&cfg.store)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,11 +129,6 @@ impl PostgresStore {
             connect,
             unlock_watchers: std::sync::Mutex::new(Vec::new()),
         };
-        // Connect now, so a bad url, password or certificate is said at start, not at login.
-        store.call(|pool| async move {
-            let _client = pool.get().await.map_err(connect::pool_error)?;
-            Ok(())
-        })?;
         Ok(store)
     }
 

@@ -16,7 +16,7 @@ impl AuditTable {
     /// Its own pool on the configured database (the schema checked as the store checks it).
     pub fn open(cfg: &Config) -> Result<AuditTable, StoreError> {
         Ok(AuditTable {
-            store: PostgresStore::open(cfg)?,
+            store: PostgresStore::open_or_offline(cfg)?,
         })
     }
 }

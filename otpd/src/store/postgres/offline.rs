@@ -1,0 +1,505 @@
+//! `[store] offline = "cached"` (docs/design.md, "The fleet store", "Offline logins"): while the
+//! database cannot be reached, TOTP logins of users this host has seen in the last
+//! `offline_days` are decided from a local sealed copy of their record, with replay and
+//! failures kept on this host, and written back when the database returns.
+//!
+//! Under `state_dir/offline`: `users/NAME.json` (the copies, sealed like the file store's
+//! records, by `FileStore`) and `state.json` (when each user was last seen, the last step this
+//! host knows spent, and what is pending write-back). Every file is 0600, written to a temp
+//! file, fsynced and renamed. A step is written there before it is accepted, so neither a
+//! crash nor a restart lets it be accepted again on this host.
+
+use super::{connect, db, to_i64, PostgresStore, CHANNEL};
+use crate::store::files::{write_atomically, FileStore};
+use crate::store::{
+    Fleet, FleetAnswer, FleetRefusal, FleetRules, FleetSend, FleetVerdict, KeyKind, LockoutRecord,
+    PreviousRun, RecoveryHash, SavedSteps, Store, StoreError, UserRecord,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How often the write-back is tried while something is pending.
+const WRITE_BACK_EVERY: Duration = Duration::from_secs(1);
+
+/// The postgres store, falling back to this host's copies while the database is unreachable.
+pub struct OfflineStore {
+    db: Arc<PostgresStore>,
+    local: Arc<Local>,
+}
+
+struct Local {
+    copies: FileStore,
+    state_path: PathBuf,
+    /// `offline_days` in seconds.
+    keep_for: u64,
+    state: Mutex<State>,
+}
+
+/// `state.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    /// Unix seconds of the last record read from the database or login decided by it.
+    #[serde(default)]
+    seen: BTreeMap<String, u64>,
+    /// The highest step this host knows spent (online or offline).
+    #[serde(default)]
+    spent: BTreeMap<String, u64>,
+    /// What offline logins did that the database does not know yet.
+    #[serde(default)]
+    pending: BTreeMap<String, Pending>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pending {
+    /// A step spent offline (the highest).
+    #[serde(default)]
+    step: Option<u64>,
+    /// Failures since the last offline success, Unix seconds.
+    #[serde(default)]
+    failures: Vec<u64>,
+    #[serde(default)]
+    locked_until: Option<u64>,
+}
+
+fn now() -> u64 {
+    crate::policy::clock::unix_now()
+}
+
+fn offline(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unreachable(_))
+}
+
+impl OfflineStore {
+    /// `cfg.state_dir/offline`, sealed with `cfg.key_file` (the fleet key).
+    pub fn new(db: PostgresStore, cfg: &crate::config::Config) -> Result<Self, StoreError> {
+        let dir = cfg.state_dir.join("offline");
+        let copies = FileStore::open_with_key_file(&dir, &cfg.key_file)?;
+        let local = Arc::new(Local::open(copies, &dir, cfg.store.offline_days)?);
+        let db = Arc::new(db);
+        spawn_write_back(Arc::downgrade(&db), Arc::downgrade(&local));
+        Ok(OfflineStore { db, local })
+    }
+
+    pub fn db(&self) -> &PostgresStore {
+        &self.db
+    }
+}
+
+impl Local {
+    /// The copies in `copies` and `dir/state.json` (as the last run left it).
+    fn open(copies: FileStore, dir: &std::path::Path, days: u16) -> Result<Local, StoreError> {
+        let state_path = dir.join("state.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: state_path,
+                    source,
+                })
+            }
+        };
+        Ok(Local {
+            copies,
+            state_path,
+            keep_for: u64::from(days) * 86_400,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, state: &State) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt {
+            path: self.state_path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomically(&self.state_path, &bytes)
+    }
+
+    /// Keep a copy of a record read from (or written to) the database: TOTP keys only, HOTP
+    /// counters are the database's alone.
+    fn keep(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
+        let totp = record.totp.as_ref().filter(|k| k.kind == KeyKind::Totp);
+        let Some(key) = totp else {
+            return self.drop_copy(user);
+        };
+        self.copies.save(user, record)?;
+        let mut state = self.state();
+        state.seen.insert(user.to_owned(), now());
+        if let Some(step) = key.last_step {
+            let spent = state.spent.entry(user.to_owned()).or_default();
+            *spent = (*spent).max(step);
+        }
+        self.write(&state)
+    }
+
+    fn drop_copy(&self, user: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.seen.remove(user).is_some() {
+            self.write(&state)?;
+            drop(state);
+            self.copies.remove(user)?;
+        }
+        Ok(())
+    }
+
+    /// A step the database spent for this host: remembered, so the copy is never behind.
+    fn spent_online(&self, user: &str, step: u64) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.seen.insert(user.to_owned(), now());
+        let spent = state.spent.entry(user.to_owned()).or_default();
+        *spent = (*spent).max(step);
+        self.write(&state)
+    }
+
+    /// The copy, if the user was seen recently enough.
+    fn copy(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let (seen, spent) = {
+            let state = self.state();
+            let pending = state.pending.get(user).and_then(|p| p.step);
+            (
+                state.seen.get(user).copied(),
+                state.spent.get(user).copied().max(pending),
+            )
+        };
+        if seen.is_none_or(|s| now().saturating_sub(s) > self.keep_for) {
+            return Ok(None);
+        }
+        let Some(mut record) = self.copies.load(user)? else {
+            return Ok(None);
+        };
+        if let Some(key) = record.totp.as_mut() {
+            key.last_step = key.last_step.max(spent);
+        }
+        Ok(Some(record))
+    }
+
+    /// Decide one answer on this host alone (the database is unreachable).
+    fn answer(
+        &self,
+        user: &str,
+        answer: FleetAnswer,
+        rules: &FleetRules,
+    ) -> Option<Result<FleetVerdict, StoreError>> {
+        let record = match self.copy(user) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let known = record.totp.as_ref().and_then(|k| k.last_step);
+        let mut state = self.state();
+        let pending = state.pending.entry(user.to_owned()).or_default();
+        if let Some(until) = pending.locked_until.filter(|u| *u > rules.now) {
+            return Some(Ok(FleetVerdict::Locked { until }));
+        }
+        pending
+            .failures
+            .retain(|at| *at > rules.now.saturating_sub(rules.window));
+        let verdict = match answer {
+            FleetAnswer::Step(step) if known.is_none_or(|k| step > k) => {
+                pending.step = Some(pending.step.unwrap_or(0).max(step));
+                pending.failures.clear();
+                pending.locked_until = None;
+                FleetVerdict::Allowed
+            }
+            // Sent codes and confirmations need the database.
+            FleetAnswer::Success => return None,
+            FleetAnswer::Step(_) | FleetAnswer::Failure => {
+                pending.failures.push(rules.now);
+                if pending.failures.len() >= rules.max_failures as usize {
+                    pending.locked_until = Some(rules.now + rules.lock_for);
+                }
+                match answer {
+                    FleetAnswer::Step(_) => FleetVerdict::Replayed,
+                    _ => FleetVerdict::Wrong,
+                }
+            }
+        };
+        // Durable before the verdict is given.
+        Some(self.write(&state).map(|()| verdict))
+    }
+}
+
+/// Write back what offline logins did, every `WRITE_BACK_EVERY` while anything is pending,
+/// until the store is dropped. Idempotent: the step only moves up, a failure is added once.
+fn spawn_write_back(db: std::sync::Weak<PostgresStore>, local: std::sync::Weak<Local>) {
+    let spawned = std::thread::Builder::new()
+        .name("otpd-offline".into())
+        .spawn(move || loop {
+            std::thread::sleep(WRITE_BACK_EVERY);
+            let (Some(db), Some(local)) = (db.upgrade(), local.upgrade()) else {
+                return;
+            };
+            let pending: Vec<(String, Pending)> = local
+                .state()
+                .pending
+                .iter()
+                .map(|(u, p)| (u.clone(), p.clone()))
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let count = pending.len();
+            match write_back(&db, pending.clone()) {
+                Ok(()) => {
+                    let mut state = local.state();
+                    for (user, sent) in pending {
+                        // Only what was written: an offline login since then stays pending.
+                        if state.pending.get(&user).is_some_and(|p| {
+                            p.step == sent.step && p.failures == sent.failures
+                        }) {
+                            state.pending.remove(&user);
+                        }
+                    }
+                    match local.write(&state) {
+                        Ok(()) => log::info!(
+                            "store: offline: wrote back {count} users' spent steps and failures to the database"
+                        ),
+                        Err(e) => log::error!("store: offline: {e}"),
+                    }
+                }
+                Err(e) if offline(&e) => {}
+                Err(e) => log::error!("store: offline write-back: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("store: offline: cannot start the write-back: {e}");
+    }
+}
+
+fn write_back(store: &PostgresStore, pending: Vec<(String, Pending)>) -> Result<(), StoreError> {
+    store.call(|pool| async move {
+        let mut client = pool.get().await.map_err(connect::pool_error)?;
+        let tx = client.transaction().await.map_err(db)?;
+        for (name, p) in pending {
+            if let Some(step) = p.step {
+                tx.execute(
+                    "UPDATE otpd_users SET last_step = $2
+                     WHERE name = $1 AND coalesce(last_step, -1) < $2",
+                    &[&name, &to_i64(step)],
+                )
+                .await
+                .map_err(db)?;
+            }
+            let failures: Vec<i64> = p.failures.iter().map(|f| to_i64(*f)).collect();
+            tx.execute(
+                "INSERT INTO otpd_failures (name, at)
+                 SELECT $1, a FROM unnest($2::bigint[]) AS a
+                 WHERE NOT EXISTS (SELECT 1 FROM otpd_failures f WHERE f.name = $1 AND f.at = a)",
+                &[&name, &failures],
+            )
+            .await
+            .map_err(db)?;
+            if let Some(until) = p.locked_until {
+                tx.execute(
+                    "INSERT INTO otpd_lockouts AS l (name, locked_until) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE
+                     SET locked_until = GREATEST(coalesce(l.locked_until, 0), $2)",
+                    &[&name, &to_i64(until)],
+                )
+                .await
+                .map_err(db)?;
+            }
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    })
+}
+
+impl Store for OfflineStore {
+    fn load(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self.db.load(user) {
+            Ok(Some(record)) => {
+                if let Err(e) = self.local.keep(user, &record) {
+                    log::error!("store: offline copy of {user:?}: {e}");
+                }
+                Ok(Some(record))
+            }
+            Ok(None) => {
+                self.local.drop_copy(user)?;
+                Ok(None)
+            }
+            Err(e) if offline(&e) => match self.local.copy(user)? {
+                Some(record) => Ok(Some(record)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
+        self.db.save(user, record)?;
+        if let Err(e) = self.local.keep(user, record) {
+            log::error!("store: offline copy of {user:?}: {e}");
+        }
+        Ok(())
+    }
+
+    fn remove(&self, user: &str) -> Result<(), StoreError> {
+        self.db.remove(user)?;
+        self.local.drop_copy(user)
+    }
+
+    fn users(&self) -> Result<Vec<String>, StoreError> {
+        self.db.users()
+    }
+    fn begin_run(&self) -> Result<PreviousRun, StoreError> {
+        self.db.begin_run()
+    }
+    fn end_run(&self) -> Result<(), StoreError> {
+        self.db.end_run()
+    }
+    fn save_used_steps(&self, saved: &SavedSteps) -> Result<(), StoreError> {
+        self.db.save_used_steps(saved)
+    }
+    fn lockouts(&self) -> Result<Vec<(String, LockoutRecord)>, StoreError> {
+        self.db.lockouts()
+    }
+    fn save_lockout(&self, user: &str, record: Option<&LockoutRecord>) -> Result<(), StoreError> {
+        self.db.save_lockout(user, record)
+    }
+    fn fleet(&self) -> Option<&dyn Fleet> {
+        Some(self)
+    }
+}
+
+impl Fleet for OfflineStore {
+    fn answer(
+        &self,
+        user: &str,
+        answer: FleetAnswer,
+        rules: &FleetRules,
+    ) -> Result<FleetVerdict, StoreError> {
+        match self.db.answer(user, answer, rules) {
+            Ok(verdict) => {
+                if let (FleetVerdict::Allowed, FleetAnswer::Step(step)) = (verdict, answer) {
+                    if let Err(e) = self.local.spent_online(user, step) {
+                        log::error!("store: offline copy of {user:?}: {e}");
+                    }
+                }
+                Ok(verdict)
+            }
+            Err(e) if offline(&e) => match self.local.answer(user, answer, rules) {
+                Some(Ok(FleetVerdict::Allowed)) => Ok(FleetVerdict::AllowedOffline),
+                Some(other) => other,
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spend_recovery(&self, user: &str, code: &RecoveryHash) -> Result<bool, StoreError> {
+        self.db.spend_recovery(user, code)
+    }
+    fn count_send(&self, send: &FleetSend) -> Result<Option<FleetRefusal>, StoreError> {
+        self.db.count_send(send)
+    }
+    fn uncount_send(&self, send: &FleetSend) -> Result<(), StoreError> {
+        self.db.uncount_send(send)
+    }
+    fn grace_admits(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.db.grace_admits(user, rhost, service, now)
+    }
+    fn grace_grant(
+        &self,
+        user: &str,
+        rhost: &str,
+        service: &str,
+        until: u64,
+    ) -> Result<(), StoreError> {
+        self.db.grace_grant(user, rhost, service, until)
+    }
+    fn grace_forget(&self, user: &str) -> Result<(), StoreError> {
+        self.db.grace_forget(user)
+    }
+    fn on_unlock(&self, watcher: std::sync::Arc<dyn Fn(&str) + Send + Sync>) {
+        self.db.on_unlock(watcher)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::seal::{Sealer, SealingKey};
+    use crate::store::TotpKey;
+
+    fn local(dir: &std::path::Path) -> Local {
+        let key = SealingKey::generate().unwrap();
+        let copies = FileStore::open_sealed(dir, Sealer::new(key)).unwrap();
+        Local::open(copies, dir, 7).unwrap()
+    }
+
+    fn record(last_step: u64) -> UserRecord {
+        UserRecord {
+            totp: Some(TotpKey {
+                secret: otp_proto::Secret::new(String::from("JBSWY3DPEHPK3PXP")),
+                algorithm: crate::config::Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+                last_step: Some(last_step),
+                kind: KeyKind::Totp,
+                window: None,
+                created: 1,
+            }),
+            ..UserRecord::default()
+        }
+    }
+
+    fn rules() -> FleetRules {
+        FleetRules {
+            now: now(),
+            window: 300,
+            max_failures: 3,
+            lock_for: 600,
+        }
+    }
+
+    #[test]
+    fn a_step_is_spent_once_and_survives_reopening_and_failures_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = local(dir.path());
+        assert!(l.answer("alice", FleetAnswer::Step(11), &rules()).is_none());
+        l.keep("alice", &record(10)).unwrap();
+        let spend = |l: &Local, step| l.answer("alice", FleetAnswer::Step(step), &rules());
+        assert!(matches!(spend(&l, 10), Some(Ok(FleetVerdict::Replayed))));
+        assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Allowed))));
+        assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Replayed))));
+        assert!(l.answer("alice", FleetAnswer::Success, &rules()).is_none());
+        // The state is on disk: the step stays spent, with what is pending write-back.
+        let state = std::fs::read(dir.path().join("state.json")).unwrap();
+        let reopened: State = serde_json::from_slice(&state).unwrap();
+        let pending = &reopened.pending["alice"];
+        assert_eq!((pending.step, pending.failures.len()), (Some(11), 1));
+        assert_eq!(
+            l.copy("alice").unwrap().unwrap().totp.unwrap().last_step,
+            Some(11)
+        );
+        for _ in 0..2 {
+            let wrong = l.answer("alice", FleetAnswer::Failure, &rules());
+            assert!(matches!(wrong, Some(Ok(FleetVerdict::Wrong))));
+        }
+        assert!(matches!(
+            spend(&l, 12),
+            Some(Ok(FleetVerdict::Locked { .. }))
+        ));
+    }
+}
