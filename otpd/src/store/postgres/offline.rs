@@ -324,7 +324,10 @@ impl Store for OfflineStore {
         match self.db.load(user) {
             Ok(Some(record)) => {
                 if let Err(e) = self.local.keep(user, &record) {
-                    log::error!("store: offline copy of {user:?}: {e}");
+                    log::error!(
+                        "store: offline copy of user={}: {e}",
+                        crate::logging::field(user)
+                    );
                 }
                 Ok(Some(record))
             }
@@ -343,7 +346,10 @@ impl Store for OfflineStore {
     fn save(&self, user: &str, record: &UserRecord) -> Result<(), StoreError> {
         self.db.save(user, record)?;
         if let Err(e) = self.local.keep(user, record) {
-            log::error!("store: offline copy of {user:?}: {e}");
+            log::error!(
+                "store: offline copy of user={}: {e}",
+                crate::logging::field(user)
+            );
         }
         Ok(())
     }
@@ -387,7 +393,10 @@ impl Fleet for OfflineStore {
             Ok(verdict) => {
                 if let (FleetVerdict::Allowed, FleetAnswer::Step(step)) = (verdict, answer) {
                     if let Err(e) = self.local.spent_online(user, step) {
-                        log::error!("store: offline copy of {user:?}: {e}");
+                        log::error!(
+                            "store: offline copy of user={}: {e}",
+                            crate::logging::field(user)
+                        );
                     }
                 }
                 Ok(verdict)
