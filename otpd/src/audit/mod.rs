@@ -7,6 +7,7 @@
 
 pub mod counts;
 pub mod jsonl;
+pub mod writer;
 
 use crate::config::Config;
 use counts::Counts;
@@ -21,9 +22,9 @@ pub const DEFAULT_LIMIT: u32 = 50;
 
 /// A place events are kept.
 pub trait Sink: Send + Sync {
-    /// Keep one event (blocking I/O: called on the blocking pool).
+    /// Keep one event (blocking I/O: called on the writer thread, writer.rs).
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
-    /// Events matching `query`, newest first, at most `limit` (blocking).
+    /// Events matching `query`, newest first, at most `limit` (blocking; the writer thread).
     fn query(&self, query: &Filter, limit: usize) -> Result<Vec<AuditEvent>, AuditError>;
 }
 
@@ -64,8 +65,10 @@ pub enum AuditError {
     },
     #[error("audit event: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("the blocking pool is gone (shutting down)")]
+    #[error("the audit writer is gone (shutting down)")]
     Stopping,
+    #[error("cannot start the audit writer thread: {0}")]
+    Thread(std::io::Error),
     /// The fleet database's audit table (store::postgres::audit).
     #[error("audit table: {0}")]
     Database(String),
@@ -73,7 +76,8 @@ pub enum AuditError {
 
 /// The trail: its sinks and counts, shared by every state (reloads keep it).
 pub struct Audit {
-    sinks: Vec<Arc<dyn Sink>>,
+    /// The sinks' writer thread; `None` without sinks.
+    writer: Option<writer::Writer>,
     counts: Counts,
     host: String,
     /// Makes ids unique within one second of one run; the random part across runs.
@@ -84,7 +88,7 @@ pub struct Audit {
 impl Audit {
     /// No sink: counts only (tests, and `check-config`).
     pub fn none(host: &str) -> Audit {
-        Audit::with_sinks(Vec::new(), host)
+        Audit::with_writer(None, host)
     }
 
     /// The JSON-lines file under `state_dir`, its last day of events counted (blocking: call
@@ -101,7 +105,7 @@ impl Audit {
             .into_iter()
             .chain([file.clone() as Arc<dyn Sink>])
             .collect();
-        let audit = Audit::with_sinks(sinks, host);
+        let audit = Audit::with_sinks(sinks, host)?;
         let now = crate::audit::now();
         let day = Filter {
             since: Some(now.saturating_sub(counts::DAY)),
@@ -113,14 +117,22 @@ impl Audit {
         Ok(audit)
     }
 
-    pub fn with_sinks(sinks: Vec<Arc<dyn Sink>>, host: &str) -> Audit {
+    pub fn with_sinks(sinks: Vec<Arc<dyn Sink>>, host: &str) -> Result<Audit, AuditError> {
+        let writer = match sinks.is_empty() {
+            true => None,
+            false => Some(writer::Writer::start(sinks)?),
+        };
+        Ok(Audit::with_writer(writer, host))
+    }
+
+    fn with_writer(writer: Option<writer::Writer>, host: &str) -> Audit {
         let mut random = [0u8; 4];
         let run = match getrandom::fill(&mut random) {
             Ok(()) => random.iter().map(|b| format!("{b:02x}")).collect(),
             Err(_) => format!("{:08x}", std::process::id()),
         };
         Audit {
-            sinks,
+            writer,
             counts: Counts::default(),
             host: host.to_owned(),
             next: AtomicU64::new(0),
@@ -157,36 +169,30 @@ impl Audit {
         }
     }
 
-    /// Keep `event` in every sink. A sink that fails is logged; the login or command it
+    /// Keep `event` in every sink, in order, off the caller's path (writer.rs): this waits only
+    /// while the writer's queue is full. A sink that fails is logged; the login or command it
     /// records is not undone for it.
     pub async fn record(&self, event: AuditEvent) {
         self.counts.add(&event);
-        if self.sinks.is_empty() {
-            return;
-        }
-        let sinks = self.sinks.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            // Every sink gets the event, whichever fails (a database down keeps the local file).
-            let results: Vec<_> = sinks.iter().map(|s| s.record(&event)).collect();
-            results.into_iter().find_map(Result::err)
-        })
-        .await;
-        match written {
-            Ok(None) => {}
-            Ok(Some(e)) => log::error!("audit: {e}"),
-            Err(_) => log::error!("audit: {}", AuditError::Stopping),
+        if let Some(writer) = &self.writer {
+            writer.record(event).await;
         }
     }
 
-    /// Events matching `filter`, newest first, from the first sink (the store's).
+    /// Events matching `filter`, newest first, from the first sink (the store's). Queued behind
+    /// the events recorded before it, so it sees them.
     pub async fn query(&self, filter: Filter, limit: u32) -> Result<Vec<AuditEvent>, AuditError> {
-        let Some(sink) = self.sinks.first().cloned() else {
-            return Ok(Vec::new());
-        };
-        let limit = limit.min(MAX_LIMIT) as usize;
-        tokio::task::spawn_blocking(move || sink.query(&filter, limit))
-            .await
-            .unwrap_or(Err(AuditError::Stopping))
+        match &self.writer {
+            Some(writer) => writer.query(filter, limit.min(MAX_LIMIT) as usize).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Wait until every event recorded so far is written (shutdown: the file is complete).
+    pub async fn flush(&self) {
+        if let Some(writer) = &self.writer {
+            writer.flush().await;
+        }
     }
 
     /// Counts per kind, result and method for the last hour and day.
