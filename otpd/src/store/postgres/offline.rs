@@ -66,8 +66,11 @@ struct Pending {
     locked_until: Option<u64>,
 }
 
+/// Unix seconds (the store sits below policy, so it keeps its own clock reading).
 fn now() -> u64 {
-    crate::policy::clock::unix_now()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn offline(e: &StoreError) -> bool {
