@@ -262,6 +262,19 @@ fn corrupt(user: &str, message: String) -> StoreError {
     }
 }
 
+/// Tell every host's listener (store/postgres/listen.rs) on `channel` that `name` changed, in
+/// `tx`: the news goes out only if the change commits.
+async fn notify(
+    tx: &tokio_postgres::Transaction<'_>,
+    channel: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel, &name])
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -381,9 +394,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name])
-                .await
-                .map_err(db)?;
+            notify(&tx, CHANNEL, &name).await?;
             tx.commit().await.map_err(db)
         })
     }
@@ -404,9 +415,7 @@ impl Store for PostgresStore {
             tx.execute("DELETE FROM otpd_users WHERE name = $1", &[&name])
                 .await
                 .map_err(db)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name])
-                .await
-                .map_err(db)?;
+            notify(&tx, CHANNEL, &name).await?;
             tx.commit().await.map_err(db)
         })
     }
@@ -461,9 +470,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&UNLOCKS, &name])
-                .await
-                .map_err(db)?;
+            notify(&tx, UNLOCKS, &name).await?;
             tx.commit().await.map_err(db)
         })
     }

@@ -9,7 +9,7 @@
 //! file, fsynced and renamed. A step is written there before it is accepted, so neither a
 //! crash nor a restart lets it be accepted again on this host.
 
-use super::{connect, db, to_i64, PostgresStore, CHANNEL};
+use super::{connect, db, notify, to_i64, PostgresStore, CHANNEL};
 use crate::store::files::{write_atomically, FileStore};
 use crate::store::{
     Fleet, FleetAnswer, FleetRefusal, FleetRules, FleetSend, FleetVerdict, KeyKind, LockoutRecord,
@@ -314,9 +314,7 @@ fn write_back(store: &PostgresStore, pending: Vec<(String, Pending)>) -> Result<
                 .await
                 .map_err(db)?;
             }
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name])
-                .await
-                .map_err(db)?;
+            notify(&tx, CHANNEL, &name).await?;
         }
         tx.commit().await.map_err(db)
     })
