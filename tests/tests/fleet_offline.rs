@@ -2,15 +2,18 @@
 //! fresh TOTP code of a user it has seen from its local sealed copy, never the same step twice
 //! (not even across its own restart), refuses users it never saw and recovery codes with the
 //! offline message, and writes the spent step back when the database returns, so another host
-//! refuses it.
+//! refuses it. The attacks: a sent code while offline, one code raced by many logins, and a
+//! crash right after an offline login.
 
 mod fleet_common;
 
 use fleet_common::*;
-use otp_e2e::pam::PAM_SUCCESS;
+use otp_e2e::pam::{PAM_AUTH_ERR, PAM_SUCCESS};
 use otp_e2e::postgres::Cluster;
+use otp_e2e::smtp::{self, email_section, SmtpOptions, SmtpServer, ADDRESS};
 use otp_e2e::totp::{code, now};
-use std::sync::Arc;
+use otp_e2e::{me, PamService};
+use std::sync::{Arc, Barrier};
 
 #[test]
 fn cached_logins_work_offline_once_per_step_and_are_written_back() {
@@ -62,4 +65,153 @@ fn cached_logins_work_offline_once_per_step_and_are_written_back() {
         "B took the step A spent offline: {on_b:?}\n{}",
         b.log()
     );
+}
+
+#[test]
+fn a_sent_code_needs_the_database() {
+    if !ready() || !smtp::available() {
+        return;
+    }
+    let smtp = SmtpServer::start(SmtpOptions::default(), None);
+    let cluster = Arc::new(Cluster::start());
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml.push_str("offline = \"cached\"\n");
+    // No resend cooldown: each login below would send at once.
+    let a = fleet.host_with(&format!(
+        "{}[code]\nresend_after = \"1ms\"\n[users.\"{}\"]\nemail = \"{ADDRESS}\"\n",
+        email_section(smtp.port, "none", ""),
+        me()
+    ));
+    // An app too, so the host keeps a copy and decides offline at all; the address already
+    // counts as a factor, so the new key is proved with a mailed code.
+    a.otpctl_json(&["send"]);
+    a.enroll_totp_proving(&me(), &smtp.next_mail().code());
+    let notice = smtp.next_mail();
+    assert!(
+        notice.body().contains("authenticator app"),
+        "{}",
+        notice.raw
+    );
+
+    // Seen online once, by email.
+    let service = PamService::otp(&a, "");
+    let online = choose_email(&service);
+    let mailed = smtp.next_mail().code();
+    let online = answer(online, &mailed);
+    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
+
+    // A code mailed just before the outage is no way in either.
+    let mut before = choose_email(&service);
+    let early = smtp.next_mail().code();
+    cluster.stop();
+    a.assert_logged("lost the database");
+    before.send(&early);
+    let late = before.finish();
+    assert_refused_with(&a, &late, "database cannot be reached");
+
+    // Offline, asking for a code sends nothing and says why.
+    let mut offline = service.start(&me());
+    let menu = offline.next_prompt().expect("a menu");
+    assert!(menu.contains("2) email"), "{menu}");
+    offline.send("2");
+    let refused = offline.finish();
+    assert_refused_with(&a, &refused, "database cannot be reached");
+    assert!(!smtp.has_mail(), "a code was mailed offline: {refused:?}");
+}
+
+/// Start a login, pick email from the menu and wait until the code is said to be sent.
+fn choose_email(service: &PamService) -> otp_e2e::pam::PamSession<'_> {
+    let mut login = service.start(&me());
+    let menu = login.next_prompt().expect("a menu");
+    assert!(menu.contains("2) email"), "{menu}");
+    login.send("2");
+    let prompt = login.next_prompt().expect("the code prompt");
+    assert!(prompt.contains("A code was sent"), "{prompt}");
+    login
+}
+
+fn answer(mut login: otp_e2e::pam::PamSession<'_>, code: &str) -> otp_e2e::PamRun {
+    login.send(code);
+    login.finish()
+}
+
+#[test]
+fn concurrent_offline_answers_with_one_code_accept_exactly_one() {
+    if !ready() {
+        return;
+    }
+    const LOGINS: usize = 8;
+    let cluster = Arc::new(Cluster::start());
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml.push_str("offline = \"cached\"\n");
+    let a = fleet.host();
+    let (secret, _) = enroll(&a);
+    let online = login(&a, &code(&secret, now()));
+    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
+    cluster.stop();
+    a.assert_logged("lost the database");
+
+    let fresh = code(&secret, now() + 30);
+    let together = Barrier::new(LOGINS);
+    let runs: Vec<otp_e2e::PamRun> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..LOGINS)
+            .map(|_| {
+                s.spawn(|| {
+                    let service = PamService::otp(&a, "");
+                    let mut login = service.start(&me());
+                    // Every login waits at the prompt, so the answers reach otpd together.
+                    login.next_prompt().expect("a prompt");
+                    together.wait();
+                    login.send(&fresh);
+                    login.finish()
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().expect("a racing login"))
+            .collect()
+    });
+    let won = runs.iter().filter(|r| r.code == PAM_SUCCESS).count();
+    assert_eq!(won, 1, "{runs:#?}\n{}", a.log());
+    // The others were judged and refused (replayed, or locked by the failures), not dropped.
+    assert!(
+        runs.iter()
+            .all(|r| r.code == PAM_SUCCESS || r.code == PAM_AUTH_ERR),
+        "{runs:#?}"
+    );
+}
+
+#[test]
+fn a_kill_after_an_offline_login_keeps_the_step_spent() {
+    if !ready() {
+        return;
+    }
+    let cluster = Arc::new(Cluster::start());
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml.push_str("offline = \"cached\"\n");
+    let (mut a, b) = (fleet.host(), fleet.host());
+    let (secret, _) = enroll(&a);
+    let online = login(&a, &code(&secret, now()));
+    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
+    cluster.stop();
+    a.assert_logged("lost the database");
+
+    let at = now() + 30;
+    let fresh = code(&secret, at);
+    let cached = login(&a, &fresh);
+    assert_eq!(cached.code, PAM_SUCCESS, "{cached:?}\n{}", a.log());
+    // SIGKILL: nothing is saved on the way out, and a fleet host has no restart guard (the
+    // database keeps its steps), so only what was on disk before the verdict refuses the step.
+    a.restart_after_crash();
+    let after_crash = login(&a, &fresh);
+    assert_refused_with(&a, &after_crash, "already used");
+
+    // The restarted otpd writes back what the killed one spent.
+    cluster.pg_ctl_start();
+    a.assert_logged("wrote back");
+    let stored = cluster.psql(&fleet.db, "SELECT last_step FROM otpd_users");
+    assert_eq!(stored.trim().parse::<u64>().ok(), Some(at / 30), "{stored}");
+    let on_b = login(&b, &fresh);
+    assert_refused_with(&b, &on_b, "already used");
 }

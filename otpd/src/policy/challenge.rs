@@ -16,7 +16,7 @@
 
 use super::codes::{new_code, normalize, random};
 use crate::config::{Charset, CodeConfig};
-use crate::store::{FleetRefusal, FleetSend, Store};
+use crate::store::{FleetRefusal, FleetSend, Store, StoreError};
 use otp_proto::{Secret, Via};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -90,6 +90,18 @@ pub enum SendRefusal {
     Quota,
     /// `max_unconfirmed_sends_per_hour` reached, by the requesting user or for the destination.
     UnconfirmedQuota,
+    /// The fleet's database cannot be reached: nothing is sent, since only the database could
+    /// count the send and check the code (`[store] offline` covers the app alone).
+    Offline,
+}
+
+/// A store error while counting a send in the fleet's database: the send is refused either way
+/// (fail closed), as offline when the database is unreachable, else as the quota.
+fn refusal_for(e: &StoreError) -> SendRefusal {
+    match e {
+        StoreError::Unreachable(_) => SendRefusal::Offline,
+        _ => SendRefusal::Quota,
+    }
 }
 
 /// A freshly issued code, to hand to a channel.
@@ -218,7 +230,7 @@ impl Challenges {
             Ok(Some(FleetRefusal::Quota)) => return Err(SendRefusal::UnconfirmedQuota),
             Err(e) => {
                 log::error!("send quota: {e}");
-                return Err(SendRefusal::Quota);
+                return Err(refusal_for(&e));
             }
         }
         let issued = self.issue_here(user, purpose, destination, now);

@@ -520,7 +520,7 @@ async fn send(
         Err(SendError::Cooldown(left)) => Err(Refusal::Cooldown(left.as_secs_f64().ceil() as u64)),
         Err(SendError::Quota) => Err(Refusal::SendQuota),
         Err(SendError::Unavailable) => Err(Refusal::ChannelUnavailable(via.to_string())),
-        Err(SendError::Failed) => Err(Refusal::CouldNotSend),
+        Err(SendError::Failed | SendError::Offline) => Err(Refusal::CouldNotSend),
     }
 }
 

@@ -64,6 +64,10 @@ const TRIES: usize = 3;
 
 const NOT_SET_UP: &str = "No second factor is set up for this account; ask your administrator.";
 
+/// A fleet whose database is down says so.
+const OFFLINE: &str =
+    "The login database cannot be reached; try again later or ask your administrator.";
+
 /// How the conversation ended, and what the audit line says about it.
 type Decision = (Outcome, String);
 
@@ -492,7 +496,14 @@ impl<D: Dialog> Session<'_, D> {
         if menu.choices.len() <= 1 {
             return Ok(send_failed(e));
         }
-        let text = format!("Could not send the code by {via}; choose another way.");
+        let text = match e {
+            // The other methods may still work offline (the app, `[store] offline = "cached"`).
+            SendError::Offline => format!(
+                "The login database cannot be reached, and codes by {via} need it; choose \
+                 another way."
+            ),
+            _ => format!("Could not send the code by {via}; choose another way."),
+        };
         self.dialog.error(&text).await?;
         log::warn!(
             "user={}: {via} failed ({e:?}); offering the others",
@@ -882,6 +893,7 @@ fn locked(left: Duration) -> Step {
 fn send_failed(e: SendError) -> Step {
     let text = match e {
         SendError::Quota => "Too many codes were sent in the last hour; try again later.",
+        SendError::Offline => OFFLINE,
         _ => "Could not send the code; try again later or ask your administrator.",
     };
     refuse(
@@ -895,9 +907,11 @@ fn internal(e: impl Display + 'static) -> Step {
     log::error!("store: {e}");
     // A fleet whose database is down ([store] offline = "deny") says so.
     if let Some(StoreError::Unreachable(_)) = (&e as &dyn std::any::Any).downcast_ref() {
-        let text = "The login database cannot be reached; try again later or ask your \
-                    administrator.";
-        return refuse(DenyReason::Internal, text, "denied: database unreachable");
+        return refuse(
+            DenyReason::Internal,
+            OFFLINE,
+            "denied: database unreachable",
+        );
     }
     let text = "Internal error; see the system log.";
     refuse(DenyReason::Internal, text, "denied: internal error")

@@ -22,6 +22,8 @@ pub struct Sent {
 pub enum SendError {
     Cooldown(Duration),
     Quota,
+    /// The fleet's database cannot be reached (`SendRefusal::Offline`).
+    Offline,
     /// The channel is not configured.
     Unavailable,
     /// The channel failed; the log says why.
@@ -73,6 +75,13 @@ pub async fn send_code(
                     field(&masked)
                 );
                 SendError::Quota
+            }
+            SendRefusal::Offline => {
+                log::warn!(
+                    "user={}: the login database cannot be reached; not sending by {via}",
+                    field(user)
+                );
+                SendError::Offline
             }
         })?;
     let msg = CodeMessage {

@@ -73,6 +73,12 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The highest step this host knows spent for `user`: online, or offline and pending.
+fn spent_here(state: &State, user: &str) -> Option<u64> {
+    let pending = state.pending.get(user).and_then(|p| p.step);
+    state.spent.get(user).copied().max(pending)
+}
+
 fn offline(e: &StoreError) -> bool {
     matches!(e, StoreError::Unreachable(_))
 }
@@ -170,11 +176,7 @@ impl Local {
     fn copy(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
         let (seen, spent) = {
             let state = self.state();
-            let pending = state.pending.get(user).and_then(|p| p.step);
-            (
-                state.seen.get(user).copied(),
-                state.spent.get(user).copied().max(pending),
-            )
+            (state.seen.get(user).copied(), spent_here(&state, user))
         };
         if seen.is_none_or(|s| now().saturating_sub(s) > self.keep_for) {
             return Ok(None);
@@ -202,6 +204,8 @@ impl Local {
         };
         let known = record.totp.as_ref().and_then(|k| k.last_step);
         let mut state = self.state();
+        // Again under the lock: an answer racing this one may have spent a step since `copy`.
+        let known = known.max(spent_here(&state, user));
         let pending = state.pending.entry(user.to_owned()).or_default();
         if let Some(until) = pending.locked_until.filter(|u| *u > rules.now) {
             return Some(Ok(FleetVerdict::Locked { until }));
