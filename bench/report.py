@@ -94,31 +94,45 @@ if pam["otp"] and pam["google"] and pam["permit"]:
         a, g, p = P("otp", c), P("google", c), P("permit", c)
         if a and g and p:
             rows.append((c, a, g, p))
+# The targets of issue 16: p50 within 2x of pam_permit at 1 client and 4x at 8, at most
+# google-auth's at 64; at least 2.5x google-auth's logins/s everywhere.
+PERMIT_BOUND = {1: 2.0, 8: 4.0}
+def p50_bound(c, g, p):
+    if c in PERMIT_BOUND:
+        return PERMIT_BOUND[c] * p["p50_us"], f"≤ {PERMIT_BOUND[c]:g}× pam_permit"
+    if c == 64:
+        return g["p50_us"], "≤ google-auth"
+    return None, "—"
 if rows:
-    o.append("| concurrency | pam_otp auth/s ÷ google-auth (≥ 1.5×) | pam_otp p50 ÷ google-auth (≤ 0.7×) | pam_otp p50 ÷ pam_permit (≤ 1.3×) | pam_otp auth/s ÷ pam_permit |")
+    o.append("| concurrency | pam_otp auth/s ÷ google-auth (≥ 2.5×) | pam_otp p50 ÷ pam_permit | pam_otp p50 ÷ google-auth | p50 target |")
     o.append("|---|---|---|---|---|")
+    p50_ok = True
     for c, a, g, p in rows:
-        r1, r2, r3 = a["auth_per_s"] / g["auth_per_s"], a["p50_us"] / g["p50_us"], a["p50_us"] / max(p["p50_us"], 1)
-        o.append(f"| {c} | {r1:.2f}× {'✓' if r1 >= 1.5 else '✗'} | {r2:.2f}× {'✓' if r2 <= 0.7 else '✗'} | {r3:.2f}× {'✓' if r3 <= 1.3 else '✗'} | {a['auth_per_s']/p['auth_per_s']:.3f}× |")
+        r1, r2, r3 = a["auth_per_s"] / g["auth_per_s"], a["p50_us"] / max(p["p50_us"], 1), a["p50_us"] / max(g["p50_us"], 1)
+        bound, label = p50_bound(c, g, p)
+        mark = "" if bound is None else (" ✓" if a["p50_us"] <= bound else " ✗")
+        p50_ok = p50_ok and (bound is None or a["p50_us"] <= bound)
+        o.append(f"| {c} | {r1:.2f}× {'✓' if r1 >= 2.5 else '✗'} | {r2:.2f}× | {r3:.2f}× | {label}{mark} |")
     o.append("")
-    tgt_ok["ga_rate"] = all(a["auth_per_s"] >= 1.5 * g["auth_per_s"] for c, a, g, p in rows)
-    tgt_ok["ga_p50"] = all(a["p50_us"] <= 0.7 * g["p50_us"] for c, a, g, p in rows)
-    tgt_ok["permit"] = all(a["p50_us"] <= 1.3 * p["p50_us"] for c, a, g, p in rows)
+    tgt_ok["ga_rate"] = all(a["auth_per_s"] >= 2.5 * g["auth_per_s"] for c, a, g, p in rows)
+    tgt_ok["p50"] = p50_ok
 lines = []
 if "ga_rate" in tgt_ok:
-    lines.append(f"- pam_otp ≥ 1.5× google-authenticator's auth/s at every concurrency: {verdict(tgt_ok['ga_rate'])}")
-    lines.append(f"- pam_otp p50 ≤ 0.7× google-authenticator's at every concurrency: {verdict(tgt_ok['ga_p50'])}")
-    lines.append(f"- pam_otp within 1.3× of the pam_permit floor (p50 latency; auth/s ratio in the last column): {verdict(tgt_ok['permit'])}")
+    lines.append(f"- pam_otp ≥ 2.5× google-authenticator's logins/s at every concurrency: {verdict(tgt_ok['ga_rate'])}")
+    lines.append(f"- pam_otp p50 ≤ 2× pam_permit's at 1 client, ≤ 4× at 8, ≤ google-authenticator's at 64: {verdict(tgt_ok['p50'])}")
 if daemon:
-    best = max(daemon["points"], key=lambda p: p["per_s"])
-    lines.append(f"- otpd alone ≥ 50,000 verifications/s on {m.get('cores','?')} cores: best {f0(best['per_s'])}/s at concurrency {best['concurrency']} — {verdict(best['per_s'] >= 50000)}")
+    at8 = next((p for p in daemon["points"] if p["concurrency"] == 8), None)
+    if at8:
+        cpu = at8.get("otpd_cpu_us_per_verification", 0)
+        lines.append(f"- otpd alone ≥ 30,000 login conversations/s at 8 clients: {f0(at8['per_s'])}/s — {verdict(at8['per_s'] >= 30000)}")
+        lines.append(f"- otpd CPU per login ≤ 25 µs (at 8 clients): {cpu:.0f} µs — {verdict(cpu <= 25)}")
 if scale:
     big = max(scale["points"], key=lambda p: p["users"])
     ok = big["rss_kib"] < 200 * 1024 and big["startup_ms"] < 1000
     lines.append(f"- {big['users']:,} users: RSS {big['rss_kib']/1024:.1f} MB (< 200 MB), start-up {big['startup_ms']:.0f} ms (< 1 s): {verdict(ok)}")
 if storm:
     dlt = storm["p99_delta_us"]
-    lines.append(f"- the email storm moves TOTP p99 by < 1 ms: {dlt/1000:+.2f} ms — {verdict(abs(dlt) < 1000)}")
+    lines.append(f"- the email storm moves TOTP p99 by < 2 ms: {dlt/1000:+.2f} ms — {verdict(abs(dlt) < 2000)}")
 o.extend(lines); o.append("")
 
 o.append("## 1. In-process PAM: auth/s, p50 and p99 by concurrency\n")

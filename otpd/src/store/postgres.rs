@@ -75,10 +75,17 @@ fn listened<S: Store>(inner: S, db: fn(&S) -> &PostgresStore) -> Arc<dyn Store> 
     store
 }
 
+/// A change to how a store connects (`Connect::without_commit_wait`), or none.
+pub type Tune = fn(connect::Connect) -> connect::Connect;
+
 impl PostgresStore {
     /// Connect, and refuse a schema other than the one this otpd knows.
     pub fn open(cfg: &Config) -> Result<PostgresStore, StoreError> {
-        let store = PostgresStore::connect(cfg)?;
+        PostgresStore::open_with(cfg, |c| c)
+    }
+
+    fn open_with(cfg: &Config, tune: Tune) -> Result<PostgresStore, StoreError> {
+        let store = PostgresStore::connect_with(cfg, tune)?;
         let version = store.schema_version()?;
         migrations::check(version)?;
         Ok(store)
@@ -87,12 +94,17 @@ impl PostgresStore {
     /// With `offline = "cached"`, start while the database is unreachable (its schema is
     /// checked when it answers), so logins can use this host's copies.
     pub fn open_or_offline(cfg: &Config) -> Result<PostgresStore, StoreError> {
-        match PostgresStore::open(cfg) {
+        PostgresStore::open_or_offline_with(cfg, |c| c)
+    }
+
+    /// `open_or_offline`, with `tune` applied to how it connects (the audit table's sessions).
+    pub fn open_or_offline_with(cfg: &Config, tune: Tune) -> Result<PostgresStore, StoreError> {
+        match PostgresStore::open_with(cfg, tune) {
             Err(StoreError::Unreachable(why))
                 if cfg.store.offline == crate::config::store::Offline::Cached =>
             {
                 log::warn!("store: the database cannot be reached ({why}): starting offline");
-                PostgresStore::unconnected(cfg)
+                PostgresStore::unconnected(cfg, tune)
             }
             other => other,
         }
@@ -100,7 +112,11 @@ impl PostgresStore {
 
     /// Connect without looking at the schema (`otpd migrate`).
     pub fn connect(cfg: &Config) -> Result<PostgresStore, StoreError> {
-        let store = PostgresStore::unconnected(cfg)?;
+        PostgresStore::connect_with(cfg, |c| c)
+    }
+
+    fn connect_with(cfg: &Config, tune: Tune) -> Result<PostgresStore, StoreError> {
+        let store = PostgresStore::unconnected(cfg, tune)?;
         // Connect now, so a bad url, password or certificate is said at start, not at login.
         store.call(|pool| async move {
             let _client = pool.get().await.map_err(connect::pool_error)?;
@@ -110,9 +126,9 @@ impl PostgresStore {
     }
 
     /// The pool, with no connection made yet.
-    fn unconnected(cfg: &Config) -> Result<PostgresStore, StoreError> {
+    fn unconnected(cfg: &Config, tune: Tune) -> Result<PostgresStore, StoreError> {
         let key = super::key_file::load(&cfg.key_file)?;
-        let connect = connect::Connect::from_config(&cfg.store)?;
+        let connect = tune(connect::Connect::from_config(&cfg.store)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otpd-postgres")

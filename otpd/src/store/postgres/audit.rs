@@ -13,10 +13,11 @@ pub struct AuditTable {
 }
 
 impl AuditTable {
-    /// Its own pool on the configured database (the schema checked as the store checks it).
+    /// Its own pool on the configured database (the schema checked as the store checks it),
+    /// whose commits do not wait for the WAL flush (`Connect::without_commit_wait`).
     pub fn open(cfg: &Config) -> Result<AuditTable, StoreError> {
         Ok(AuditTable {
-            store: PostgresStore::open_or_offline(cfg)?,
+            store: PostgresStore::open_or_offline_with(cfg, connect::Connect::without_commit_wait)?,
         })
     }
 }
@@ -42,12 +43,17 @@ impl Sink for AuditTable {
         self.store
             .call(move |pool| async move {
                 let client = pool.get().await.map_err(connect::pool_error)?;
-                client
-                    .execute(
+                // Prepared once per connection: a statement given as text is parsed in a
+                // round trip of its own every time.
+                let insert = client
+                    .prepare_cached(
                         "INSERT INTO otpd_audit (id, time, host, username, result, event) \
                          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                        &[&id, &time, &host, &user, &result, &json],
                     )
+                    .await
+                    .map_err(connect::db_error)?;
+                client
+                    .execute(&insert, &[&id, &time, &host, &user, &result, &json])
                     .await
                     .map_err(connect::db_error)?;
                 Ok(())

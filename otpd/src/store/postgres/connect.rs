@@ -70,6 +70,19 @@ impl Connect {
         Ok(Connect { pg, tls })
     }
 
+    /// Sessions that do not wait for the WAL flush at commit (the audit table's): a crash of
+    /// the database server may lose its last fraction of a second of them (the host's own
+    /// audit file and syslog keep every line), and their flushes no longer queue in front of
+    /// the logins' spent steps, which still wait for theirs (docs/design.md, "The fleet store").
+    pub fn without_commit_wait(mut self) -> Connect {
+        let options = match self.pg.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        self.pg.options(&options);
+        self
+    }
+
     /// A pool of at most `size` connections; each waits at most a few seconds for one.
     pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool, StoreError> {
         let manager_cfg = deadpool_postgres::ManagerConfig {
