@@ -15,22 +15,33 @@ use otp_e2e::totp::{code, now};
 use otp_e2e::{me, PamService};
 use std::sync::{Arc, Barrier};
 
+/// A fleet whose hosts keep offline copies.
+fn cached_fleet() -> (Arc<Cluster>, Fleet) {
+    let cluster = Arc::new(Cluster::start());
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml.push_str("offline = \"cached\"\n");
+    (cluster, fleet)
+}
+
+/// A user enrolled and seen once online by `host`, then the database stopped: the secret and
+/// the recovery codes.
+fn seen_then_cut_off(cluster: &Cluster, host: &otp_e2e::Daemon) -> (String, Vec<String>) {
+    let (secret, codes) = enroll(host);
+    let online = login(host, &code(&secret, now()));
+    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", host.log());
+    cluster.stop();
+    host.assert_logged("lost the database");
+    (secret, codes)
+}
+
 #[test]
 fn cached_logins_work_offline_once_per_step_and_are_written_back() {
     if !ready() {
         return;
     }
-    let cluster = Arc::new(Cluster::start());
-    let mut fleet = Fleet::on(cluster.clone());
-    fleet.store_toml.push_str("offline = \"cached\"\n");
+    let (cluster, fleet) = cached_fleet();
     let (mut a, b) = (fleet.host(), fleet.host());
-    let (secret, codes) = enroll(&a);
-    // A sees the user once, online.
-    let online = login(&a, &code(&secret, now()));
-    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
-
-    cluster.stop();
-    a.assert_logged("lost the database");
+    let (secret, codes) = seen_then_cut_off(&cluster, &a);
     // The next step (inside the skew window) is one the database never saw.
     let at = now() + 30;
     let fresh = code(&secret, at);
@@ -141,15 +152,9 @@ fn concurrent_offline_answers_with_one_code_accept_exactly_one() {
         return;
     }
     const LOGINS: usize = 8;
-    let cluster = Arc::new(Cluster::start());
-    let mut fleet = Fleet::on(cluster.clone());
-    fleet.store_toml.push_str("offline = \"cached\"\n");
+    let (cluster, fleet) = cached_fleet();
     let a = fleet.host();
-    let (secret, _) = enroll(&a);
-    let online = login(&a, &code(&secret, now()));
-    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
-    cluster.stop();
-    a.assert_logged("lost the database");
+    let (secret, _) = seen_then_cut_off(&cluster, &a);
 
     let fresh = code(&secret, now() + 30);
     let together = Barrier::new(LOGINS);
@@ -187,15 +192,9 @@ fn a_kill_after_an_offline_login_keeps_the_step_spent() {
     if !ready() {
         return;
     }
-    let cluster = Arc::new(Cluster::start());
-    let mut fleet = Fleet::on(cluster.clone());
-    fleet.store_toml.push_str("offline = \"cached\"\n");
+    let (cluster, fleet) = cached_fleet();
     let (mut a, b) = (fleet.host(), fleet.host());
-    let (secret, _) = enroll(&a);
-    let online = login(&a, &code(&secret, now()));
-    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
-    cluster.stop();
-    a.assert_logged("lost the database");
+    let (secret, _) = seen_then_cut_off(&cluster, &a);
 
     let at = now() + 30;
     let fresh = code(&secret, at);
