@@ -312,7 +312,7 @@ fn check_config_reports_the_schema_and_names_each_error() {
     let db = &fleet.db;
     let ok = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("schema version 4"), "{}", text(&ok));
+    assert!(text(&ok).contains("schema version 5"), "{}", text(&ok));
 
     let cases: Vec<(String, &str)> = vec![
         (
@@ -368,14 +368,14 @@ fn check_config_reports_the_schema_and_names_each_error() {
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("schema version 1, but this otpd knows version 4"),
+        text(&out).contains("schema version 1, but this otpd knows version 5"),
         "{}",
         text(&out)
     );
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 5");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 6");
     let out = fleet.otpd(&fleet.store(), &["check-config"]);
     assert!(text(&out).contains("newer"), "{}", text(&out));
-    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 4");
+    fleet.cluster.psql(db, "UPDATE otpd_schema SET version = 5");
 }
 
 #[test]
@@ -511,4 +511,69 @@ fn after_the_primary_fails_over_to_its_standby_logins_resume_and_no_code_is_reus
     assert_refused_with(&b, &replay, "already used");
     let next = login(&a, &code(&secret, now() + 30));
     assert_eq!(next.code, PAM_SUCCESS, "{next:?}\n{}", a.log());
+}
+
+/// `[store] commit = "fast"`: a right TOTP code's spent step commits without waiting for the
+/// WAL flush, so a crash of the database may lose it. The attack: the code a user typed on A
+/// just before the database crashed, replayed on B once it is back. The fleet's restart guard
+/// must refuse it (and every code that could have been valid before the crash) on every host,
+/// unspent and uncounted, while a locked user learns nothing from it, and end on time.
+#[test]
+fn with_fast_commits_a_database_crash_guards_the_codes_from_before_it_on_every_host() {
+    if !ready() {
+        return;
+    }
+    let cluster = Arc::new(Cluster::start());
+    let mut fleet = Fleet::on(cluster.clone());
+    fleet.store_toml.push_str("commit = \"fast\"\n");
+    let (a, b) = (fleet.host(), fleet.host());
+    let (secret, _) = enroll(&a);
+    let used = code(&secret, now());
+    let first = login(&a, &used);
+    assert_eq!(first.code, PAM_SUCCESS, "{first:?}\n{}", a.log());
+    let sql = |q: &str| cluster.psql(&fleet.db, q).trim().to_owned();
+    // Marked, durably, before the first fast commit: a crash from now on is guarded.
+    assert_eq!(sql("SELECT fast_seen FROM otpd_server"), "t");
+    // What a crash before the WAL writer's flush loses is the spent step: the row set back
+    // by hand, as such a crash leaves it (a commit flushed in time would be "already used").
+    sql("UPDATE otpd_users SET last_step = last_step - 1");
+
+    cluster.stop();
+    b.assert_logged("lost the database");
+    cluster.pg_ctl_start();
+    b.assert_logged("the database is back");
+    let replay = login(&b, &used);
+    assert_refused_with(&b, &replay, "restarted");
+    b.assert_logged("denied: code from before an unclean restart (not counted)");
+    let from: u64 = sql("SELECT guard_from FROM otpd_server")
+        .parse()
+        .expect("guard_from set");
+    // The next step's code could have been typed before the crash too (skew 1): guarded.
+    let next = code(&secret, from + 30);
+    assert_refused_with(&b, &login(&b, &next), "restarted");
+    assert_eq!(
+        sql("SELECT count(*) FROM otpd_failures"),
+        "0",
+        "guarded is not counted"
+    );
+
+    // Locked (5 wrong codes), a guarded right code says "locked", not "right, but wait".
+    for _ in 0..5 {
+        assert_refused_with(&b, &login(&b, "000000x"), "Invalid code");
+    }
+    assert_refused_with(&a, &login(&a, &next), "Too many failed attempts");
+    let out = a.otpctl(&["--user", &me(), "unlock"]);
+    assert!(out.status.success(), "unlock: {}", text(&out));
+
+    // The guard covers the steps up to `from`'s plus the skew, and no further.
+    let until = (from / 30 + 2) * 30;
+    assert!(
+        until <= now() + 61,
+        "guard_from {from} is not from this run"
+    );
+    while now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after = login(&b, &code(&secret, now()));
+    assert_eq!(after.code, PAM_SUCCESS, "{after:?}\n{}", b.log());
 }

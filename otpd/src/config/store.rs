@@ -31,6 +31,20 @@ pub enum Offline {
     Cached,
 }
 
+/// When a right TOTP code's spent step is known to be on disk (docs/design.md, "The fleet
+/// store").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Commit {
+    /// Every verdict waits for the database's WAL flush (and a synchronous standby's).
+    #[default]
+    Durable,
+    /// A right TOTP code commits without waiting for the flush (a round trip's fsync less);
+    /// what a database crash or failover may lose is covered by the fleet's restart guard.
+    /// Failures, lockouts and HOTP counters still wait.
+    Fast,
+}
+
 /// Most connections a host keeps to the database.
 pub const MAX_POOL: u16 = 256;
 /// Longest `offline_days`.
@@ -55,6 +69,7 @@ pub struct StoreConfig {
     /// `offline = "cached"`: users seen this many days back may log in while the database is
     /// down (1 to 365).
     pub offline_days: u16,
+    pub commit: Commit,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +82,7 @@ impl Default for StoreConfig {
             pool: 8,
             offline: Offline::Deny,
             offline_days: 7,
+            commit: Commit::Durable,
         }
     }
 }
@@ -89,6 +105,8 @@ struct RawStore {
     #[serde(default)]
     offline: Offline,
     offline_days: Option<u16>,
+    #[serde(default)]
+    commit: Commit,
 }
 
 impl TryFrom<RawStore> for StoreConfig {
@@ -128,6 +146,7 @@ impl TryFrom<RawStore> for StoreConfig {
             pool,
             offline: raw.offline,
             offline_days,
+            commit: raw.commit,
         })
     }
 }
@@ -192,5 +211,13 @@ mod tests {
             Offline::Cached
         );
         assert_eq!(parse("").unwrap(), StoreConfig::default());
+    }
+
+    #[test]
+    fn commit_is_durable_unless_asked_fast_and_names_are_checked() {
+        assert_eq!(parse("").unwrap().commit, Commit::Durable);
+        assert_eq!(parse("commit = \"fast\"\n").unwrap().commit, Commit::Fast);
+        let e = parse("commit = \"async\"\n").unwrap_err();
+        assert!(e.contains("durable") && e.contains("fast"), "{e}");
     }
 }

@@ -29,10 +29,7 @@ pub fn decide(
         return Ok(proof);
     };
     let ask = match &proof {
-        Proof::Allowed(How::App) => match accounts.keys.accepted_step(user)? {
-            Some(step) => FleetAnswer::Step(step),
-            None => FleetAnswer::Success,
-        },
+        Proof::Allowed(How::App) => accounts.keys.fleet_spend(user)?,
         // A recovery code was spent in the database already (policy::recovery); a sent code
         // is this host's own; a confirmed pending key starts with its step stored.
         Proof::Allowed(_) => FleetAnswer::Success,
@@ -48,6 +45,7 @@ pub fn decide(
         window: lockout.window.as_secs(),
         max_failures: lockout.max_failures,
         lock_for: lockout.lock_for.as_secs(),
+        skew: accounts.keys.skew(),
     };
     Ok(match fleet.answer(user, ask, &rules)? {
         FleetVerdict::Allowed => proof,
@@ -61,5 +59,6 @@ pub fn decide(
         FleetVerdict::Locked { until } => {
             Proof::Locked(Duration::from_secs(until.saturating_sub(now).max(1)))
         }
+        FleetVerdict::Guarded { until } => Proof::RestartGuard { until },
     })
 }

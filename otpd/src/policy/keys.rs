@@ -11,7 +11,7 @@ use super::hotp;
 use super::records::{Change, Records};
 use super::replay::Replay;
 use super::totp::{self, Check};
-use crate::store::{KeyKind, Store, StoreError, TotpKey};
+use crate::store::{FleetAnswer, KeyKind, Store, StoreError, TotpKey};
 use otp_proto::Secret;
 use std::sync::Arc;
 
@@ -106,16 +106,28 @@ impl Keys {
             .map(|k| k.digits))
     }
 
-    /// The step (TOTP) or counter (HOTP) the user's key accepted last, which a fleet spends
-    /// for every host (policy::fleet).
-    pub fn accepted_step(&self, user: &str) -> Result<Option<u64>, StoreError> {
+    /// What the fleet must spend for every host after the user's key accepted an app code
+    /// (policy::fleet): the TOTP step or the HOTP counter accepted last, or nothing.
+    pub fn fleet_spend(&self, user: &str) -> Result<FleetAnswer, StoreError> {
         let Some(key) = self.records.load(user)?.and_then(|r| r.totp) else {
-            return Ok(None);
+            return Ok(FleetAnswer::Success);
         };
-        Ok(match key.kind {
-            KeyKind::Hotp => key.last_step,
-            KeyKind::Totp => self.replay.last_spent(user, &key),
-        })
+        let spent = match key.kind {
+            KeyKind::Hotp => key.last_step.map(FleetAnswer::Counter),
+            KeyKind::Totp => self
+                .replay
+                .last_spent(user, &key)
+                .map(|step| FleetAnswer::Step {
+                    step,
+                    period: key.period,
+                }),
+        };
+        Ok(spent.unwrap_or(FleetAnswer::Success))
+    }
+
+    /// `[totp] skew`, which the fleet's restart guard also covers.
+    pub fn skew(&self) -> u8 {
+        self.skew
     }
 
     /// The newest step spent with `key` so far (in memory or stored).

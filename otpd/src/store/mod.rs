@@ -230,8 +230,11 @@ pub trait Store: Send + Sync + 'static {
 /// What a host asks the fleet about one answer it has checked locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FleetAnswer {
-    /// A right TOTP code of this step, or a right HOTP code at this counter: spend it.
-    Step(u64),
+    /// A right TOTP code of this step of a key with this period (seconds): spend it. The only
+    /// answer `commit = "fast"` commits fast, so the fleet's restart guard judges it too.
+    Step { step: u64, period: u64 },
+    /// A right HOTP code at this counter: spend it, always durably (nothing guards counters).
+    Counter(u64),
     /// A right answer with nothing of the fleet's to spend (a sent code, a recovery code the
     /// fleet already spent, a confirmed pending key).
     Success,
@@ -252,6 +255,12 @@ pub enum FleetVerdict {
     },
     /// Allowed by this host alone while the database is unreachable (`offline = "cached"`).
     AllowedOffline,
+    /// A right TOTP code from before the database restarted or failed over, which a fast
+    /// commit may have lost the spending of: refused, not spent, not counted. Codes work again
+    /// from this Unix time.
+    Guarded {
+        until: u64,
+    },
 }
 
 /// The lockout rules the fleet applies, in seconds.
@@ -261,6 +270,8 @@ pub struct FleetRules {
     pub window: u64,
     pub max_failures: u32,
     pub lock_for: u64,
+    /// `[totp] skew`: how many steps past the guard's start it also covers.
+    pub skew: u8,
 }
 
 /// Fleet-wide replay and lockout (docs/design.md, "The fleet store"): each call is one atomic

@@ -22,6 +22,7 @@ use super::{
     CachedStore, Fleet, FleetAnswer, FleetRefusal, FleetRules, FleetSend, FleetVerdict,
     LockoutRecord, PreviousRun, RecoveryHash, SavedSteps, Store, StoreError, TotpKey, UserRecord,
 };
+use crate::config::store::Commit;
 use crate::config::Config;
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct PostgresStore {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     connect: connect::Connect,
+    /// `[store] commit`: whether a right TOTP code's verdict waits for the WAL flush.
+    commit: Commit,
     unlock_watchers: std::sync::Mutex<Vec<UnlockWatcher>>,
 }
 
@@ -143,6 +146,7 @@ impl PostgresStore {
             runtime: Some(runtime),
             handle,
             connect,
+            commit: cfg.store.commit,
             unlock_watchers: std::sync::Mutex::new(Vec::new()),
         };
         Ok(store)
@@ -510,18 +514,20 @@ impl Fleet for PostgresStore {
         answer: FleetAnswer,
         rules: &FleetRules,
     ) -> Result<FleetVerdict, StoreError> {
-        let (kind, value) = match answer {
-            FleetAnswer::Step(step) => ("step", Some(to_i64(step))),
-            FleetAnswer::Success => ("success", None),
-            FleetAnswer::Failure => ("failure", None),
+        let (kind, value, period) = match answer {
+            FleetAnswer::Step { step, period } => ("step", Some(to_i64(step)), to_i64(period)),
+            FleetAnswer::Counter(counter) => ("counter", Some(to_i64(counter)), 0),
+            FleetAnswer::Success => ("success", None, 0),
+            FleetAnswer::Failure => ("failure", None, 0),
         };
         let name = user.to_owned();
         let rules = *rules;
+        let fast = self.commit == Commit::Fast;
         let (verdict, until) = self.call(|pool| async move {
             let client = pool.get().await.map_err(connect::pool_error)?;
             let statement = client
                 .prepare_cached(
-                    "SELECT verdict, locked_until FROM otpd_answer($1, $2, $3, $4, $5, $6, $7)",
+                    "SELECT verdict, until FROM otpd_answer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .await
                 .map_err(db)?;
@@ -537,6 +543,9 @@ impl Fleet for PostgresStore {
                         &to_i64(rules.window),
                         &max,
                         &to_i64(rules.lock_for),
+                        &period,
+                        &i32::from(rules.skew),
+                        &fast,
                     ],
                 )
                 .await
@@ -550,6 +559,9 @@ impl Fleet for PostgresStore {
             "replayed" => FleetVerdict::Replayed,
             "wrong" => FleetVerdict::Wrong,
             "locked" => FleetVerdict::Locked {
+                until: until.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
+            },
+            "guarded" => FleetVerdict::Guarded {
                 until: until.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
             },
             other => {

@@ -35,7 +35,7 @@ impl Fleet {
         let out = fleet.otpd(&fleet.store(), &["migrate"]);
         assert!(out.status.success(), "otpd migrate: {}", text(&out));
         assert!(
-            text(&out).contains("schema version 0 -> 4"),
+            text(&out).contains("schema version 0 -> 5"),
             "{}",
             text(&out)
         );

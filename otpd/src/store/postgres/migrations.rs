@@ -5,7 +5,7 @@
 use crate::store::StoreError;
 
 /// The schema version this otpd is written for.
-pub const CURRENT: i32 = 4;
+pub const CURRENT: i32 = 5;
 
 /// Every migration, in order: (version it brings the schema to, SQL).
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/002_sends.sql")),
     (3, include_str!("migrations/003_audit.sql")),
     (4, include_str!("migrations/004_grace.sql")),
+    (5, include_str!("migrations/005_fast_commit.sql")),
 ];
 
 /// pg_advisory_lock key: "otpd" in ASCII.

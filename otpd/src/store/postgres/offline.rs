@@ -214,7 +214,9 @@ impl Local {
             .failures
             .retain(|at| *at > rules.now.saturating_sub(rules.window));
         let verdict = match answer {
-            FleetAnswer::Step(step) if known.is_none_or(|k| step > k) => {
+            FleetAnswer::Step { step, .. } | FleetAnswer::Counter(step)
+                if known.is_none_or(|k| step > k) =>
+            {
                 pending.step = Some(pending.step.unwrap_or(0).max(step));
                 pending.failures.clear();
                 pending.locked_until = None;
@@ -222,13 +224,13 @@ impl Local {
             }
             // Sent codes and confirmations need the database.
             FleetAnswer::Success => return None,
-            FleetAnswer::Step(_) | FleetAnswer::Failure => {
+            FleetAnswer::Step { .. } | FleetAnswer::Counter(_) | FleetAnswer::Failure => {
                 pending.failures.push(rules.now);
                 if pending.failures.len() >= rules.max_failures as usize {
                     pending.locked_until = Some(rules.now + rules.lock_for);
                 }
                 match answer {
-                    FleetAnswer::Step(_) => FleetVerdict::Replayed,
+                    FleetAnswer::Step { .. } | FleetAnswer::Counter(_) => FleetVerdict::Replayed,
                     _ => FleetVerdict::Wrong,
                 }
             }
@@ -396,7 +398,11 @@ impl Fleet for OfflineStore {
     ) -> Result<FleetVerdict, StoreError> {
         match self.db.answer(user, answer, rules) {
             Ok(verdict) => {
-                if let (FleetVerdict::Allowed, FleetAnswer::Step(step)) = (verdict, answer) {
+                if let (
+                    FleetVerdict::Allowed,
+                    FleetAnswer::Step { step, .. } | FleetAnswer::Counter(step),
+                ) = (verdict, answer)
+                {
                     if let Err(e) = self.local.spent_online(user, step) {
                         log::error!(
                             "store: offline copy of user={}: {e}",
@@ -484,6 +490,7 @@ mod tests {
             window: 300,
             max_failures: 3,
             lock_for: 600,
+            skew: 1,
         }
     }
 
@@ -491,9 +498,19 @@ mod tests {
     fn a_step_is_spent_once_and_survives_reopening_and_failures_lock() {
         let dir = tempfile::tempdir().unwrap();
         let l = local(dir.path());
-        assert!(l.answer("alice", FleetAnswer::Step(11), &rules()).is_none());
+        assert!(l
+            .answer(
+                "alice",
+                FleetAnswer::Step {
+                    step: 11,
+                    period: 30
+                },
+                &rules()
+            )
+            .is_none());
         l.keep("alice", &record(10)).unwrap();
-        let spend = |l: &Local, step| l.answer("alice", FleetAnswer::Step(step), &rules());
+        let spend =
+            |l: &Local, step| l.answer("alice", FleetAnswer::Step { step, period: 30 }, &rules());
         assert!(matches!(spend(&l, 10), Some(Ok(FleetVerdict::Replayed))));
         assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Allowed))));
         assert!(matches!(spend(&l, 11), Some(Ok(FleetVerdict::Replayed))));
