@@ -214,3 +214,34 @@ fn a_kill_after_an_offline_login_keeps_the_step_spent() {
     let on_b = login(&b, &fresh);
     assert_refused_with(&b, &on_b, "already used");
 }
+
+/// The attack on the lazy note of online steps: a code accepted online, otpd killed at once
+/// (its note of the step may not be on disk yet: it is written within a second, off the
+/// login's path), the database down after the restart. The step must still be refused
+/// offline: by the note if it was written, else by the restart guard the unclean stop raised.
+#[test]
+fn a_kill_right_after_an_online_login_still_refuses_that_step_offline() {
+    if !ready() {
+        return;
+    }
+    let (cluster, fleet) = cached_fleet();
+    let mut a = fleet.host();
+    let (secret, _) = enroll(&a);
+    // A clean stop writes down that A has seen the user (a copy it may use offline).
+    a.restart();
+    let used = code(&secret, now());
+    let online = login(&a, &used);
+    assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
+    a.restart_after_crash();
+    a.assert_logged("did not stop cleanly");
+    cluster.stop();
+    a.assert_logged("lost the database");
+    let offline = login(&a, &used);
+    assert_eq!(offline.code, PAM_AUTH_ERR, "{offline:?}\n{}", a.log());
+    let said = offline.errors().join(" ");
+    assert!(
+        said.contains("already used") || said.contains("restarted"),
+        "{said}"
+    );
+    eprintln!("measured: the killed host refused the step offline with {said:?}");
+}

@@ -118,6 +118,12 @@ fn main() {
         &fast,
         "postgres, cached user, commit = fast",
     ));
+    let offline = format!("{store}offline = \"cached\"\n");
+    points.push(cached(
+        "warm-offline",
+        &offline,
+        "postgres, cached user, offline = cached",
+    ));
     write_json(Path::new(&out), &serde_json::json!({ "points": points }));
 }
 

@@ -6,8 +6,12 @@
 //! Under `state_dir/offline`: `users/NAME.json` (the copies, sealed like the file store's
 //! records, by `FileStore`) and `state.json` (when each user was last seen, the last step this
 //! host knows spent, and what is pending write-back). Every file is 0600, written to a temp
-//! file, fsynced and renamed. A step is written there before it is accepted, so neither a
-//! crash nor a restart lets it be accepted again on this host.
+//! file, fsynced and renamed. A step spent offline is written there before it is accepted, so
+//! neither a crash nor a restart lets it be accepted again on this host. A step the database
+//! spent (an online login) is the database's to keep: this host notes it in memory and writes
+//! the state within `WRITE_BACK_EVERY` and at a clean stop, off the login's path; after an
+//! unclean stop (`clean` not set), offline answers are under a restart guard, as the file
+//! store's are (docs/design.md, "Offline logins").
 
 use super::{connect, db, notify, to_i64, PostgresStore, CHANNEL};
 use crate::store::files::{write_atomically, FileStore};
@@ -35,6 +39,9 @@ struct Local {
     state_path: PathBuf,
     /// `offline_days` in seconds.
     keep_for: u64,
+    /// Unix seconds this run started if the last one did not stop cleanly: TOTP steps up to
+    /// this one's plus the skew may have been spent online unnoted (the restart guard).
+    guard_from: Option<u64>,
     state: Mutex<State>,
 }
 
@@ -51,6 +58,13 @@ struct State {
     /// What offline logins did that the database does not know yet.
     #[serde(default)]
     pending: BTreeMap<String, Pending>,
+    /// Written by a clean stop, cleared at start: a start that finds it unset follows a crash,
+    /// and the last online steps may be missing.
+    #[serde(default)]
+    clean: bool,
+    /// Changed since the last write (not stored).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -103,12 +117,15 @@ impl Local {
     /// The copies in `copies` and `dir/state.json` (as the last run left it).
     fn open(copies: FileStore, dir: &std::path::Path, days: u16) -> Result<Local, StoreError> {
         let state_path = dir.join("state.json");
-        let state = match std::fs::read(&state_path) {
+        let mut state: State = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                 path: state_path.clone(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+                clean: true,
+                ..State::default()
+            },
             Err(source) => {
                 return Err(StoreError::Io {
                     path: state_path,
@@ -116,12 +133,53 @@ impl Local {
                 })
             }
         };
-        Ok(Local {
+        let guard_from = (!state.clean).then(now);
+        if let Some(from) = guard_from {
+            log::warn!(
+                "store: offline: the last run did not stop cleanly; offline codes from before {from} are refused"
+            );
+        }
+        state.clean = false;
+        let local = Local {
             copies,
             state_path,
             keep_for: u64::from(days) * 86_400,
-            state: Mutex::new(state),
-        })
+            guard_from,
+            state: Mutex::new(State::default()),
+        };
+        // On disk before any login: a crash from now on is seen by the next start.
+        local.write(&state)?;
+        *local.state() = state;
+        Ok(local)
+    }
+
+    /// Write the state if it changed (the write-back thread, every `WRITE_BACK_EVERY`).
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if !state.dirty {
+            return Ok(());
+        }
+        self.write(&state)?;
+        state.dirty = false;
+        Ok(())
+    }
+
+    /// A clean stop: everything noted, and the next start needs no guard.
+    fn close(&self) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.clean = true;
+        self.write(&state)?;
+        state.clean = false;
+        state.dirty = false;
+        Ok(())
+    }
+
+    /// The restart guard's verdict on a right code of `step` of `key`: the Unix time codes
+    /// work again, if it is refused.
+    fn guarded(&self, key: &crate::store::TotpKey, step: u64, skew: u8) -> Option<u64> {
+        let from = self.guard_from.filter(|from| key.created <= *from)?;
+        let floor = (from / key.period.max(1)).saturating_add(u64::from(skew));
+        (step <= floor).then(|| (floor + 1) * key.period)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -150,7 +208,9 @@ impl Local {
             let spent = state.spent.entry(user.to_owned()).or_default();
             *spent = (*spent).max(step);
         }
-        self.write(&state)
+        // The database holds the step: noted here, written by `flush`.
+        state.dirty = true;
+        Ok(())
     }
 
     fn drop_copy(&self, user: &str) -> Result<(), StoreError> {
@@ -163,13 +223,14 @@ impl Local {
         Ok(())
     }
 
-    /// A step the database spent for this host: remembered, so the copy is never behind.
-    fn spent_online(&self, user: &str, step: u64) -> Result<(), StoreError> {
+    /// A step the database spent for this host: remembered, so the copy is never behind
+    /// (written by `flush`; a crash before it is what the restart guard covers).
+    fn spent_online(&self, user: &str, step: u64) {
         let mut state = self.state();
         state.seen.insert(user.to_owned(), now());
         let spent = state.spent.entry(user.to_owned()).or_default();
         *spent = (*spent).max(step);
-        self.write(&state)
+        state.dirty = true;
     }
 
     /// The copy, if the user was seen recently enough.
@@ -214,23 +275,26 @@ impl Local {
             .failures
             .retain(|at| *at > rules.now.saturating_sub(rules.window));
         let verdict = match answer {
-            FleetAnswer::Step { step, .. } | FleetAnswer::Counter(step)
-                if known.is_none_or(|k| step > k) =>
-            {
+            FleetAnswer::Step { step, .. } if known.is_none_or(|k| step > k) => {
+                let key = record.totp.as_ref();
+                if let Some(until) = key.and_then(|k| self.guarded(k, step, rules.skew)) {
+                    // A right code, perhaps spent online just before a crash: not counted.
+                    return Some(Ok(FleetVerdict::Guarded { until }));
+                }
                 pending.step = Some(pending.step.unwrap_or(0).max(step));
                 pending.failures.clear();
                 pending.locked_until = None;
                 FleetVerdict::Allowed
             }
-            // Sent codes and confirmations need the database.
-            FleetAnswer::Success => return None,
-            FleetAnswer::Step { .. } | FleetAnswer::Counter(_) | FleetAnswer::Failure => {
+            // Sent codes, confirmations and HOTP counters need the database.
+            FleetAnswer::Success | FleetAnswer::Counter(_) => return None,
+            FleetAnswer::Step { .. } | FleetAnswer::Failure => {
                 pending.failures.push(rules.now);
                 if pending.failures.len() >= rules.max_failures as usize {
                     pending.locked_until = Some(rules.now + rules.lock_for);
                 }
                 match answer {
-                    FleetAnswer::Step { .. } | FleetAnswer::Counter(_) => FleetVerdict::Replayed,
+                    FleetAnswer::Step { .. } => FleetVerdict::Replayed,
                     _ => FleetVerdict::Wrong,
                 }
             }
@@ -250,6 +314,9 @@ fn spawn_write_back(db: std::sync::Weak<PostgresStore>, local: std::sync::Weak<L
             let (Some(db), Some(local)) = (db.upgrade(), local.upgrade()) else {
                 return;
             };
+            if let Err(e) = local.flush() {
+                log::error!("store: offline: {e}");
+            }
             let pending: Vec<(String, Pending)> = local
                 .state()
                 .pending
@@ -373,6 +440,7 @@ impl Store for OfflineStore {
         self.db.begin_run()
     }
     fn end_run(&self) -> Result<(), StoreError> {
+        self.local.close()?;
         self.db.end_run()
     }
     fn save_used_steps(&self, saved: &SavedSteps) -> Result<(), StoreError> {
@@ -398,17 +466,8 @@ impl Fleet for OfflineStore {
     ) -> Result<FleetVerdict, StoreError> {
         match self.db.answer(user, answer, rules) {
             Ok(verdict) => {
-                if let (
-                    FleetVerdict::Allowed,
-                    FleetAnswer::Step { step, .. } | FleetAnswer::Counter(step),
-                ) = (verdict, answer)
-                {
-                    if let Err(e) = self.local.spent_online(user, step) {
-                        log::error!(
-                            "store: offline copy of user={}: {e}",
-                            crate::logging::field(user)
-                        );
-                    }
+                if let (FleetVerdict::Allowed, FleetAnswer::Step { step, .. }) = (verdict, answer) {
+                    self.local.spent_online(user, step);
                 }
                 Ok(verdict)
             }
@@ -463,9 +522,93 @@ mod tests {
     use crate::store::TotpKey;
 
     fn local(dir: &std::path::Path) -> Local {
-        let key = SealingKey::generate().unwrap();
-        let copies = FileStore::open_sealed(dir, Sealer::new(key)).unwrap();
+        local_with(dir, &SealingKey::generate().unwrap())
+    }
+
+    fn local_with(dir: &std::path::Path, key: &SealingKey) -> Local {
+        let copies = FileStore::open_sealed(dir, Sealer::new(key.clone())).unwrap();
         Local::open(copies, dir, 7).unwrap()
+    }
+
+    fn step(l: &Local, step: u64) -> Option<Result<FleetVerdict, StoreError>> {
+        l.answer("alice", FleetAnswer::Step { step, period: 30 }, &rules())
+    }
+
+    /// An online login's step is noted in memory, not written on the login's path; the
+    /// write-back thread's `flush` and a clean stop write it.
+    #[test]
+    fn online_steps_are_written_by_flush_and_a_clean_stop_not_per_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealingKey::generate().unwrap();
+        let l = local_with(dir.path(), &key);
+        l.keep("alice", &record(10)).unwrap();
+        l.flush().unwrap();
+        let on_disk = || -> State {
+            serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap()
+        };
+        l.spent_online("alice", 12);
+        assert_eq!(on_disk().spent.get("alice"), Some(&10), "written per login");
+        l.flush().unwrap();
+        assert_eq!(on_disk().spent.get("alice"), Some(&12));
+        l.spent_online("alice", 13);
+        l.close().unwrap();
+        let stopped = on_disk();
+        assert_eq!(
+            (stopped.spent.get("alice"), stopped.clean),
+            (Some(&13), true)
+        );
+        // A clean stop: the next run has no guard, and knows the step.
+        let again = local_with(dir.path(), &key);
+        assert!(again.guard_from.is_none());
+        assert!(!on_disk().clean, "a run in progress must not look clean");
+        assert!(matches!(step(&again, 13), Some(Ok(FleetVerdict::Replayed))));
+        assert!(matches!(step(&again, 14), Some(Ok(FleetVerdict::Allowed))));
+    }
+
+    /// The attack: a code accepted online, otpd killed before the flush, the database down at
+    /// the restart. The step is unknown here, so the guard refuses every step that could have
+    /// been valid before the crash (uncounted), and no later one; a key made since is free.
+    #[test]
+    fn after_an_unclean_stop_offline_steps_from_before_it_are_guarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealingKey::generate().unwrap();
+        let l = local_with(dir.path(), &key);
+        l.keep("alice", &record(10)).unwrap();
+        l.flush().unwrap();
+        let current = now() / 30;
+        l.spent_online("alice", current);
+        drop(l); // killed: no close, no flush
+        let l = local_with(dir.path(), &key);
+        let from = l.guard_from.expect("an unclean stop is guarded");
+        let floor = from / 30 + 1;
+        for s in [current, floor] {
+            match step(&l, s) {
+                Some(Ok(FleetVerdict::Guarded { until })) => assert_eq!(until, (floor + 1) * 30),
+                other => panic!("step {s}: {other:?}"),
+            }
+        }
+        assert!(l
+            .state()
+            .pending
+            .get("alice")
+            .is_none_or(|p| p.failures.is_empty()));
+        assert!(matches!(
+            step(&l, floor + 1),
+            Some(Ok(FleetVerdict::Allowed))
+        ));
+        // A key created after the guard's start is not covered.
+        let mut fresh = record(0);
+        fresh.totp.as_mut().unwrap().created = from + 1;
+        l.keep("bob", &fresh).unwrap();
+        let bob = l.answer(
+            "bob",
+            FleetAnswer::Step {
+                step: current,
+                period: 30,
+            },
+            &rules(),
+        );
+        assert!(matches!(bob, Some(Ok(FleetVerdict::Allowed))), "{bob:?}");
     }
 
     fn record(last_step: u64) -> UserRecord {
