@@ -7,6 +7,7 @@
 //! Tests that do not stop the server share one cluster (`Cluster::shared`, alive while any
 //! test holds it), each on a database of its own (`Cluster::database`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -174,6 +175,24 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Open a transaction as the superuser on `db` and run `sql` in it, left open until
+    /// `Held::release` (e.g. a table lock that makes otpd's statements wait, so each holds a
+    /// pooled connection meanwhile). Whether `sql` ran is for the caller to poll (`pg_locks`).
+    pub fn hold(&self, db: &str, sql: &str) -> Held {
+        let mut child = as_nobody("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run psql");
+        let stdin = child.stdin.as_mut().expect("psql's stdin");
+        writeln!(stdin, "BEGIN;\n{sql};").expect("write to psql");
+        stdin.flush().expect("write to psql");
+        Held { child }
+    }
+
     /// `pg_dump` of `db`, as text.
     pub fn dump(&self, db: &str) -> String {
         let out = run_ok(as_nobody("pg_dump").args([
@@ -192,6 +211,14 @@ impl Cluster {
     /// own, started; commits on this cluster then wait until the standby applied them
     /// (`synchronous_commit = remote_apply`), so what a login spent is on both.
     pub fn standby(&self) -> Cluster {
+        self.standby_listening(&[])
+    }
+
+    /// The same, also listening on `more` addresses (a netns link's end), with a certificate
+    /// of its own for 127.0.0.1 and them, whose CA is added to this cluster's CA file (`ca`,
+    /// the one clients are given), so clients verify either server by its address. It still
+    /// replicates over this cluster's Unix socket.
+    pub fn standby_listening(&self, more: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("otpd-pg-standby")
             .tempdir()
@@ -219,6 +246,22 @@ impl Cluster {
             "port = {port}\nunix_socket_directories = '{}'\n",
             dir.path().display()
         ));
+        if !more.is_empty() {
+            // Later lines win over the ones copied from this cluster's configuration.
+            let ca = make_certs(dir.path(), more);
+            let mut trusted = std::fs::read(&self.ca).expect("the CA file");
+            trusted.extend(std::fs::read(&ca).expect("the standby's CA"));
+            std::fs::write(&self.ca, trusted).expect("the CA file");
+            let listen: Vec<&str> = std::iter::once("127.0.0.1")
+                .chain(more.iter().copied())
+                .collect();
+            text.push_str(&format!(
+                "listen_addresses = '{}'\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                listen.join(","),
+                dir.path().join("server.pem").display(),
+                dir.path().join("server.key").display(),
+            ));
+        }
         std::fs::write(data.join("postgresql.conf"), text).expect("conf");
         let standby = Cluster {
             ca: self.ca.clone(),
@@ -270,6 +313,31 @@ impl Cluster {
             "30",
             "start",
         ]));
+    }
+}
+
+/// A superuser's transaction left open (`Cluster::hold`); rolled back if never released.
+pub struct Held {
+    child: std::process::Child,
+}
+
+impl Held {
+    /// Commit, and wait for psql to end.
+    pub fn release(mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            writeln!(stdin, "COMMIT;").expect("write to psql");
+        }
+        let status = self.child.wait().expect("wait for psql");
+        assert!(status.success(), "psql holding a transaction: {status}");
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

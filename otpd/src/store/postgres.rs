@@ -193,8 +193,10 @@ impl PostgresStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = work(self.pool.clone());
+        let pool = self.pool.clone();
+        let fut = work(pool.clone());
         self.handle.spawn(async move {
+            let began = std::time::Instant::now();
             let result = tokio::time::timeout(OP_TIMEOUT, fut)
                 .await
                 .unwrap_or_else(|_| {
@@ -203,6 +205,20 @@ impl PostgresStore {
                         OP_TIMEOUT.as_secs()
                     )))
                 });
+            // The work is dropped by now, and a connection it held is back in the pool: if
+            // the server did not answer, neither will the other connections made before this
+            // call to it (they are all to the server that accepted writes then), so none of
+            // them is handed to the next login. Those made since are to whichever server
+            // accepts writes now (`target_session_attrs`).
+            if matches!(result, Err(StoreError::Unreachable(_))) {
+                let retired = pool.retain(|_, m| !connect::made_before(m, began)).removed;
+                if !retired.is_empty() {
+                    log::warn!(
+                        "store: {} idle database connections retired after no answer",
+                        retired.len()
+                    );
+                }
+            }
             let _ = tx.send(result);
         });
         let wait = || rx.recv().unwrap_or(Err(StoreError::Stopping));

@@ -19,6 +19,17 @@ use tokio_postgres::config::SslMode;
 
 /// How long one connection attempt (per host) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection idle this long is probed (TCP keepalive), so one to a server that vanished
+/// (its link dead: nothing answers, nothing resets) is found dead while idle, not by a login.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Between probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Probes unanswered before the connection is closed (where TCP_USER_TIMEOUT is missing).
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data (a statement, a probe) unacknowledged this long closes the connection (Linux's
+/// TCP_USER_TIMEOUT): a call gives up after as long (`OP_TIMEOUT`), and the connection then
+/// says it is closed, so the pool drops it instead of handing it out again.
+const USER_TIMEOUT: Duration = super::OP_TIMEOUT;
 /// Longest password file read.
 const MAX_PASSWORD: u64 = 4096;
 
@@ -44,6 +55,7 @@ impl Connect {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
+        dead_peer_detection(&mut pg);
         pg.application_name("otpd");
         let wants_tls = !matches!(sslmode.as_deref(), None | Some("disable") | Some("prefer"));
         let tls = match (&cfg.ca_file, sslmode.as_deref()) {
@@ -154,6 +166,28 @@ where
     }
 }
 
+/// TCP keepalives and a user timeout, where the url sets none (`keepalives=0` there keeps
+/// them off), so a connection to a server that vanished is closed within seconds, idle or
+/// not, instead of hanging for as long as TCP retransmits (many minutes).
+fn dead_peer_detection(pg: &mut tokio_postgres::Config) {
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(USER_TIMEOUT);
+    }
+    if !pg.get_keepalives() {
+        return;
+    }
+    // tokio-postgres's own default (2 hours) means the url did not say.
+    if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        pg.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+}
+
 /// The url without `sslmode`, and its value.
 fn take_sslmode(url: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
@@ -238,6 +272,12 @@ pub fn db_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unreachable(crate::logging::error_chain(&e))
 }
 
+/// Was the pooled connection `m` made before `instant` (a call that found its server gone
+/// began)? Then it goes to that server too, or did (`PostgresStore::call` retires it).
+pub fn made_before(m: deadpool_postgres::Metrics, instant: std::time::Instant) -> bool {
+    m.created < instant
+}
+
 pub fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => db_error(e),
@@ -264,6 +304,47 @@ mod tests {
         assert_eq!(mode.as_deref(), Some("verify-full"));
         let parsed: tokio_postgres::Config = url.parse().unwrap();
         assert_eq!(parsed.get_hosts().len(), 2);
+    }
+
+    #[test]
+    fn a_dead_peer_is_detected_within_seconds_unless_the_url_says_otherwise() {
+        let connect = |url: &str| {
+            let cfg = StoreConfig {
+                url: Some(url.into()),
+                ..StoreConfig::default()
+            };
+            Connect::from_config(&cfg).map(|c| c.pg).unwrap()
+        };
+        let pg = connect("postgresql://otpd@db1,db2/otp?target_session_attrs=read-write");
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&USER_TIMEOUT));
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(pg.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(pg.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        let pg = connect(
+            "postgresql://otpd@db1/otp?keepalives_idle=60&keepalives_interval=10\
+             &keepalives_retries=9&tcp_user_timeout=30",
+        );
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(pg.get_keepalives_retries(), Some(9));
+        let pg = connect("postgresql://otpd@db1/otp?keepalives=0");
+        assert!(!pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(2 * 60 * 60));
+    }
+
+    #[test]
+    fn connections_made_before_a_failed_call_began_are_retired_and_later_ones_kept() {
+        let began = std::time::Instant::now();
+        let at = |created| deadpool_postgres::Metrics {
+            created,
+            recycled: None,
+            recycle_count: 0,
+        };
+        assert!(made_before(at(began - Duration::from_millis(1)), began));
+        assert!(!made_before(at(began), began));
+        assert!(!made_before(at(began + Duration::from_millis(1)), began));
     }
 
     #[test]
