@@ -92,7 +92,7 @@ fn the_primarys_link_dies_the_standby_is_promoted_and_logins_resume_without_a_re
 
     // Fill the pool: POOL wrong answers at once, each waiting on a table lock held here (so
     // each holds a connection of its own) until all POOL are waiting, then let them through.
-    let held = primary.hold(&fleet.db, "LOCK TABLE otpd_lockouts IN EXCLUSIVE MODE");
+    let held = primary.hold(&fleet.db, "LOCK TABLE otpd_failures IN EXCLUSIVE MODE");
     let count = |sql: &str| -> usize {
         let out = primary.psql(&fleet.db, sql);
         out.trim()
@@ -102,7 +102,7 @@ fn the_primarys_link_dies_the_standby_is_promoted_and_logins_resume_without_a_re
     wait_for("the table lock held", || {
         count(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-             WHERE c.relname = 'otpd_lockouts' AND l.mode = 'ExclusiveLock' AND l.granted",
+             WHERE c.relname = 'otpd_failures' AND l.mode = 'ExclusiveLock' AND l.granted",
         ) == 1
     });
     std::thread::scope(|s| {
