@@ -127,7 +127,7 @@ fn main() {
     write_json(Path::new(&out), &serde_json::json!({ "points": points }));
 }
 
-/// Up to 2,000 users no earlier point logged in (none left: an empty row, not a wrap-around),
+/// Up to 1,000 users no earlier point logged in (none left: an empty row, not a wrap-around),
 /// each warmed on the host first (`otpctl status` reads the record), then one login each with
 /// the right code.
 fn cached_point(
@@ -137,8 +137,8 @@ fn cached_point(
     psql: &str,
     label: &str,
 ) -> serde_json::Value {
-    let from = next.fetch_add(2000, Ordering::Relaxed).min(users);
-    let warm = from.saturating_add(2000).min(users);
+    let from = next.fetch_add(1000, Ordering::Relaxed).min(users);
+    let warm = from.saturating_add(1000).min(users);
     for i in from..warm {
         status(socket, i);
     }
