@@ -3,6 +3,12 @@
 //! (let in by `nullok`) and with a lockout counter of its own. otpd resolves the typed name
 //! through NSS (getpwnam) and keys everything by the canonical name NSS returns; a name with no
 //! passwd entry stays as typed and is never let in for having nothing enrolled.
+//!
+//! A login whose typed name is exactly the name of a stored record skips NSS
+//! (`resolve_recorded`): records are only ever stored under the name this module resolved, so
+//! NSS would return that same name, and the lookup was a third of otpd's work per login
+//! (bench/notes.md). Whether such a name has a passwd entry is asked of NSS only where it
+//! decides something (`Name::Recorded`, session::login).
 
 use nix::unistd::User;
 use std::collections::HashMap;
@@ -28,16 +34,20 @@ pub enum Name {
     /// No passwd entry (or a name that cannot be one): as typed. Only a record enrolled under
     /// exactly this name may let it in.
     Unknown(String),
+    /// A record is stored under exactly this name, so it is the key NSS would give; NSS was not
+    /// asked whether the name has a passwd entry (resolve it for that).
+    Recorded(String),
 }
 
 impl Name {
     /// The key records, lockout and quotas use.
     pub fn as_str(&self) -> &str {
         match self {
-            Name::Known(n) | Name::Unknown(n) => n,
+            Name::Known(n) | Name::Unknown(n) | Name::Recorded(n) => n,
         }
     }
 
+    /// A passwd entry exists (as far as NSS was asked: not for `Recorded`).
     pub fn is_known(&self) -> bool {
         matches!(self, Name::Known(_))
     }
@@ -94,6 +104,15 @@ impl Names {
         name
     }
 
+    /// `resolve`, but a plausible name with a record stored under exactly it (`recorded`) is
+    /// that record's key without asking NSS (see the module comment).
+    pub async fn resolve_recorded(&self, typed: &str, recorded: impl FnOnce(&str) -> bool) -> Name {
+        if plausible(typed) && recorded(typed) {
+            return Name::Recorded(typed.to_owned());
+        }
+        self.resolve(typed).await
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Name)>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -143,6 +162,37 @@ mod tests {
         ] {
             assert_eq!(names.resolve(typed).await, unknown(typed), "{typed:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_name_is_its_own_key_and_nss_is_asked_only_otherwise() {
+        let names = Names::new();
+        let ghost = "no-such-user-otpd-test";
+        let asked = std::cell::Cell::new(0);
+        let recorded = |n: &str| {
+            asked.set(asked.get() + 1);
+            n == ghost || n == "root"
+        };
+        let name = names.resolve_recorded(ghost, recorded).await;
+        assert_eq!(name, Name::Recorded(ghost.into()));
+        assert!(!name.is_known(), "NSS was not asked, so not known");
+        assert_eq!(
+            names.resolve_recorded("root", recorded).await,
+            Name::Recorded("root".into())
+        );
+        // No record under this spelling: NSS decides, as before.
+        assert_eq!(
+            names.resolve_recorded("ROOT", recorded).await,
+            unknown("ROOT")
+        );
+        assert_eq!(
+            names.resolve_recorded("nobody", recorded).await,
+            Name::Known("nobody".into())
+        );
+        // Names that cannot be accounts never reach the record lookup.
+        let bad = "ro\not";
+        assert_eq!(names.resolve_recorded(bad, recorded).await, unknown(bad));
+        assert_eq!(asked.get(), 4);
     }
 
     #[tokio::test]

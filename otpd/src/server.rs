@@ -329,7 +329,11 @@ async fn serve(
         Ok(Request::Begin(login)) => {
             // Root runs every PAM login on the host, so its cap is per user being logged in.
             // Keyed by the canonical name, so "ALICE" and "alice " share alice's places.
-            let target = shared.names.resolve(&login.user).await;
+            let accounts = &shared.accounts;
+            let target = shared
+                .names
+                .resolve_recorded(&login.user, |u| accounts.has_record(u))
+                .await;
             let _target = if uid == 0 {
                 match limits.per_target.acquire(target.as_str()) {
                     Some(slot) => Some(slot),

@@ -82,12 +82,22 @@ impl Daemon {
     /// Does otpd's log say `needle`, now or within 10 s? otpd writes a line before it answers,
     /// but the reader thread may not have taken it in yet when the answer reaches the test.
     pub fn logged(&self, needle: &str) -> bool {
+        self.logged_since(0, needle)
+    }
+
+    /// How much otpd has said so far: a mark for `logged_since` (the log goes on over restarts).
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Whether otpd said `needle` after `mark`, waiting as `logged` does.
+    pub fn logged_since(&self, mark: usize, needle: &str) -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let (lock, ready) = &*self.log;
         let Ok(mut log) = lock.lock() else {
             return false;
         };
-        while !log.contains(needle) {
+        while !log.get(mark..).is_some_and(|l| l.contains(needle)) {
             let now = std::time::Instant::now();
             if now >= deadline {
                 return false;

@@ -232,8 +232,12 @@ fn a_kill_right_after_an_online_login_still_refuses_that_step_offline() {
     let used = code(&secret, now());
     let online = login(&a, &used);
     assert_eq!(online.code, PAM_SUCCESS, "{online:?}\n{}", a.log());
+    let mark = a.log_mark();
     a.restart_after_crash();
     a.assert_logged("did not stop cleanly");
+    // The restarted otpd's listener is up, so it sees the database go.
+    let listening = "listening for changes from other hosts";
+    assert!(a.logged_since(mark, listening), "{}", a.log());
     cluster.stop();
     a.assert_logged("lost the database");
     let offline = login(&a, &used);

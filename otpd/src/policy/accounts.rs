@@ -96,6 +96,12 @@ impl Accounts {
         self.fleet_store().cloned()
     }
 
+    /// Whether a record is stored under exactly `user` (names::Names::resolve_recorded). Read
+    /// in place, like every record read (policy::records); an error is "no".
+    pub fn has_record(&self, user: &str) -> bool {
+        matches!(self.records.load(user), Ok(Some(_)))
+    }
+
     /// Every user with a record.
     pub async fn users(&self) -> Result<Vec<String>, StoreError> {
         self.records.users().await

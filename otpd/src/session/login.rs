@@ -35,6 +35,7 @@ use crate::channel::template::validity;
 use crate::config::rules::Require;
 use crate::config::Unenrolled;
 use crate::logging::field;
+use crate::names::Name;
 use crate::peer::Caller;
 use crate::policy::challenge::Purpose;
 use crate::policy::factors::Factors;
@@ -160,8 +161,8 @@ struct Session<'a, D> {
     state: &'a State,
     caller: &'a Caller,
     login: &'a Login,
-    /// The user has a passwd entry (`names`).
-    known: bool,
+    /// How the typed name resolved (`names`); whether it has a passwd entry is `known()`.
+    name: Name,
     /// What the audit event records beside the outcome.
     trail: Trail,
     /// The login's policy rule, when `run` already needed it (for grace): `start` takes it.
@@ -185,19 +186,18 @@ pub async fn run<D: Dialog>(
     caller: &Caller,
     state: &State,
     mut login: Login,
-    name: crate::names::Name,
+    name: Name,
 ) -> Result<(), FrameError> {
     // Everything is keyed by the canonical passwd name: "ALICE" or "alice " is not a user of
     // its own with its own lockout, and a name without a passwd entry is let in only by an
     // enrolled record of exactly that name.
-    let known = name.is_known();
     login.user = name.as_str().to_owned();
     let mut session = Session {
         dialog: &mut *dialog,
         state,
         caller,
         login: &login,
-        known,
+        name,
         trail: Trail::default(),
         rule: None,
     };
@@ -260,7 +260,7 @@ impl<D: Dialog> Session<'_, D> {
             }
             step = match step {
                 Step::Start => self.start().await?,
-                Step::Unenrolled(policy) => self.unenrolled(policy),
+                Step::Unenrolled(policy) => self.unenrolled(policy).await,
                 Step::ChooseMethod(menu) => choose_method(menu),
                 Step::AskChoice { menu, tries } => self.ask_choice(menu, tries).await?,
                 Step::AskAppCode => self.ask_app_code().await?,
@@ -281,6 +281,15 @@ impl<D: Dialog> Session<'_, D> {
 
     fn user(&self) -> &str {
         &self.login.user
+    }
+
+    /// The user has a passwd entry. A name resolved by its record asks NSS now: only the
+    /// decisions that depend on it pay for the lookup (names, "resolve_recorded").
+    async fn known(&self) -> bool {
+        match &self.name {
+            Name::Recorded(typed) => self.state.names.resolve(typed).await.is_known(),
+            name => name.is_known(),
+        }
     }
 
     async fn start(&mut self) -> Result<Step, FrameError> {
@@ -311,7 +320,7 @@ impl<D: Dialog> Session<'_, D> {
         let registry = &self.state.accounts.registry;
         registry.look_up(self.user()).await; // the directory's values, read afresh
                                              // Duo is every passwd user's method when configured (they enroll with Duo).
-        let duo = self.state.duo.is_some() && self.known && policy.allows(MethodKind::Duo);
+        let duo = self.state.duo.is_some() && policy.allows(MethodKind::Duo) && self.known().await;
         Ok(
             match registry.factors(self.user()).map(|m| policy.filter(m)) {
                 Ok(methods) if methods.is_empty() && !duo => Step::Unenrolled(policy),
@@ -365,8 +374,8 @@ impl<D: Dialog> Session<'_, D> {
         })
     }
 
-    fn unenrolled(&self, policy: Effective) -> Step {
-        if !self.known {
+    async fn unenrolled(&self, policy: Effective) -> Step {
+        if !self.known().await {
             let note = "denied: no such user in the passwd database, nothing enrolled";
             return refuse(DenyReason::NotEnrolled, NOT_SET_UP, note);
         }
@@ -1009,7 +1018,11 @@ mod tests {
         state: &State,
         login: Login,
     ) -> Result<(), FrameError> {
-        let name = state.names.resolve(&login.user).await;
+        let accounts = &state.accounts;
+        let name = state
+            .names
+            .resolve_recorded(&login.user, |u| accounts.has_record(u))
+            .await;
         run(dialog, caller, state, login, name).await
     }
 
@@ -1036,12 +1049,17 @@ mod tests {
 
     /// `login` as sshd runs it, for a user with a passwd entry when `known`.
     async fn attempt(w: &World, login: Login, known: bool, mut script: Script) -> Ended {
+        let user = login.user.clone();
         let mut session = Session {
             dialog: &mut script,
             state: &w.state,
             caller: &root(),
             login: &login,
-            known,
+            name: if known {
+                Name::Known(user)
+            } else {
+                Name::Unknown(user)
+            },
             trail: Trail::default(),
             rule: None,
         };
@@ -1821,6 +1839,31 @@ mod tests {
             .pending_from_login("no-such-user-17")
             .unwrap()
             .is_none());
+    }
+
+    /// A record stored under a name NSS does not know (a pending key: nothing usable) must
+    /// not make the name "known" by being looked up without NSS: still denied under nullok.
+    #[tokio::test]
+    async fn a_record_does_not_make_a_name_without_a_passwd_entry_known() {
+        let w = enrolling();
+        let ghost = "no-such-user-18";
+        w.state
+            .accounts
+            .enrollment
+            .enroll_totp(ghost, false)
+            .await
+            .unwrap();
+        assert!(w.state.accounts.has_record(ghost));
+        let login = Login {
+            nullok: true,
+            ..sshd(ghost)
+        };
+        let mut script = Script::new();
+        resolve_and_run(&mut script, &root(), &w.state, login)
+            .await
+            .unwrap();
+        assert_eq!(script.outcome(), Some(deny(DenyReason::NotEnrolled)));
+        assert_eq!(script.errors(), [NOT_SET_UP]);
     }
 
     // Who asks, and hanging up.

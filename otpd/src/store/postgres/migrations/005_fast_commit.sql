@@ -51,30 +51,39 @@ END
 $$;
 
 -- The verdict on one answer, as schema 1's, now also judging the guard, and cheaper on the
--- hot path (a right TOTP code: one row written). Every verdict on a user is decided under
--- that user's otpd_users row lock (the step's UPDATE takes it; other answers lock it first),
--- or for a name with no row, under its otpd_lockouts row. p_kind: 'step' (a right TOTP code
--- at step p_value of a key with period p_period), 'counter' (a right HOTP code at counter
--- p_value), 'success', 'failure'. Returns 'allowed', 'replayed', 'wrong', 'locked' (with the
--- lock's end) or 'guarded' (with the Unix time codes work again). A right code answered while
--- the user is locked is refused 'locked' and stays spent.
+-- hot path: a right TOTP code of a user with no failures and no lock runs three statements
+-- and writes one row. Every verdict on a user is decided under that user's otpd_users row
+-- lock (the step's UPDATE takes it; other answers lock it first), or for a name with no row,
+-- under its otpd_lockouts row. p_kind: 'step' (a right TOTP code at step p_value of a key with
+-- period p_period), 'counter' (a right HOTP code at counter p_value), 'success', 'failure'.
+-- Returns 'allowed', 'replayed', 'wrong', 'locked' (with the lock's end) or 'guarded' (with
+-- the Unix time codes work again). A right code answered while the user is locked is refused
+-- 'locked' and stays spent.
 DROP FUNCTION otpd_answer(text, text, bigint, bigint, bigint, integer, bigint);
 CREATE FUNCTION otpd_answer(p_name text, p_kind text, p_value bigint, p_now bigint,
                             p_window bigint, p_max integer, p_lock_for bigint,
-                            p_period bigint, p_skew integer, p_fast boolean)
-RETURNS TABLE (verdict text, until bigint)
+                            p_period bigint, p_skew integer, p_fast boolean,
+                            OUT verdict text, OUT until bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_started timestamptz;
+    v_fast_seen boolean;
     v_guard bigint;
-    v_durable boolean;
+    v_durable boolean := false;
     v_floor bigint;
     v_until bigint;
+    v_failed boolean;
     v_count integer;
     v_last bigint;
 BEGIN
     IF p_kind = 'step' THEN
-        SELECT g.g_from, g.g_durable INTO v_guard, v_durable
-            FROM otpd_guard(p_now, p_fast) g;
+        SELECT s.started, s.guard_from, s.fast_seen INTO v_started, v_guard, v_fast_seen
+            FROM otpd_server s;
+        IF v_started IS DISTINCT FROM pg_postmaster_start_time()
+           OR (p_fast AND NOT v_fast_seen) THEN
+            SELECT g.g_from, g.g_durable INTO v_guard, v_durable
+                FROM otpd_guard(p_now, p_fast) g;
+        END IF;
         IF v_guard IS NOT NULL AND p_period > 0 THEN
             v_floor := v_guard / p_period + p_skew;
         END IF;
@@ -106,21 +115,30 @@ BEGIN
             PERFORM 1 FROM otpd_lockouts l WHERE l.name = p_name FOR UPDATE;
         END IF;
     END IF;
-    SELECT l.locked_until INTO v_until FROM otpd_lockouts l WHERE l.name = p_name;
+    -- A fresh snapshot, taken with the user's row lock held: a lock or failures another host
+    -- committed before are seen.
+    SELECT (SELECT l.locked_until FROM otpd_lockouts l WHERE l.name = p_name),
+           EXISTS (SELECT 1 FROM otpd_failures f WHERE f.name = p_name)
+        INTO v_until, v_failed;
     IF v_until IS NOT NULL AND v_until > p_now THEN
-        RETURN QUERY SELECT 'locked'::text, v_until;
+        verdict := 'locked';
+        until := v_until;
         RETURN;
     END IF;
     -- After the lock's check: while locked, a guarded code must not tell that it was right.
     IF p_kind = 'guarded' THEN
-        RETURN QUERY SELECT 'guarded'::text, (v_floor + 1) * p_period;
+        verdict := 'guarded';
+        until := (v_floor + 1) * p_period;
         RETURN;
     END IF;
     IF p_kind IN ('step', 'counter', 'success') THEN
-        DELETE FROM otpd_failures f WHERE f.name = p_name;
-        UPDATE otpd_lockouts l SET locked_until = NULL
-            WHERE l.name = p_name AND l.locked_until IS NOT NULL;
-        RETURN QUERY SELECT 'allowed'::text, NULL::bigint;
+        IF v_failed THEN
+            DELETE FROM otpd_failures f WHERE f.name = p_name;
+        END IF;
+        IF v_until IS NOT NULL THEN
+            UPDATE otpd_lockouts l SET locked_until = NULL WHERE l.name = p_name;
+        END IF;
+        verdict := 'allowed';
         RETURN;
     END IF;
     DELETE FROM otpd_failures f WHERE f.name = p_name AND f.at <= p_now - p_window;
@@ -132,9 +150,9 @@ BEGIN
             ON CONFLICT (name) DO UPDATE SET locked_until = EXCLUDED.locked_until;
     END IF;
     IF p_kind = 'replay' THEN
-        RETURN QUERY SELECT 'replayed'::text, NULL::bigint;
+        verdict := 'replayed';
     ELSE
-        RETURN QUERY SELECT 'wrong'::text, NULL::bigint;
+        verdict := 'wrong';
     END IF;
 END
 $$;
