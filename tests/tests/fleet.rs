@@ -200,6 +200,61 @@ fn ten_hosts_racing_one_code_exactly_one_accepts() {
     assert_eq!(accepted, 1, "results: {results:?}");
 }
 
+/// Guesses at once over two hosts: each host lets its own `max_failures` (5) through to be
+/// checked, and the database, deciding each under the user's row lock, judges no more than 5
+/// of the 10 fleet-wide; the rest, and then the right code, are "locked". To make the 10
+/// meet in the database, a table lock held here stops them all there, then lets them go.
+#[test]
+fn ten_guesses_at_once_over_two_hosts_are_judged_at_most_max_failures_times() {
+    if !ready() {
+        return;
+    }
+    let fleet = Fleet::on(Cluster::shared());
+    let hosts = [fleet.host(), fleet.host()];
+    let (secret, _) = enroll(&hosts[0]);
+    let services: Vec<PamService> = hosts.iter().map(|h| PamService::otp(h, "")).collect();
+    let held = fleet
+        .cluster
+        .hold(&fleet.db, "LOCK TABLE otpd_failures IN EXCLUSIVE MODE");
+    wait_for("the table lock held", || {
+        count(
+            &fleet,
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+             WHERE c.relname = 'otpd_failures' AND l.mode = 'ExclusiveLock' AND l.granted",
+        ) == 1
+    });
+    let runs: Vec<otp_e2e::PamRun> = std::thread::scope(|s| {
+        let guesses: Vec<_> = (0..10)
+            .map(|i| {
+                let service = &services[i % 2];
+                s.spawn(move || service.login(&me(), &["000000x"]))
+            })
+            .collect();
+        wait_for("all 10 guesses waiting in the database", || {
+            count(
+                &fleet,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'otpd' AND wait_event_type = 'Lock'",
+            ) == 10
+        });
+        held.release();
+        guesses
+            .into_iter()
+            .map(|g| g.join().expect("login"))
+            .collect()
+    });
+    let said = |run: &otp_e2e::PamRun, words: &str| run.errors().iter().any(|e| e.contains(words));
+    let judged = runs.iter().filter(|r| said(r, "Invalid code")).count();
+    let locked = runs
+        .iter()
+        .filter(|r| said(r, "Too many failed attempts"))
+        .count();
+    assert!(runs.iter().all(|r| r.code == PAM_AUTH_ERR), "{runs:#?}");
+    assert_eq!((judged, locked), (5, 5), "{runs:#?}");
+    let right = login(&hosts[1], &code(&secret, now()));
+    assert_refused_with(&hosts[1], &right, "Too many failed attempts");
+}
+
 #[test]
 fn disable_on_a_is_seen_by_b_at_once() {
     if !ready() {

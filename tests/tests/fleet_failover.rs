@@ -28,14 +28,6 @@ const QUICK: Duration = Duration::from_secs(2);
 
 /// Poll `done` every 20 ms until it holds, for at most 20 s.
 #[track_caller]
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn unreachable(run: &otp_e2e::PamRun) -> bool {
     run.errors().iter().any(|e| e.contains("cannot be reached"))
 }
@@ -93,12 +85,7 @@ fn the_primarys_link_dies_the_standby_is_promoted_and_logins_resume_without_a_re
     // Fill the pool: POOL wrong answers at once, each waiting on a table lock held here (so
     // each holds a connection of its own) until all POOL are waiting, then let them through.
     let held = primary.hold(&fleet.db, "LOCK TABLE otpd_failures IN EXCLUSIVE MODE");
-    let count = |sql: &str| -> usize {
-        let out = primary.psql(&fleet.db, sql);
-        out.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{sql}: {out}"))
-    };
+    let count = |sql: &str| count(&fleet, sql);
     wait_for("the table lock held", || {
         count(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation

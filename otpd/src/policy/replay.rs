@@ -133,8 +133,10 @@ impl Replay {
     /// existed before it.
     fn guard_floor(&self, spent: &Spent, user: &str, key: &TotpKey) -> Option<u64> {
         let start = spent.guard_from?;
-        let old_key = key.created <= start && !spent.new_keys.contains(user);
-        (old_key && key.period > 0).then(|| (start / key.period).saturating_add(self.skew))
+        if spent.new_keys.contains(user) {
+            return None;
+        }
+        key.guard_floor(start, self.skew)
     }
 
     /// The user's key was replaced or removed during this run; steps of the old key no longer

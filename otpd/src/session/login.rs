@@ -1818,12 +1818,11 @@ mod tests {
         assert!(ended.script.said.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_name_without_a_passwd_entry_is_denied_even_with_nullok() {
-        let w = enrolling();
+    /// A nullok login of `user`, who has no passwd entry: denied as not set up.
+    async fn stranger_with_nullok(w: &World, user: &str) -> Script {
         let login = Login {
             nullok: true,
-            ..sshd("no-such-user-17")
+            ..sshd(user)
         };
         let mut script = Script::new();
         resolve_and_run(&mut script, &root(), &w.state, login)
@@ -1831,6 +1830,13 @@ mod tests {
             .unwrap();
         assert_eq!(script.outcome(), Some(deny(DenyReason::NotEnrolled)));
         assert_eq!(script.errors(), [NOT_SET_UP]);
+        script
+    }
+
+    #[tokio::test]
+    async fn a_name_without_a_passwd_entry_is_denied_even_with_nullok() {
+        let w = enrolling();
+        let script = stranger_with_nullok(&w, "no-such-user-17").await;
         assert!(script.prompts().is_empty(), "no enrollment for a stranger");
         assert!(w
             .state
@@ -1854,16 +1860,7 @@ mod tests {
             .await
             .unwrap();
         assert!(w.state.accounts.has_record(ghost));
-        let login = Login {
-            nullok: true,
-            ..sshd(ghost)
-        };
-        let mut script = Script::new();
-        resolve_and_run(&mut script, &root(), &w.state, login)
-            .await
-            .unwrap();
-        assert_eq!(script.outcome(), Some(deny(DenyReason::NotEnrolled)));
-        assert_eq!(script.errors(), [NOT_SET_UP]);
+        stranger_with_nullok(&w, ghost).await;
     }
 
     // Who asks, and hanging up.

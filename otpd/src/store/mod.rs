@@ -69,6 +69,17 @@ pub struct TotpKey {
     pub created: u64,
 }
 
+impl TotpKey {
+    /// The restart guard's floor (policy::replay, and the offline copies' in
+    /// store::postgres::offline; the fleet's is the same rule in SQL, migrations/005): after an
+    /// unclean stop seen at `from` (Unix seconds), every step of this key up to the returned one
+    /// may have been spent unrecorded. `None` for a key made after `from`: none of its steps
+    /// were.
+    pub fn guard_floor(&self, from: u64, skew: u64) -> Option<u64> {
+        (self.created <= from && self.period > 0).then(|| (from / self.period).saturating_add(skew))
+    }
+}
+
 /// Time-based (RFC 6238) or counter-based (RFC 4226).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

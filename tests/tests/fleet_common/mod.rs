@@ -135,3 +135,21 @@ pub fn assert_refused_with(host: &Daemon, run: &otp_e2e::PamRun, words: &str) {
         host.log()
     );
 }
+
+/// Poll `done` until it holds (at most 20 s, then fail naming `what`).
+#[track_caller]
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `SELECT count(*) …` on the fleet's database, as a number.
+pub fn count(fleet: &Fleet, sql: &str) -> usize {
+    let out = fleet.cluster.psql(&fleet.db, sql);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql}: {out}"))
+}

@@ -177,8 +177,7 @@ impl Local {
     /// The restart guard's verdict on a right code of `step` of `key`: the Unix time codes
     /// work again, if it is refused.
     fn guarded(&self, key: &crate::store::TotpKey, step: u64, skew: u8) -> Option<u64> {
-        let from = self.guard_from.filter(|from| key.created <= *from)?;
-        let floor = (from / key.period.max(1)).saturating_add(u64::from(skew));
+        let floor = key.guard_floor(self.guard_from?, u64::from(skew))?;
         (step <= floor).then(|| (floor + 1) * key.period)
     }
 
@@ -530,6 +529,16 @@ mod tests {
         Local::open(copies, dir, 7).unwrap()
     }
 
+    /// A host's copies in a fresh dir, alice seen at step 10 and written down.
+    fn alice_seen() -> (tempfile::TempDir, SealingKey, Local) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealingKey::generate().unwrap();
+        let l = local_with(dir.path(), &key);
+        l.keep("alice", &record(10)).unwrap();
+        l.flush().unwrap();
+        (dir, key, l)
+    }
+
     fn step(l: &Local, step: u64) -> Option<Result<FleetVerdict, StoreError>> {
         l.answer("alice", FleetAnswer::Step { step, period: 30 }, &rules())
     }
@@ -538,11 +547,7 @@ mod tests {
     /// write-back thread's `flush` and a clean stop write it.
     #[test]
     fn online_steps_are_written_by_flush_and_a_clean_stop_not_per_login() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SealingKey::generate().unwrap();
-        let l = local_with(dir.path(), &key);
-        l.keep("alice", &record(10)).unwrap();
-        l.flush().unwrap();
+        let (dir, key, l) = alice_seen();
         let on_disk = || -> State {
             serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap()
         };
@@ -570,11 +575,7 @@ mod tests {
     /// been valid before the crash (uncounted), and no later one; a key made since is free.
     #[test]
     fn after_an_unclean_stop_offline_steps_from_before_it_are_guarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SealingKey::generate().unwrap();
-        let l = local_with(dir.path(), &key);
-        l.keep("alice", &record(10)).unwrap();
-        l.flush().unwrap();
+        let (dir, key, l) = alice_seen();
         let current = now() / 30;
         l.spent_online("alice", current);
         drop(l); // killed: no close, no flush
