@@ -195,14 +195,17 @@ if fleet:
     o.append("`bench/fleet` (`fleetbench`): TOTP logins over otpd's socket, one client per host, each login a user not seen "
              "before on that host; first with the file store, then with 1, 2 and 4 otpd hosts sharing one PostgreSQL 15 "
              "**on this same machine** (loopback TCP with TLS: no network latency in these figures, and the database "
-             "competes for the same 2 cores). Round trips: statements otpd ran, from pg_stat_statements, per login. "
-             "The last row logs in users the host has cached (warmed by `otpctl status`). PostgreSQL runs with its defaults (fsync on, synchronous_commit on): every login's spent step is flushed to the WAL before the code is accepted; `SYNC=off` in the environment runs the fleet rows with synchronous_commit off for comparison.\n")
-    o.append("| store | hosts | logins | logins/s | p50 ms | p99 ms | failed | round trips per login |")
-    o.append("|---|---|---|---|---|---|---|---|")
+             "competes for the same 2 cores). Round trips: statements otpd ran on the login's path, from pg_stat_statements "
+             "(top level: one statement is one round trip), per login; audit rows: the fleet audit table's INSERTs, which "
+             "otpd's audit thread makes after the reply, per login. "
+             "The last three rows log in users the host has cached (warmed by `otpctl status`). PostgreSQL runs with its defaults (fsync on, synchronous_commit on): every login's spent step is flushed to the WAL before the code is accepted; `SYNC=off` in the environment runs the fleet rows with synchronous_commit off for comparison.\n")
+    o.append("| store | hosts | logins | logins/s | p50 ms | p99 ms | failed | round trips per login | audit rows per login |")
+    o.append("|---|---|---|---|---|---|---|---|---|")
     for p in fleet["points"]:
         rt = p.get("round_trips_per_login")
+        au = p.get("audit_rows_per_login")
         rate = p.get("per_s")
-        o.append(f"| {p['store']} | {p['hosts']} | {p['logins']:,} | {f0(rate) if rate else '—'} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p.get('failed', 0)} | {f'{rt:.2f}' if rt is not None else '0'} |")
+        o.append(f"| {p['store']} | {p['hosts']} | {p['logins']:,} | {f0(rate) if rate else '—'} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p.get('failed', 0)} | {f'{rt:.2f}' if rt is not None else '0'} | {f'{au:.2f}' if au is not None else '—'} |")
     o.append("")
 
 if notes:

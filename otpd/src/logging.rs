@@ -43,8 +43,11 @@ tokio::task_local! {
 }
 
 /// Run `f` (a connection's task) as serving `uid`: what it logs counts toward that uid's budget.
-pub async fn for_peer<F: Future>(uid: u32, f: F) -> F::Output {
-    PEER.scope(uid, f).await
+/// Not an `async fn`: one would hold `f` twice (as its argument and inside the scope), doubling
+/// the connection's future, which the accept loop then copies into its box (issue 16,
+/// BENCHMARKS.md: 39 KB copied per connection).
+pub fn for_peer<F: Future>(uid: u32, f: F) -> impl Future<Output = F::Output> {
+    PEER.scope(uid, f)
 }
 
 /// Run `f` as on behalf of `uid`, for lines a peer causes outside its connection's task (the

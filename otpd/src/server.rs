@@ -352,10 +352,15 @@ async fn serve(
             } else {
                 None
             };
-            session::login::run(&mut conn, &caller, shared, login, target).await
+            // Boxed, as is the command below: the two sessions are kilobytes each and the
+            // future of `serve` would otherwise hold room for both (issue 16, BENCHMARKS.md).
+            Box::pin(session::login::run(
+                &mut conn, &caller, shared, login, target,
+            ))
+            .await
         }
         Ok(Request::Command(command)) => {
-            let reply = session::command::run(&caller, shared, command).await;
+            let reply = Box::pin(session::command::run(&caller, shared, command)).await;
             conn.write(reply).await
         }
         Ok(answer @ Request::Answer(_)) => Err(FrameError::unexpected(Turn::Opening, &answer)),

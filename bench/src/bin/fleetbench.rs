@@ -1,7 +1,8 @@
 //! Fleets (issue 12): TOTP logins over otpd's socket with the file store, then with 1, 2 and 4
 //! otpd hosts on one PostgreSQL (on the same machine: the network is loopback), one client per
-//! host; and the database round trips per login, from the server's own count of committed
-//! transactions (every statement otpd sends outside a transaction is one).
+//! host; and the database round trips per login, from the server's own count of statements
+//! (pg_stat_statements, top level: each statement otpd sends is one round trip), with the
+//! audit rows (written after the reply, by the audit thread) counted apart.
 //!
 //! `fleetbench --otpd PATH --dir DIR --store FILE --psql CMD --users N --duration SECS
 //!  --hosts 1,2,4 --out FILE.json`
@@ -70,6 +71,8 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
 
+    // The host points stop short of the last 3,000 users: the cached rows' 1,000 each.
+    let hosts_limit = users.saturating_sub(3 * CACHED_LOGINS);
     let next = Arc::new(AtomicUsize::new(0));
     let mut points = vec![point(&baseline, None)];
     for &n in &hosts {
@@ -85,29 +88,35 @@ fn main() {
         let sockets: Vec<PathBuf> = (0..n)
             .map(|h| dir.join(format!("h{n}-{h}")).join("otpd.sock"))
             .collect();
-        let before = transactions(&psql);
+        let before = statements(&psql);
         let r = run(
             &sockets,
             &next,
-            users,
+            hosts_limit,
             secs,
             daemons[0].pid(),
             &format!("postgres, {n} host(s)"),
         );
-        let per_login = (transactions(&psql) - before) as f64 / r.logins.max(1) as f64;
-        eprintln!("fleetbench: {per_login:.2} database round trips per login (first login of each user on its host)");
-        points.push(point(&r, Some(per_login)));
+        let used = statements(&psql) - before;
+        let per = |n: i64| n as f64 / r.logins.max(1) as f64;
+        eprintln!(
+            "fleetbench: {:.2} database round trips per login (first login of each user on its host), {:.2} audit rows",
+            per(used.path),
+            per(used.audit)
+        );
+        points.push(point(&r, Some(used)));
     }
 
     // Cached users, then the same with `commit = "fast"` (the spent step not waiting for the
     // WAL flush; docs/design.md, "The fleet store").
+    let cached_next = AtomicUsize::new(hosts_limit);
     let cached = |name: &str, store: &str, label: &str| {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).expect("dir");
         let (cfg, socket) = otpd_config(&d, store);
         std::fs::copy(&key, d.join("key")).expect("fleet key");
         let host = Otpd::start(&otpd, &cfg, &socket);
-        let p = cached_point(&socket, &next, users, &psql, label);
+        let p = cached_point(&socket, &cached_next, users, &psql, label);
         drop(host);
         p
     };
@@ -127,6 +136,9 @@ fn main() {
     write_json(Path::new(&out), &serde_json::json!({ "points": points }));
 }
 
+/// Logins per cached row.
+const CACHED_LOGINS: usize = 1000;
+
 /// Up to 1,000 users no earlier point logged in (none left: an empty row, not a wrap-around),
 /// each warmed on the host first (`otpctl status` reads the record), then one login each with
 /// the right code.
@@ -137,12 +149,12 @@ fn cached_point(
     psql: &str,
     label: &str,
 ) -> serde_json::Value {
-    let from = next.fetch_add(1000, Ordering::Relaxed).min(users);
-    let warm = from.saturating_add(1000).min(users);
+    let from = next.fetch_add(CACHED_LOGINS, Ordering::Relaxed).min(users);
+    let warm = from.saturating_add(CACHED_LOGINS).min(users);
     for i in from..warm {
         status(socket, i);
     }
-    let before = transactions(psql);
+    let before = statements(psql);
     let mut st = Stats::default();
     for i in from..warm {
         let s = Instant::now();
@@ -150,15 +162,19 @@ fn cached_point(
         st.us.push(s.elapsed().as_micros() as u64);
     }
     let logins = warm - from;
-    let per_login = (transactions(psql) - before) as f64 / logins.max(1) as f64;
+    let used = statements(psql) - before;
+    let per = |n: i64| n as f64 / logins.max(1) as f64;
     eprintln!(
-        "fleetbench {label}, 1 host: {logins} logins p50 {:.0}us p99 {:.0}us, {per_login:.2} round trips per login",
+        "fleetbench {label}, 1 host: {logins} logins p50 {:.0}us p99 {:.0}us, {:.2} round trips per login, {:.2} audit rows",
         st.pct(50.0),
-        st.pct(99.0)
+        st.pct(99.0),
+        per(used.path),
+        per(used.audit)
     );
     serde_json::json!({
         "store": label, "hosts": 1, "logins": logins,
-        "p50_us": st.pct(50.0), "p99_us": st.pct(99.0), "round_trips_per_login": per_login,
+        "p50_us": st.pct(50.0), "p99_us": st.pct(99.0),
+        "round_trips_per_login": per(used.path), "audit_rows_per_login": per(used.audit),
     })
 }
 
@@ -171,11 +187,13 @@ struct Run {
     fails: usize,
 }
 
-fn point(r: &Run, per_login: Option<f64>) -> serde_json::Value {
+fn point(r: &Run, used: Option<Statements>) -> serde_json::Value {
+    let per = |n: i64| n as f64 / r.logins.max(1) as f64;
     serde_json::json!({
         "store": r.label, "hosts": r.hosts, "logins": r.logins, "per_s": r.rate,
         "p50_us": r.st.pct(50.0), "p99_us": r.st.pct(99.0), "failed": r.fails,
-        "round_trips_per_login": per_login,
+        "round_trips_per_login": used.map(|u| per(u.path)),
+        "audit_rows_per_login": used.map(|u| per(u.audit)),
     })
 }
 
@@ -297,9 +315,28 @@ fn otpd_ok(otpd: &Path, cfg: &Path, args: &[&str]) {
 }
 
 /// Statements otpd ran in the database so far (pg_stat_statements, top level: each one round
-/// trip), not counting the ones asking for this count.
-fn transactions(psql: &str) -> i64 {
-    let sql = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d \
+/// trip), not counting the ones asking for this count: those on a login's path, and the audit
+/// rows, which the audit writer thread inserts after the reply (docs/design.md, "Audit").
+#[derive(Clone, Copy, Default)]
+struct Statements {
+    path: i64,
+    audit: i64,
+}
+
+impl std::ops::Sub for Statements {
+    type Output = Statements;
+    fn sub(self, before: Statements) -> Statements {
+        Statements {
+            path: self.path - before.path,
+            audit: self.audit - before.audit,
+        }
+    }
+}
+
+fn statements(psql: &str) -> Statements {
+    let sql = "SELECT coalesce(sum(calls) FILTER (WHERE s.query NOT LIKE 'INSERT INTO otpd_audit%'), 0) \
+               || ' ' || coalesce(sum(calls) FILTER (WHERE s.query LIKE 'INSERT INTO otpd_audit%'), 0) \
+               FROM pg_stat_statements s JOIN pg_database d \
                ON d.oid = s.dbid WHERE d.datname = current_database() \
                AND s.query NOT LIKE '%pg_stat%'";
     let out = Command::new("sh")
@@ -308,9 +345,15 @@ fn transactions(psql: &str) -> i64 {
         .arg(sql)
         .output()
         .expect("psql");
-    String::from_utf8_lossy(&out.stdout)
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = text
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
         .next_back()
-        .unwrap_or(0)
+        .unwrap_or("")
+        .split(' ')
+        .map(|v| v.trim().parse().unwrap_or(0));
+    Statements {
+        path: n.next().unwrap_or(0),
+        audit: n.next().unwrap_or(0),
+    }
 }
