@@ -520,6 +520,24 @@ mod tests {
         );
     }
 
+    /// The accept loop boxes the scoped connection with one copy of the whole future: the scope
+    /// must not hold the task twice, as an `async fn` taking it would (issue 16).
+    #[test]
+    fn the_peer_scope_does_not_hold_its_task_twice() {
+        let task = async {
+            let kept = [1u8; 4096];
+            std::future::ready(()).await;
+            kept[0]
+        };
+        let alone = std::mem::size_of_val(&task);
+        let scoped = for_peer(1000, task);
+        assert!(
+            std::mem::size_of_val(&scoped) < alone + 256,
+            "{} bytes for a task of {alone}",
+            std::mem::size_of_val(&scoped)
+        );
+    }
+
     #[tokio::test]
     async fn only_a_peers_task_knows_its_uid() {
         assert_eq!(current_peer(), None);

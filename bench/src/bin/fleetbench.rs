@@ -98,12 +98,8 @@ fn main() {
             &format!("postgres, {n} host(s)"),
         );
         let used = statements(&psql) - before;
-        let per = |n: i64| n as f64 / r.logins.max(1) as f64;
-        eprintln!(
-            "fleetbench: {:.2} database round trips per login (first login of each user on its host), {:.2} audit rows",
-            per(used.path),
-            per(used.audit)
-        );
+        let (path, audit) = used.per_login(r.logins);
+        eprintln!("fleetbench: {path:.2} database round trips per login (first login of each user on its host), {audit:.2} audit rows");
         points.push(point(&r, Some(used)));
     }
 
@@ -162,19 +158,16 @@ fn cached_point(
         st.us.push(s.elapsed().as_micros() as u64);
     }
     let logins = warm - from;
-    let used = statements(psql) - before;
-    let per = |n: i64| n as f64 / logins.max(1) as f64;
+    let (path, audit) = (statements(psql) - before).per_login(logins);
     eprintln!(
-        "fleetbench {label}, 1 host: {logins} logins p50 {:.0}us p99 {:.0}us, {:.2} round trips per login, {:.2} audit rows",
+        "fleetbench {label}, 1 host: {logins} logins p50 {:.0}us p99 {:.0}us, {path:.2} round trips per login, {audit:.2} audit rows",
         st.pct(50.0),
-        st.pct(99.0),
-        per(used.path),
-        per(used.audit)
+        st.pct(99.0)
     );
     serde_json::json!({
         "store": label, "hosts": 1, "logins": logins,
         "p50_us": st.pct(50.0), "p99_us": st.pct(99.0),
-        "round_trips_per_login": per(used.path), "audit_rows_per_login": per(used.audit),
+        "round_trips_per_login": path, "audit_rows_per_login": audit,
     })
 }
 
@@ -188,12 +181,12 @@ struct Run {
 }
 
 fn point(r: &Run, used: Option<Statements>) -> serde_json::Value {
-    let per = |n: i64| n as f64 / r.logins.max(1) as f64;
+    let per = used.map(|u| u.per_login(r.logins));
     serde_json::json!({
         "store": r.label, "hosts": r.hosts, "logins": r.logins, "per_s": r.rate,
         "p50_us": r.st.pct(50.0), "p99_us": r.st.pct(99.0), "failed": r.fails,
-        "round_trips_per_login": used.map(|u| per(u.path)),
-        "audit_rows_per_login": used.map(|u| per(u.audit)),
+        "round_trips_per_login": per.map(|p| p.0),
+        "audit_rows_per_login": per.map(|p| p.1),
     })
 }
 
@@ -321,6 +314,14 @@ fn otpd_ok(otpd: &Path, cfg: &Path, args: &[&str]) {
 struct Statements {
     path: i64,
     audit: i64,
+}
+
+impl Statements {
+    /// (round trips, audit rows) per login.
+    fn per_login(self, logins: usize) -> (f64, f64) {
+        let n = logins.max(1) as f64;
+        (self.path as f64 / n, self.audit as f64 / n)
+    }
 }
 
 impl std::ops::Sub for Statements {
