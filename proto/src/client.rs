@@ -18,6 +18,8 @@ pub struct Connection {
     stream: UnixStream,
     reader: FrameReader,
     writer: FrameWriter,
+    /// The bound on each wait for a reply; `None` waits as long as it takes.
+    read_timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -28,6 +30,7 @@ impl Connection {
             stream,
             reader: FrameReader::new(),
             writer: FrameWriter::new(),
+            read_timeout: Some(at_least_a_microsecond(timeout)),
         })
     }
 
@@ -60,16 +63,58 @@ impl Connection {
     }
 
     /// Change the bound on reads, e.g. none while a person types at an `otpctl` prompt.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.map(at_least_a_microsecond);
+        self.stream.set_read_timeout(timeout)?;
+        self.read_timeout = timeout;
+        Ok(())
     }
 
     pub fn send(&mut self, req: &Request) -> Result<(), FrameError> {
         self.writer.write(&mut self.stream, req)
     }
 
+    /// The next reply. The wait for it is a `poll` for input, not a blocking `read`: when otpd
+    /// reads our request, the kernel wakes whoever sleeps on our socket to say there is room to
+    /// write again, and a blocked `read` would wake for nothing (and cost otpd the wake-up),
+    /// once per round trip; a `poll` for input sleeps through that (BENCHMARKS.md, issue 16).
     pub fn recv(&mut self) -> Result<Reply, FrameError> {
+        if !self.reader.holds_a_frame() {
+            self.wait_for_input()?;
+        }
         self.reader.read(&mut self.stream)
+    }
+
+    /// Sleep until the socket has input (or a hang-up or an error, which the read then reports),
+    /// at most the read timeout.
+    fn wait_for_input(&self) -> Result<(), FrameError> {
+        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        loop {
+            let ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // Round up, so a wait never ends before its time.
+                    i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+                }
+            };
+            let mut fd = libc::pollfd {
+                fd: self.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            match unsafe { libc::poll(&mut fd, 1, ms) } {
+                0 => return Err(FrameError::TimedOut),
+                n if n > 0 => return Ok(()),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
     }
 
     /// Send one request and read one reply.
@@ -94,8 +139,7 @@ fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     }
     // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
     let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    // A zero timeout would mean none at all: at least a microsecond.
-    let bound = Some(timeout.max(Duration::from_micros(1)));
+    let bound = Some(at_least_a_microsecond(timeout));
     stream.set_write_timeout(bound)?;
     stream.set_read_timeout(bound)?;
     let start = Instant::now();
@@ -131,6 +175,11 @@ fn connect_within(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
             _ => err,
         });
     }
+}
+
+/// A zero socket timeout would mean none at all.
+fn at_least_a_microsecond(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_micros(1))
 }
 
 fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -235,6 +284,67 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The wait for a reply sleeps once. When the daemon reads our request, the kernel wakes
+    /// whoever sleeps on our socket to say there is room to write again: a blocking `read`
+    /// would wake for nothing and sleep again (two voluntary context switches); the `poll` for
+    /// input sleeps through it (one).
+    #[test]
+    fn waiting_for_a_reply_is_not_woken_when_the_daemon_reads_the_request() {
+        use crate::frame::{read_frame, write_frame};
+        let dir = tempdir();
+        let path = dir.join("quiet.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let mut conn = Connection::connect(&path, Duration::from_secs(10)).unwrap();
+                conn.send(&Request::Command(crate::Command::Users))
+                    .unwrap();
+                // SAFETY: gettid has no preconditions.
+                tid_tx.send(unsafe { libc::gettid() }).unwrap();
+                let before = voluntary_switches();
+                let reply = conn.recv().unwrap();
+                (reply, voluntary_switches() - before)
+            }
+        });
+        let (mut daemon, _) = listener.accept().unwrap();
+        let tid = tid_rx.recv().unwrap();
+        wait_until_asleep(tid);
+        let _: Request = read_frame(&mut daemon).unwrap();
+        // A woken client is runnable at once; let it fall asleep again before the reply.
+        wait_until_asleep(tid);
+        write_frame(&mut daemon, &Reply::Outcome(crate::Outcome::Allow)).unwrap();
+        let (reply, switches) = client.join().unwrap();
+        assert!(matches!(reply, Reply::Outcome(crate::Outcome::Allow)));
+        assert_eq!(switches, 1, "the client slept more than once for one reply");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// This thread's voluntary context switches so far (`/proc/thread-self/status`).
+    fn voluntary_switches() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Watch thread `tid` of this process until the scheduler has it asleep ("S").
+    fn wait_until_asleep(tid: libc::pid_t) {
+        let stat = format!("/proc/self/task/{tid}/stat");
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap();
+            // The state follows the command name, which is in parentheses.
+            let state = text.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+            if state == Some("S") {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     #[test]

@@ -270,6 +270,16 @@ impl FrameReader {
         self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
+    /// Whether `take` has something to say without another read: a whole frame, or a header
+    /// it will refuse.
+    pub fn holds_a_frame(&self) -> bool {
+        match self.announced() {
+            Ok(Some(len)) => self.start + HEADER_LEN + len <= self.end,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// The body length of the buffered header, if a whole header is buffered.
     fn announced(&self) -> Result<Option<usize>, FrameError> {
         match self.buf.get(self.start..self.start + HEADER_LEN) {

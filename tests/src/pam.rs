@@ -3,7 +3,7 @@
 
 use crate::artifacts;
 use crate::daemon::Daemon;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -120,6 +120,25 @@ impl PamService {
             cmd.env("PAMCLIENT_RHOST", rhost);
         }
         let service = from.service.unwrap_or(&self.name);
+        self.spawn(cmd, service, user)
+    }
+
+    /// `logins` logins of `user` in one pamclient process, as a long-lived host (a RADIUS or
+    /// mail server) runs them, answering prompts with `answers` in order. After each `pam_end`
+    /// pamclient says whether our module is still mapped (`MODULE: loaded` / `unloaded`).
+    pub fn logins_in_one_process(&self, user: &str, logins: usize, answers: &[&str]) -> PamRun {
+        let mut cmd = self.command(&artifacts::pamclient());
+        cmd.env("PAMCLIENT_LOGINS", logins.to_string())
+            .env("PAMCLIENT_MODULE", artifacts::module());
+        let mut session = self.spawn(cmd, &self.name, user);
+        for a in answers {
+            session.send(a);
+        }
+        session.finish_all()
+    }
+
+    /// Start pamclient (`cmd`, pam_wrapper already set) for `service` and `user`.
+    fn spawn(&self, mut cmd: Command, service: &str, user: &str) -> PamSession<'_> {
         let started = WrapperLock::take();
         let mut child = cmd
             .args([service, user])
@@ -225,6 +244,17 @@ impl PamSession<'_> {
                 }
             }
         }
+    }
+
+    /// Close stdin and read all the client prints until it exits (every login of a
+    /// `logins_in_one_process` run; `finish` stops at the first `RESULT:`).
+    fn finish_all(mut self) -> PamRun {
+        self.stdin = None;
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        self.lines.extend(rest.lines().map(str::to_owned));
+        let _ = self.child.wait();
+        PamRun::parse(self.lines)
     }
 
     /// Queue an answer for the next prompt.

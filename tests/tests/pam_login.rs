@@ -337,3 +337,32 @@ fn debians_pamtester_logs_in_with_a_code() {
     assert!(text.contains("successfully authenticated"), "{text}");
     assert!(text.contains("Verification code"), "{text}");
 }
+
+/// A host that serves many logins in one process (a RADIUS or mail server) keeps the module
+/// loaded across `pam_end` (it is linked `-z nodelete`, pam_otp/build.rs), and its next login
+/// starts from a clean slate: each code works once, and the used one is refused.
+#[test]
+fn a_long_lived_host_keeps_the_module_loaded_between_logins() {
+    if !pam::available() {
+        return;
+    }
+    let otpd = Daemon::start("");
+    let secret = otpd.enroll_totp(&me());
+    let (first, next) = two_codes(&secret);
+    let run = PamService::otp(&otpd, "").logins_in_one_process(&me(), 3, &[&first, &next, &first]);
+    let results: Vec<&str> = run
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("RESULT: "))
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
+    let ok = PAM_SUCCESS.to_string();
+    let refused = PAM_AUTH_ERR.to_string();
+    assert_eq!(results, [&ok, &ok, &refused], "{run:?}");
+    let modules: Vec<&String> = run
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("MODULE: "))
+        .collect();
+    assert_eq!(modules, ["MODULE: loaded"; 3], "{run:?}");
+}

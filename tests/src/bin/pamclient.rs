@@ -2,7 +2,10 @@
 //! conversation that prints every message as one line (`PROMPT_ECHO_OFF: ...`, `INFO: ...`;
 //! newlines escaped as `\n`) and answers each prompt with the next line of stdin (end of input
 //! fails the conversation). Ends with `RESULT: <code> <pam_strerror>`. `PAMCLIENT_RHOST`, when
-//! set, becomes PAM_RHOST (as sshd sets it from the connection).
+//! set, becomes PAM_RHOST (as sshd sets it from the connection). `PAMCLIENT_LOGINS=N` runs N
+//! transactions in this one process, as a long-lived host does (answers keep coming from
+//! stdin); `PAMCLIENT_MODULE=PATH` prints `MODULE: loaded` or `MODULE: unloaded` after each
+//! `pam_end`.
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::{BufRead, Write};
@@ -79,6 +82,23 @@ fn main() {
     }
     let service = CString::new(args[1].as_str()).expect("service");
     let user = CString::new(args[2].as_str()).expect("user");
+    let logins: usize = std::env::var("PAMCLIENT_LOGINS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let module = std::env::var_os("PAMCLIENT_MODULE")
+        .map(|m| CString::new(m.into_encoded_bytes()).expect("module path"));
+    for _ in 0..logins {
+        login(&service, &user);
+        if let Some(module) = &module {
+            say(&format!("MODULE: {}", loaded(module)));
+        }
+    }
+}
+
+/// One PAM transaction, as a host that serves many logins runs each: pam_start,
+/// pam_authenticate, pam_end (which unloads the service's modules, unless a module says no).
+fn login(service: &CStr, user: &CStr) {
     let conv = PamConv {
         conv: Some(conversation),
         appdata_ptr: ptr::null_mut(),
@@ -94,6 +114,7 @@ fn main() {
         let rc = unsafe { pam_set_item(pamh, pam_otp::ffi::PAM_RHOST, rhost.as_ptr().cast()) };
         if rc != 0 {
             say(&format!("RESULT: {rc} pam_set_item failed"));
+            unsafe { pam_end(pamh, rc) };
             return;
         }
     }
@@ -103,4 +124,14 @@ fn main() {
         .into_owned();
     say(&format!("RESULT: {rc} {text}"));
     unsafe { pam_end(pamh, rc) };
+}
+
+/// "loaded" if `module` is still mapped in this process (`RTLD_NOLOAD` finds it without loading).
+fn loaded(module: &CStr) -> &'static str {
+    let handle = unsafe { libc::dlopen(module.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return "unloaded";
+    }
+    unsafe { libc::dlclose(handle) };
+    "loaded"
 }
