@@ -301,8 +301,7 @@ mod tests {
             let path = path.clone();
             move || {
                 let mut conn = Connection::connect(&path, Duration::from_secs(10)).unwrap();
-                conn.send(&Request::Command(crate::Command::Users))
-                    .unwrap();
+                conn.send(&Request::Command(crate::Command::Users)).unwrap();
                 // SAFETY: gettid has no preconditions.
                 tid_tx.send(unsafe { libc::gettid() }).unwrap();
                 let before = voluntary_switches();
