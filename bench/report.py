@@ -13,6 +13,7 @@ stacks = [("permit", "pam_permit (libpam floor)"), ("google", "pam_google_authen
           ("oath", "pam_oath"), ("otp", "pam_otp + otpd")]
 pam = {k: load(f"pam-{k}.json") for k, _ in stacks}
 daemon, storm, scale = load("daemon.json"), load("storm.json"), load("scale.json")
+floor = load("floor.json")
 fleet = load("fleet.json")
 devlog, otpcpu = load("devlog.json"), load("pam-otp-cpu.json")
 notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
@@ -126,6 +127,10 @@ if daemon:
         cpu = at8.get("otpd_cpu_us_per_verification", 0)
         lines.append(f"- otpd alone ≥ 30,000 login conversations/s at 8 clients: {f0(at8['per_s'])}/s — {verdict(at8['per_s'] >= 30000)}")
         lines.append(f"- otpd CPU per login ≤ 25 µs (at 8 clients): {cpu:.0f} µs — {verdict(cpu <= 25)}")
+        f8 = next((p for p in (floor or {}).get("points", []) if p["concurrency"] == 8), None)
+        if f8:
+            lines.append(f"  (the floor on this machine, a server that only answers: {f0(f8['per_s'])}/s at 8 clients, "
+                         f"{f8['server_cpu_us']:.0f} µs of CPU per login; section 2)")
 if scale:
     big = max(scale["points"], key=lambda p: p["users"])
     ok = big["rss_kib"] < 200 * 1024 and big["startup_ms"] < 1000
@@ -167,6 +172,16 @@ if daemon:
     for p in daemon["points"]:
         o.append(f"| {p['concurrency']} | {p['verifications']:,} | {f0(p['per_s'])} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p['otpd_cpu_us_per_verification']:.0f} | {p['otpd_cores_busy']:.2f} | {p['failed']} |")
     o.append(f"\notpd RSS afterwards: {daemon['otpd_rss_kib']/1024:.1f} MB.\n")
+    if floor:
+        o.append("**The floor** (`floorbench`): the same shape of login (connect, two round trips of a 64-byte "
+                 "request and a 40-byte reply, the client polling for each reply as pam_otp does) against a "
+                 "server process that does nothing else: one thread, blocking `accept`, `read`, `write`. "
+                 "A daemon that does anything more cannot be expected to answer faster or with less CPU here, unless it and its client share a CPU (bench/notes.md).\n")
+        o.append("| concurrency | logins | per s | p50 ms | p99 ms | server CPU µs / login |")
+        o.append("|---|---|---|---|---|---|")
+        for p in floor["points"]:
+            o.append(f"| {p['concurrency']} | {p['logins']:,} | {f0(p['per_s'])} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {p['server_cpu_us']:.0f} |")
+        o.append("")
 
 if storm:
     q, s = storm["quiet"], storm["storm"]
