@@ -276,11 +276,23 @@ pub fn otpd_config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
 
 /// One TOTP login of bench user `i` over otpd's socket; true if allowed.
 pub fn otp_login(socket: &Path, prefix: &str, i: usize) -> bool {
+    match otp_login_why(socket, prefix, i) {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var_os("BENCH_WHY").is_some() {
+                eprintln!("login {prefix}{i} failed: {why}");
+            }
+            false
+        }
+    }
+}
+
+/// One TOTP login of bench user `i`; why it was not allowed, if it was not.
+pub fn otp_login_why(socket: &Path, prefix: &str, i: usize) -> Result<(), String> {
     use otp_proto::client::Connection;
     use otp_proto::{Login, Outcome, Reply, Request, Secret};
-    let Ok(mut c) = Connection::connect(socket, Duration::from_secs(10)) else {
-        return false;
-    };
+    let mut c = Connection::connect(socket, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
     let login = Login {
         user: user(prefix, i),
         service: "bench".into(),
@@ -289,19 +301,17 @@ pub fn otp_login(socket: &Path, prefix: &str, i: usize) -> bool {
         nullok: false,
         forward_pass: None,
     };
-    if c.send(&Request::Begin(login)).is_err() {
-        return false;
-    }
+    c.send(&Request::Begin(login))
+        .map_err(|e| format!("send Begin: {e}"))?;
     loop {
         match c.recv() {
-            Ok(Reply::Prompt { .. }) => {
-                if c.send(&Request::Answer(Secret::new(totp_now(i)))).is_err() {
-                    return false;
-                }
-            }
+            Ok(Reply::Prompt { .. }) => c
+                .send(&Request::Answer(Secret::new(totp_now(i))))
+                .map_err(|e| format!("send Answer: {e}"))?,
             Ok(Reply::Info { .. }) | Ok(Reply::Error { .. }) => {}
-            Ok(Reply::Outcome(o)) => return o == Outcome::Allow,
-            _ => return false,
+            Ok(Reply::Outcome(Outcome::Allow)) => return Ok(()),
+            Ok(other) => return Err(format!("{other:?}")),
+            Err(e) => return Err(format!("recv: {e}")),
         }
     }
 }

@@ -27,7 +27,10 @@ use tokio::task::JoinSet;
 /// Connections that have sent their first request and are being served at once. Connections
 /// that have not spoken yet do not count: they have their own budget (`IDLE_SLOTS`), so a flood
 /// of idle connections cannot take the slots logins need, and accept never waits for a slot.
-const MAX_CONNECTIONS: usize = 1024;
+/// Sends in flight, each holding a login's slot while it waits, take at most half of them
+/// (channel::courier), so a slow relay cannot refuse TOTP logins as busy.
+const MAX_CONNECTIONS: usize = 4096;
+const _: () = assert!(crate::channel::courier::MAX_IN_FLIGHT * 2 <= MAX_CONNECTIONS);
 /// How long a new connection has to send its first request. pam_otp and otpctl send it right
 /// after connecting; a short bound keeps idle connections from piling up.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);

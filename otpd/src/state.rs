@@ -4,6 +4,7 @@
 //! behind an `Arc`), and every connection keeps the one it started with.
 
 use crate::audit::Audit;
+use crate::channel::courier::Courier;
 use crate::channel::email::EmailChannel;
 use crate::channel::sms::SmsChannel;
 use crate::channel::Channel;
@@ -163,11 +164,11 @@ impl State {
     /// `otpd check-config` builds, so "ok" there means the daemon's channels start.
     pub fn channels(cfg: &Config) -> Result<Channels, ChannelSetupError> {
         let email = match &cfg.email {
-            Some(e) => Some(Box::new(EmailChannel::new(e)?) as Box<dyn Channel>),
+            Some(e) => Some(Courier::wrap_shared(Box::new(EmailChannel::new(e)?))),
             None => None,
         };
         let sms = match &cfg.sms {
-            Some(s) => Some(Box::new(SmsChannel::new(s)?) as Box<dyn Channel>),
+            Some(s) => Some(Courier::wrap_shared(Box::new(SmsChannel::new(s)?))),
             None => None,
         };
         Ok((email, sms))
@@ -187,13 +188,17 @@ impl State {
             let channel = EmailChannel::new(relay)
                 .map_err(ChannelSetupError::from)
                 .map_err(wrap(format!("email.relays.{name}")))?;
-            named.email.insert(name.clone(), Box::new(channel));
+            named
+                .email
+                .insert(name.clone(), Courier::wrap_shared(Box::new(channel)));
         }
         for (name, provider) in cfg.sms.iter().flat_map(|s| &s.providers) {
             let channel = SmsChannel::new(provider)
                 .map_err(ChannelSetupError::from)
                 .map_err(wrap(format!("sms.providers.{name}")))?;
-            named.sms.insert(name.clone(), Box::new(channel));
+            named
+                .sms
+                .insert(name.clone(), Courier::wrap_shared(Box::new(channel)));
         }
         Ok(named)
     }

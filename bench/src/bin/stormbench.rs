@@ -1,5 +1,7 @@
 //! Isolation: TOTP login latency while ~1,000 email challenges are in flight against an SMTP
-//! server that takes 1 s per message, against the same logins without the storm.
+//! server that takes 1 s per message, against the same logins without the storm, and against
+//! a second otpd the storm does not reach (the control: what the storm's load generator and
+//! SMTP server, on the same cores, cost any process here).
 //!
 //! `stormbench --otpd PATH --dir DIR --emails 1000 --totp-conc 8 --duration SECS --out FILE.json`
 
@@ -141,6 +143,16 @@ fn main() {
     );
     let (cfg, socket) = otpd_config(&dir, &extra);
     let daemon = Otpd::start(&otpd, &cfg, &socket);
+    // The control: a second otpd with the same TOTP users that sees none of the storm. Its
+    // logins during the storm measure what the storm's load does to any process on this
+    // machine (the storm's client threads and the SMTP server's share the same cores).
+    let control_dir = dir.join("control");
+    std::fs::create_dir_all(&control_dir).expect("control dir");
+    write_otpd_users(&control_dir.join("state"), "t", 0, totp_users, false);
+    let (control_cfg, control_socket) = otpd_config(&control_dir, "");
+    let control = Otpd::start(&otpd, &control_cfg, &control_socket);
+    let control_next = Arc::new(AtomicUsize::new(0));
+    totp_phase(&control_socket, &control_next, totp_users, 1, 0.3);
     let next = Arc::new(AtomicUsize::new(0));
     totp_phase(&socket, &next, totp_users, 1, 0.3);
     let (base, base_fail) = totp_phase(&socket, &next, totp_users, conc, secs);
@@ -215,20 +227,26 @@ fn main() {
     let t0 = Instant::now();
     let (storm, storm_fail) = totp_phase(&socket, &next, totp_users, conc, secs);
     let storm_secs = t0.elapsed().as_secs_f64();
+    let delivered = DELIVERED.load(Ordering::Relaxed) - delivered0;
     sampler_stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().expect("sampler");
-    let delivered = DELIVERED.load(Ordering::Relaxed) - delivered0;
+    let (held, held_fail) = totp_phase(&control_socket, &control_next, totp_users, conc, secs);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
     }
     let rss = daemon.rss_kib();
     drop(daemon);
+    drop(control);
     let mean_in_flight = samples.iter().sum::<i64>() as f64 / samples.len().max(1) as f64;
     let min_in_flight = samples.iter().copied().min().unwrap_or(0);
     eprintln!(
         "stormbench storm: {} TOTP logins, p50 {:.0}us p99 {:.0}us, failed {storm_fail}; email in flight mean {mean_in_flight:.0} min {min_in_flight}, {delivered} delivered ({:.0}/s)",
         storm.us.len(), storm.pct(50.0), storm.pct(99.0), delivered as f64 / storm_secs
+    );
+    eprintln!(
+        "stormbench control (an otpd the storm does not reach, during the storm): {} TOTP logins, p50 {:.0}us p99 {:.0}us, failed {held_fail}",
+        held.us.len(), held.pct(50.0), held.pct(99.0)
     );
     write_json(
         Path::new(&out),
@@ -238,6 +256,7 @@ fn main() {
             "storm": {"logins": storm.us.len(), "p50_us": storm.pct(50.0), "p99_us": storm.pct(99.0), "failed": storm_fail,
                       "email_in_flight_mean": mean_in_flight, "email_in_flight_min": min_in_flight,
                       "emails_delivered_per_s": delivered as f64 / storm_secs},
+            "control": {"logins": held.us.len(), "p50_us": held.pct(50.0), "p99_us": held.pct(99.0), "failed": held_fail},
             "p99_delta_us": storm.pct(99.0) - base.pct(99.0),
             "otpd_rss_kib": rss,
         }),

@@ -6,8 +6,10 @@
 //! helper (`secret_file`) for every channel.
 //!
 //! Channels are behind a trait so they could later move to a less-privileged process, and so
-//! that a slow provider delays only the challenge that waits on it.
+//! that a slow provider delays only the challenge that waits on it. The daemon's channels
+//! deliver through the courier (`courier`): their own thread, below the logins' priority.
 
+pub mod courier;
 pub mod duo;
 pub mod email;
 pub mod secret_file;
@@ -51,6 +53,9 @@ pub enum DeliveryError {
     /// The server's or provider's own words, for the log.
     #[error("{0}")]
     Failed(String),
+    /// The courier already has this many sends in flight (channel::courier).
+    #[error("{0} messages are already on their way; not sending more at once")]
+    Busy(usize),
 }
 
 /// A destination as its owner may see it: `j***@e***.com`, `+1******4567`.
