@@ -5,6 +5,7 @@
 
 use otp_proto::frame::{FrameError, FrameReader, FrameWriter};
 use otp_proto::{Reply, Request};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -51,6 +52,39 @@ impl Connection {
         };
         self.writer.wipe();
         result
+    }
+
+    /// The first request if the whole of it has already arrived, without waiting; `None` if
+    /// not (nothing or part of a frame sent, or the peer gone). For a connection about to be
+    /// dropped as idle: one whose request is already here has spoken, even if otpd has not
+    /// read it yet (a burst of connections accepted faster than their tasks run).
+    pub fn request_already_sent(&mut self) -> Option<Result<Request, FrameError>> {
+        loop {
+            match self.reader.take() {
+                Ok(Some(request)) => return Some(Ok(request)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            let spare = match self.reader.spare() {
+                Ok(spare) => spare,
+                Err(e) => return Some(Err(e)),
+            };
+            // From the socket itself: the runtime may not have seen these bytes arrive yet.
+            // SAFETY: a non-blocking recv into `spare`, a live buffer of `spare.len()` bytes,
+            // on the stream's own descriptor.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match usize::try_from(n) {
+                Ok(n) if n > 0 => self.reader.filled(n),
+                _ => return None,
+            }
+        }
     }
 
     async fn read_frame(&mut self) -> Result<Request, FrameError> {

@@ -309,9 +309,12 @@ async fn serve(
     let mut conn = Connection::new(stream);
     let first = tokio::select! {
         first = conn.read(FIRST_REQUEST_TIMEOUT) => first,
-        _ = &mut waiting.evicted => {
-            log::debug!("uid={uid}: idle connection dropped for a newer one");
-            return;
+        _ = &mut waiting.evicted => match conn.request_already_sent() {
+            Some(first) => first,
+            None => {
+                log::debug!("uid={uid}: idle connection dropped for a newer one");
+                return;
+            }
         }
     };
     drop(waiting);
@@ -421,4 +424,79 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| err(SocketProblem::Permissions(e)))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otp_proto::frame::{read_frame, write_frame, FrameError};
+    use otp_proto::{Login, Reply};
+
+    /// When connections arrive faster than their tasks run (a thousand clients reconnecting at
+    /// once), a newer one can evict an older one whose `Begin` is already in the socket but not
+    /// yet read. That one has spoken: it must be served, not dropped as idle.
+    #[tokio::test]
+    async fn a_connection_whose_request_has_arrived_is_not_dropped_as_idle() {
+        let world = crate::session::testing::world(|_| {});
+        let limits = Limits {
+            idle: IdleLimit::new(1),
+            ..Limits::default()
+        };
+        let (server, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+        let login = Login {
+            user: "alice".into(),
+            service: "sshd".into(),
+            rhost: None,
+            tty: None,
+            nullok: false,
+            forward_pass: None,
+        };
+        write_frame(&mut client, &Request::Begin(login)).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = UnixStream::from_std(server).unwrap();
+        let waiting = wait_for_request(&limits);
+        // A newer connection takes the only idle place before the first one's task has run.
+        let (_newer, evicted) = limits.idle.join();
+        assert!(evicted);
+        let client_side = tokio::task::spawn_blocking(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            read_frame::<Reply>(&mut client)
+        });
+        let (_, first_reply) = tokio::join!(
+            serve(server, 0, waiting, &limits, &world.state),
+            client_side
+        );
+        let first_reply = first_reply.unwrap();
+        assert!(
+            !matches!(first_reply, Err(FrameError::Closed)),
+            "the login was dropped as idle"
+        );
+        assert!(first_reply.is_ok(), "{first_reply:?}");
+    }
+
+    /// A connection that has sent nothing is still dropped for a newer one.
+    #[tokio::test]
+    async fn a_silent_connection_is_still_dropped_for_a_newer_one() {
+        let world = crate::session::testing::world(|_| {});
+        let limits = Limits {
+            idle: IdleLimit::new(1),
+            ..Limits::default()
+        };
+        let (server, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let server = UnixStream::from_std(server).unwrap();
+        let waiting = wait_for_request(&limits);
+        let (_newer, evicted) = limits.idle.join();
+        assert!(evicted);
+        serve(server, 0, waiting, &limits, &world.state).await;
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(matches!(
+            read_frame::<Reply>(&mut client),
+            Err(FrameError::Closed)
+        ));
+    }
 }
