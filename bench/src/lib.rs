@@ -288,7 +288,7 @@ pub fn otp_login(socket: &Path, prefix: &str, i: usize) -> bool {
 }
 
 /// One TOTP login of bench user `i`; why it was not allowed, if it was not.
-pub fn otp_login_why(socket: &Path, prefix: &str, i: usize) -> Result<(), String> {
+fn otp_login_why(socket: &Path, prefix: &str, i: usize) -> Result<(), String> {
     use otp_proto::client::Connection;
     use otp_proto::{Login, Outcome, Reply, Request, Secret};
     let mut c = Connection::connect(socket, Duration::from_secs(10))

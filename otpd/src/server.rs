@@ -430,7 +430,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 mod tests {
     use super::*;
     use otp_proto::frame::{read_frame, write_frame, FrameError};
-    use otp_proto::{Login, Reply};
+    use otp_proto::Reply;
     use std::io::Write;
     use std::os::unix::net::UnixStream as Client;
 
@@ -462,14 +462,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_whose_request_has_arrived_is_not_dropped_as_idle() {
         let world = crate::session::testing::world(|_| {});
-        let login = Login {
-            user: "alice".into(),
-            service: "sshd".into(),
-            rhost: None,
-            tty: None,
-            nullok: false,
-            forward_pass: None,
-        };
+        let login = crate::session::testing::sshd("alice");
         let (limits, server, mut client, waiting) =
             evicted(|c| write_frame(c, &Request::Begin(login)).unwrap());
         let client_side = tokio::task::spawn_blocking(move || read_frame::<Reply>(&mut client));

@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 /// Sends in flight at once, all channels together: half of otpd's connection slots
 /// (server.rs asserts it), so a slow channel leaves the other half to every other login.
 pub const MAX_IN_FLIGHT: usize = 2048;
-/// The courier thread's nice value. Sends wait on the network almost all the time, so even a
-/// CPU-bound host leaves them enough; the login workers, at 0, come first when both can run.
+/// How much higher the courier thread's nice value is than the workers'. Sends wait on the
+/// network almost all the time, so even a CPU-bound host leaves them enough; the login
+/// workers come first when both can run.
 const NICE: i32 = 10;
 
 /// The thread deliveries run on, and the places for sends in flight.
@@ -84,11 +85,20 @@ impl Drop for Courier {
     }
 }
 
+/// The calling thread's nice value; a thread's own cannot fail to be read.
+fn own_nice() -> i32 {
+    // SAFETY: getpriority of the calling thread (who = 0).
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
 /// Threads of one process each have their own nice value on Linux (setpriority(2)), so this
-/// lowers the courier's thread only. Failing (a seccomp filter) leaves it at the workers'.
+/// lowers the courier's thread only, by `NICE` from where otpd was started (an otpd started
+/// niced keeps its courier below it, and never asks to be raised). Failing (a seccomp filter)
+/// leaves it at the workers'.
 fn lower_priority() {
+    let lowered = (own_nice() + NICE).min(19);
     // SAFETY: setpriority on the calling thread (who = 0) with a plain integer.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) } != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, lowered) } != 0 {
         log::warn!(
             "cannot lower the courier thread's priority: {}",
             std::io::Error::last_os_error()
@@ -200,8 +210,7 @@ mod tests {
             Box::pin(async move {
                 let _counted = CountsDrop(self.dropped.clone());
                 let thread = std::thread::current().name().unwrap_or("").to_owned();
-                // SAFETY: getpriority of the calling thread.
-                let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+                let nice = own_nice();
                 self.seen.lock().unwrap().push((
                     thread,
                     nice,
@@ -240,6 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivery_runs_on_the_courier_thread_below_the_workers_priority() {
+        let workers = own_nice();
         let probe = Arc::new(Probe::default());
         let courier = Arc::new(Courier::new(4).unwrap());
         let channel = courier.wrap(Box::new(probe.clone()));
@@ -253,13 +263,12 @@ mod tests {
             seen,
             vec![(
                 "otpd-courier".to_owned(),
-                NICE,
+                (workers + NICE).min(19),
                 "a@example.com".to_owned(),
                 "123456".to_owned()
             )]
         );
-        // SAFETY: getpriority of the calling thread.
-        assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 0);
+        assert_eq!(own_nice(), workers, "the caller's thread is left as it was");
     }
 
     #[tokio::test]

@@ -1008,7 +1008,7 @@ mod tests {
     use super::super::testing::{
         app_code, key_on_screen, root, world, Outbox, Said, Script, World,
     };
-    use super::super::testing::{EMAIL, PHONE};
+    use super::super::testing::{sshd, EMAIL, PHONE};
     use super::*;
 
     /// `run` as the server calls it: the typed name resolved first.
@@ -1034,17 +1034,6 @@ mod tests {
         outcome: Outcome,
         note: String,
         script: Script,
-    }
-
-    fn sshd(user: &str) -> Login {
-        Login {
-            user: user.into(),
-            service: "sshd".into(),
-            rhost: Some("192.0.2.1".into()),
-            tty: None,
-            nullok: false,
-            forward_pass: None,
-        }
     }
 
     /// `login` as sshd runs it, for a user with a passwd entry when `known`.

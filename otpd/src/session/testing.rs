@@ -255,6 +255,18 @@ pub fn world(tune: impl FnOnce(&mut Config)) -> World {
     }
 }
 
+/// A login of `user` as sshd begins it.
+pub fn sshd(user: &str) -> otp_proto::Login {
+    otp_proto::Login {
+        user: user.into(),
+        service: "sshd".into(),
+        rhost: Some("192.0.2.1".into()),
+        tty: None,
+        nullok: false,
+        forward_pass: None,
+    }
+}
+
 /// sshd: root, which may run a login for anyone.
 pub fn root() -> Caller {
     Caller {
