@@ -2,6 +2,7 @@
 //! `show`, what a user may see of others' events, the JSON-lines file rotating and surviving a
 //! SIGKILL mid-write, and the metrics file read by Prometheus' own text parser.
 
+use otp_e2e::daemon::describe;
 use otp_e2e::pam::{self, PAM_AUTH_ERR, PAM_SUCCESS};
 use otp_e2e::totp::{code, now};
 use otp_e2e::{me, skip, Daemon, PamService};
@@ -274,4 +275,72 @@ fn the_failure_that_locks_a_user_out_is_followed_by_a_lockout_event() {
         .filter(|e| e["kind"] == "lockout")
         .count();
     assert_eq!(count, 1);
+}
+
+/// otpd writes a login's log line after its reply (so the reply does not wait for the log):
+/// a client gone before the outcome must not cost the line, the event or the spent code.
+#[test]
+fn a_login_whose_client_hangs_up_before_the_outcome_is_logged_audited_and_spent() {
+    use otp_proto::client::Connection;
+    use otp_proto::{Login, Reply, Request, Secret};
+    use std::time::Duration;
+    let otpd = Daemon::start("");
+    let secret = otpd.enroll_totp(&me());
+    let right = code(&secret, now());
+    let mut conn = Connection::connect(&otpd.socket, Duration::from_secs(30)).expect("connect");
+    let begin = Request::Begin(Login {
+        user: me(),
+        service: "hangs-up".into(),
+        rhost: None,
+        tty: None,
+        nullok: false,
+        forward_pass: None,
+    });
+    conn.send(&begin).expect("begin");
+    assert!(
+        matches!(conn.recv(), Ok(Reply::Prompt { .. })),
+        "the code prompt"
+    );
+    // otpd stopped, the answer sent and the client gone: otpd's reply cannot be delivered.
+    let pid = otpd.pid().expect("otpd's pid").to_string();
+    signal("-STOP", &pid);
+    conn.send(&Request::Answer(Secret::new(right.clone())))
+        .expect("answer");
+    drop(conn);
+    signal("-CONT", &pid);
+    otpd.assert_logged("hangs-up: user=");
+    assert!(
+        otpd.log()
+            .lines()
+            .any(|l| l.contains("hangs-up: user=") && l.contains("allowed (totp)")),
+        "{}",
+        otpd.log()
+    );
+    let all = otpd.otpctl_json(&["attempts", "--user", &me()]);
+    let theirs: Vec<&Value> = events(&all)
+        .iter()
+        .filter(|e| e["service"] == "hangs-up")
+        .collect();
+    assert_eq!(theirs.len(), 1, "{all:#?}");
+    assert_eq!(theirs[0]["result"], "allowed", "{all:#?}");
+    // The code was spent even though its outcome never arrived.
+    let again = otpd.otpctl(&["verify", &right]);
+    assert!(!again.status.success(), "{}", describe(&again));
+}
+
+/// `kill SIGNAL PID`, and for a stop, until the process is stopped.
+fn signal(sig: &str, pid: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill {sig} {pid}");
+    let stat = format!("/proc/{pid}/stat");
+    let state = || {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        s.rsplit(") ").next().and_then(|r| r.chars().next())
+    };
+    while sig == "-STOP" && state() != Some('T') {
+        std::thread::yield_now();
+    }
 }

@@ -3,15 +3,23 @@
 //! ~13 % of logins/s at 8 clients). The queue is bounded and a full queue makes `record` wait
 //! (back-pressure): a security product loses no audit line to load. Queries and flushes go
 //! through the same queue, so they see every event recorded before them (docs/design.md,
-//! "Audit trail").
+//! "Audit trail"). A busy writer takes its events in batches, one every `LINGER`, rather than
+//! being woken for each; so a crash (SIGKILL, power loss) loses at most the last `LINGER` of
+//! events beyond those still queued.
 
 use super::{AuditError, Filter, Sink};
 use otp_proto::AuditEvent;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Events waiting for the writer at most; beyond that, `record` waits.
 pub const QUEUE: usize = 4096;
+/// After an event, the writer sleeps this long and then takes everything queued meanwhile,
+/// until it finds nothing: on a busy daemon the logins' events no longer each wake the thread
+/// (a wake-up and a context switch per login, on the login's worker and here; issue 16). An
+/// event, query or flush waits at most this much longer; an idle writer blocks, costing nothing.
+pub const LINGER: Duration = Duration::from_millis(1);
 
 type Answer = oneshot::Sender<Result<Vec<AuditEvent>, AuditError>>;
 
@@ -37,6 +45,18 @@ impl Writer {
             .spawn(move || {
                 while let Some(job) = queue.blocking_recv() {
                     run(&sinks, job);
+                    // Busy: what came meanwhile, every LINGER, until a look finds nothing.
+                    loop {
+                        std::thread::sleep(LINGER);
+                        let mut ran = false;
+                        while let Ok(job) = queue.try_recv() {
+                            run(&sinks, job);
+                            ran = true;
+                        }
+                        if !ran {
+                            break;
+                        }
+                    }
                 }
             })
             .map_err(AuditError::Thread)?;
@@ -121,5 +141,67 @@ mod tests {
         let all = crate::audit::Sink::query(&*file, &Filter::default(), usize::MAX).unwrap();
         let written: Vec<_> = all.into_iter().rev().map(|e| e.id).collect();
         assert_eq!(written, ids);
+    }
+
+    /// Keeps, for each event, how many times its writer thread had slept by then.
+    #[derive(Default)]
+    struct Sleeps(std::sync::Mutex<Vec<u64>>);
+
+    impl crate::audit::Sink for Sleeps {
+        fn record(&self, _: &otp_proto::AuditEvent) -> Result<(), crate::audit::AuditError> {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let switches = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap();
+            self.0.lock().unwrap().push(switches);
+            Ok(())
+        }
+        fn query(
+            &self,
+            _: &Filter,
+            _: usize,
+        ) -> Result<Vec<otp_proto::AuditEvent>, crate::audit::AuditError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn events_closer_than_the_linger_do_not_each_wake_the_writer() {
+        let sleeps = Arc::new(Sleeps::default());
+        let audit = Audit::with_sinks(vec![sleeps.clone()], "h").unwrap();
+        let linger = super::LINGER.as_micros() as u64;
+        // Lingering, the writer sleeps at most once per LINGER of the stream, and once more
+        // waiting for its first event. Woken per event, it would sleep about once per event.
+        // The stream goes on until that bound is a quarter of its events (a loaded machine
+        // paces it more slowly, so it takes more events to tell).
+        let began = std::time::Instant::now();
+        let bound = || began.elapsed().as_micros() as u64 / linger + 2;
+        let mut n = 0u64;
+        while n < 300 || (n < 20_000 && bound() * 4 > n) {
+            // A busy daemon's pace: a login every 50 µs or so, well inside LINGER.
+            let next = std::time::Instant::now() + std::time::Duration::from_micros(50);
+            while std::time::Instant::now() < next {
+                std::hint::spin_loop();
+            }
+            audit
+                .record(audit.event(AuditKind::Login, AuditResult::Allowed, "alice", 0))
+                .await;
+            n += 1;
+        }
+        audit.flush().await;
+        let bound = bound();
+        let seen = sleeps.0.lock().unwrap().clone();
+        assert_eq!(seen.len() as u64, n);
+        let slept = seen[seen.len() - 1] - seen[0];
+        assert!(
+            slept <= bound,
+            "{slept} sleeps for {n} events, at most {bound} expected"
+        );
+        assert!(
+            bound * 2 < n,
+            "too slow a pace to tell: {n} events, bound {bound}"
+        );
     }
 }

@@ -236,9 +236,21 @@ pub async fn run<D: Dialog>(
     if outcome == Outcome::Allow && !graced && !trail.exempt {
         grace.grant(caller.uid, &login, grace_rule);
     }
-    audit(&login, caller, &note);
+    // The event is queued before the reply, so a query made after the reply sees it; the line
+    // is written after it, so the reply does not wait for the log (docs/design.md, "Latency").
     record(state, &login, caller, Some(outcome), &note, trail).await;
-    // forward_pass and nothing enrolled: no code was typed, all of it is the password.
+    let replied = reply(dialog, outcome, &login).await;
+    audit(&login, caller, &note);
+    replied
+}
+
+/// The login's last replies: the outcome, after the password handed back when forward_pass
+/// found nothing enrolled (no code was typed, all of it is the password).
+async fn reply<D: Dialog>(
+    dialog: &mut D,
+    outcome: Outcome,
+    login: &Login,
+) -> Result<(), FrameError> {
     if let (Outcome::Ignore, Some(typed)) = (outcome, &login.forward_pass) {
         dialog.hand_back(typed).await?;
     }
