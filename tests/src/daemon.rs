@@ -79,8 +79,9 @@ impl Daemon {
         self.log.0.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Does otpd's log say `needle`, now or within 10 s? otpd writes a line before it answers,
-    /// but the reader thread may not have taken it in yet when the answer reaches the test.
+    /// Does otpd's log say `needle`, now or within 10 s? A login's line is written just after
+    /// its reply (docs/design.md, "Latency"), and the reader thread may not have taken a line in
+    /// yet when the answer reaches the test.
     pub fn logged(&self, needle: &str) -> bool {
         self.logged_since(0, needle)
     }
