@@ -302,12 +302,11 @@ fn a_login_whose_client_hangs_up_before_the_outcome_is_logged_audited_and_spent(
         "the code prompt"
     );
     // otpd stopped, the answer sent and the client gone: otpd's reply cannot be delivered.
-    let pid = otpd.pid().expect("otpd's pid").to_string();
-    signal("-STOP", &pid);
+    let stopped = Stopped::new(otpd.pid().expect("otpd's pid"));
     conn.send(&Request::Answer(Secret::new(right.clone())))
         .expect("answer");
     drop(conn);
-    signal("-CONT", &pid);
+    drop(stopped);
     otpd.assert_logged("hangs-up: user=");
     assert!(
         otpd.log()
@@ -328,19 +327,39 @@ fn a_login_whose_client_hangs_up_before_the_outcome_is_logged_audited_and_spent(
     assert!(!again.status.success(), "{}", describe(&again));
 }
 
-/// `kill SIGNAL PID`, and for a stop, until the process is stopped.
-fn signal(sig: &str, pid: &str) {
+/// A process held with SIGSTOP until this is dropped (SIGCONT, also when the test fails, so the
+/// daemon's SIGTERM at the end can be handled).
+struct Stopped(String);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = pid.to_string();
+        kill("-STOP", &pid);
+        let stat = format!("/proc/{pid}/stat");
+        loop {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            match s.rsplit(") ").next().and_then(|r| r.chars().next()) {
+                Some('T') => return Stopped(pid),
+                Some(_) => std::thread::yield_now(),
+                None => panic!("process {pid} is gone"),
+            }
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // No assertion here: a panic while unwinding would abort the test binary.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+fn kill(sig: &str, pid: &str) {
     let sent = std::process::Command::new("kill")
         .args([sig, pid])
         .status()
         .expect("kill");
     assert!(sent.success(), "kill {sig} {pid}");
-    let stat = format!("/proc/{pid}/stat");
-    let state = || {
-        let s = std::fs::read_to_string(&stat).unwrap_or_default();
-        s.rsplit(") ").next().and_then(|r| r.chars().next())
-    };
-    while sig == "-STOP" && state() != Some('T') {
-        std::thread::yield_now();
-    }
 }

@@ -4,8 +4,8 @@
 //! (back-pressure): a security product loses no audit line to load. Queries and flushes go
 //! through the same queue, so they see every event recorded before them (docs/design.md,
 //! "Audit trail"). A busy writer takes its events in batches, one every `LINGER`, rather than
-//! being woken for each; so a crash (SIGKILL, power loss) loses at most the last `LINGER` of
-//! events beyond those still queued.
+//! being woken for each; the price is that a crash (SIGKILL, power loss) can also lose the
+//! events recorded during the writer's last `LINGER`, which are still queued.
 
 use super::{AuditError, Filter, Sink};
 use otp_proto::AuditEvent;
