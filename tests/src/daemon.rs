@@ -1,6 +1,8 @@
 //! A real otpd on a temp directory and config, started and stopped by the test.
 
 use crate::artifacts;
+use otp_proto::client::Connection;
+use otp_proto::{Login, Reply, Request};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -244,6 +246,33 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// A login of `user` for `service`, spoken on otpd's socket as pam_otp speaks it, that has
+    /// sent `Begin` and now holds the code prompt; `None` if otpd answered anything else.
+    pub fn at_prompt(&self, user: &str, service: &str) -> Option<Connection> {
+        let mut conn = Connection::connect(&self.socket, Duration::from_secs(30)).ok()?;
+        let begin = Request::Begin(Login {
+            user: user.into(),
+            service: service.into(),
+            rhost: Some("203.0.113.9".into()),
+            tty: None,
+            nullok: false,
+            forward_pass: None,
+        });
+        conn.send(&begin).ok()?;
+        loop {
+            match conn.recv().ok()? {
+                Reply::Prompt { .. } => return Some(conn),
+                Reply::Info { .. } => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Hold the running otpd with SIGSTOP until the guard is dropped.
+    pub fn pause(&self) -> Paused {
+        Paused::new(self.pid().expect("otpd is running") as libc::pid_t)
+    }
+
     /// Peak resident memory of the running otpd (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
@@ -262,6 +291,56 @@ impl Daemon {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
         }
+    }
+}
+
+/// Answer the code prompt of `conn` (from `Daemon::at_prompt`) and read to the outcome; `None`
+/// if otpd asks again or the connection ends first.
+pub fn answer(conn: &mut Connection, text: &str) -> Option<otp_proto::Outcome> {
+    conn.send(&Request::Answer(otp_proto::Secret::new(text)))
+        .ok()?;
+    loop {
+        match conn.recv().ok()? {
+            Reply::Outcome(o) => return Some(o),
+            Reply::Prompt { .. } => return None,
+            _ => {}
+        }
+    }
+}
+
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT, also when the test fails: a
+/// stopped otpd could not act on the SIGTERM that ends it).
+pub struct Paused(libc::pid_t);
+
+impl Paused {
+    fn new(pid: libc::pid_t) -> Paused {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGSTOP) },
+            0,
+            "SIGSTOP {pid}"
+        );
+        let paused = Paused(pid);
+        let stat = format!("/proc/{pid}/stat");
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            match text
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+            {
+                Some('T') => return paused,
+                Some(_) => std::thread::yield_now(),
+                None => panic!("process {pid} is gone"),
+            }
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; no assertion while a failed test unwinds.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
 

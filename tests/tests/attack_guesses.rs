@@ -2,46 +2,12 @@
 //! attacking otpd"): many wrong answers at the same moment, and restarts to lift a lockout.
 //! Each test shows the attack fail.
 
-use otp_e2e::daemon::describe;
+use otp_e2e::daemon::{answer, describe};
 use otp_e2e::totp::{code, now};
 use otp_e2e::{me, skip, Daemon};
 use otp_proto::client::Connection;
-use otp_proto::{DenyReason, Login, Outcome, Reply, Request, Secret};
+use otp_proto::{DenyReason, Outcome};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
-
-/// A login that has sent `Begin` and holds the code prompt.
-fn at_prompt(otpd: &Daemon, user: &str) -> Option<Connection> {
-    let mut conn = Connection::connect(&otpd.socket, Duration::from_secs(30)).ok()?;
-    let begin = Request::Begin(Login {
-        user: user.into(),
-        service: "attack".into(),
-        rhost: Some("203.0.113.9".into()),
-        tty: None,
-        nullok: false,
-        forward_pass: None,
-    });
-    conn.send(&begin).ok()?;
-    loop {
-        match conn.recv().ok()? {
-            Reply::Prompt { .. } => return Some(conn),
-            Reply::Info { .. } => {}
-            _ => return None,
-        }
-    }
-}
-
-/// Answer the prompt and read to the outcome.
-fn answer(conn: &mut Connection, text: &str) -> Option<Outcome> {
-    conn.send(&Request::Answer(Secret::new(text))).ok()?;
-    loop {
-        match conn.recv().ok()? {
-            Reply::Outcome(o) => return Some(o),
-            Reply::Prompt { .. } => return None,
-            _ => {}
-        }
-    }
-}
 
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
@@ -53,7 +19,9 @@ fn count(log: &str, needle: &str) -> usize {
 fn two_hundred_concurrent_wrong_codes_are_checked_at_most_max_failures_times() {
     let otpd = Daemon::start("");
     let secret = otpd.enroll_totp(&me());
-    let logins: Vec<Connection> = (0..200).filter_map(|_| at_prompt(&otpd, &me())).collect();
+    let logins: Vec<Connection> = (0..200)
+        .filter_map(|_| otpd.at_prompt(&me(), "attack"))
+        .collect();
     assert!(
         logins.len() >= 8,
         "only {} logins reached the prompt",
@@ -95,7 +63,7 @@ fn two_hundred_concurrent_wrong_codes_are_checked_at_most_max_failures_times() {
         outcomes.len() - 5
     );
     // The right code is refused too while locked.
-    let mut late = at_prompt(&otpd, &me()).expect("prompt");
+    let mut late = otpd.at_prompt(&me(), "attack").expect("prompt");
     let right = answer(&mut late, &code(&secret, now()));
     assert_eq!(right, Some(Outcome::Deny(DenyReason::Locked)));
     let rss = otpd.peak_rss_kib().expect("VmHWM");
@@ -143,7 +111,7 @@ fn two_hundred_concurrent_wrong_proofs_from_otpctl_are_checked_five_times() {
 
 fn lock_out(otpd: &Daemon) {
     for _ in 0..5 {
-        let mut login = at_prompt(otpd, &me()).expect("prompt");
+        let mut login = otpd.at_prompt(&me(), "attack").expect("prompt");
         let o = answer(&mut login, "000000x");
         assert_eq!(o, Some(Outcome::Deny(DenyReason::WrongCode)));
     }
@@ -152,7 +120,7 @@ fn lock_out(otpd: &Daemon) {
 fn assert_locked(otpd: &Daemon, secret: &str) {
     let status = otpd.otpctl_json(&["status"]);
     assert!(status["locked_for_secs"].as_u64().is_some(), "{status}");
-    let mut login = at_prompt(otpd, &me()).expect("prompt");
+    let mut login = otpd.at_prompt(&me(), "attack").expect("prompt");
     let right = answer(&mut login, &code(secret, now()));
     assert_eq!(right, Some(Outcome::Deny(DenyReason::Locked)));
 }
@@ -171,7 +139,7 @@ fn a_kill_does_not_lift_a_lockout_nor_forget_failures() {
     let mut otpd = Daemon::start("");
     let secret = otpd.enroll_totp(&me());
     for _ in 0..3 {
-        let mut login = at_prompt(&otpd, &me()).expect("prompt");
+        let mut login = otpd.at_prompt(&me(), "attack").expect("prompt");
         answer(&mut login, "000000x");
     }
     otpd.restart_after_crash();
@@ -204,7 +172,7 @@ fn a_kill_does_not_lift_a_lockout_nor_forget_failures() {
 
 fn lock_out_rest(otpd: &Daemon, n: usize) {
     for _ in 0..n {
-        let mut login = at_prompt(otpd, &me()).expect("prompt");
+        let mut login = otpd.at_prompt(&me(), "attack").expect("prompt");
         answer(&mut login, "000000x");
     }
 }

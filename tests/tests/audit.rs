@@ -281,32 +281,17 @@ fn the_failure_that_locks_a_user_out_is_followed_by_a_lockout_event() {
 /// a client gone before the outcome must not cost the line, the event or the spent code.
 #[test]
 fn a_login_whose_client_hangs_up_before_the_outcome_is_logged_audited_and_spent() {
-    use otp_proto::client::Connection;
-    use otp_proto::{Login, Reply, Request, Secret};
-    use std::time::Duration;
+    use otp_proto::{Request, Secret};
     let otpd = Daemon::start("");
     let secret = otpd.enroll_totp(&me());
     let right = code(&secret, now());
-    let mut conn = Connection::connect(&otpd.socket, Duration::from_secs(30)).expect("connect");
-    let begin = Request::Begin(Login {
-        user: me(),
-        service: "hangs-up".into(),
-        rhost: None,
-        tty: None,
-        nullok: false,
-        forward_pass: None,
-    });
-    conn.send(&begin).expect("begin");
-    assert!(
-        matches!(conn.recv(), Ok(Reply::Prompt { .. })),
-        "the code prompt"
-    );
+    let mut conn = otpd.at_prompt(&me(), "hangs-up").expect("the code prompt");
     // otpd stopped, the answer sent and the client gone: otpd's reply cannot be delivered.
-    let stopped = Stopped::new(otpd.pid().expect("otpd's pid"));
+    let paused = otpd.pause();
     conn.send(&Request::Answer(Secret::new(right.clone())))
         .expect("answer");
     drop(conn);
-    drop(stopped);
+    drop(paused);
     otpd.assert_logged("hangs-up: user=");
     assert!(
         otpd.log()
@@ -327,39 +312,28 @@ fn a_login_whose_client_hangs_up_before_the_outcome_is_logged_audited_and_spent(
     assert!(!again.status.success(), "{}", describe(&again));
 }
 
-/// A process held with SIGSTOP until this is dropped (SIGCONT, also when the test fails, so the
-/// daemon's SIGTERM at the end can be handled).
-struct Stopped(String);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        let pid = pid.to_string();
-        kill("-STOP", &pid);
-        let stat = format!("/proc/{pid}/stat");
-        loop {
-            let s = std::fs::read_to_string(&stat).unwrap_or_default();
-            match s.rsplit(") ").next().and_then(|r| r.chars().next()) {
-                Some('T') => return Stopped(pid),
-                Some(_) => std::thread::yield_now(),
-                None => panic!("process {pid} is gone"),
-            }
-        }
+/// The same through logins (session/login.rs): the wrong answer that locks the user out is
+/// followed by one lockout event, and an allowed login makes none.
+#[test]
+fn the_login_that_locks_a_user_out_is_followed_by_a_lockout_event() {
+    use otp_e2e::daemon::answer;
+    let otpd = Daemon::start("[lockout]\nmax_failures = 3\n");
+    let secret = otpd.enroll_totp(&me());
+    let mut first = otpd.at_prompt(&me(), "locks").expect("the code prompt");
+    assert!(answer(&mut first, &code(&secret, now())).is_some());
+    let bad = wrong(&secret);
+    for _ in 0..3 {
+        let mut login = otpd.at_prompt(&me(), "locks").expect("the code prompt");
+        assert!(answer(&mut login, &bad).is_some());
     }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // No assertion here: a panic while unwinding would abort the test binary.
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0])
-            .status();
-    }
-}
-
-fn kill(sig: &str, pid: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success(), "kill {sig} {pid}");
+    let all = otpd.otpctl_json(&["attempts"]);
+    let all = events(&all);
+    let lockouts: Vec<&Value> = all.iter().filter(|e| e["kind"] == "lockout").collect();
+    assert_eq!(lockouts.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["kind"], "lockout", "newest: {all:#?}");
+    assert_eq!(all[1]["service"], "locks", "{all:#?}");
+    assert_eq!(
+        all[1]["reason"], "denied: wrong code",
+        "the login that locked: {all:#?}"
+    );
 }

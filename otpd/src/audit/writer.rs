@@ -39,26 +39,10 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(sinks: Vec<Arc<dyn Sink>>) -> Result<Writer, AuditError> {
-        let (jobs, mut queue) = mpsc::channel(QUEUE);
+        let (jobs, queue) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("otpd-audit".into())
-            .spawn(move || {
-                while let Some(job) = queue.blocking_recv() {
-                    run(&sinks, job);
-                    // Busy: what came meanwhile, every LINGER, until a look finds nothing.
-                    loop {
-                        std::thread::sleep(LINGER);
-                        let mut ran = false;
-                        while let Ok(job) = queue.try_recv() {
-                            run(&sinks, job);
-                            ran = true;
-                        }
-                        if !ran {
-                            break;
-                        }
-                    }
-                }
-            })
+            .spawn(move || serve(&sinks, queue))
             .map_err(AuditError::Thread)?;
         Ok(Writer { jobs })
     }
@@ -84,6 +68,25 @@ impl Writer {
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Job::Flush(tx)).await.is_ok() {
             let _ = rx.await;
+        }
+    }
+}
+
+/// The writer thread: block for a job, then, while busy, take what came meanwhile every
+/// `LINGER` until a look finds nothing. Ends when every `Writer` is gone and the queue is empty.
+fn serve(sinks: &[Arc<dyn Sink>], mut queue: mpsc::Receiver<Job>) {
+    while let Some(job) = queue.blocking_recv() {
+        run(sinks, job);
+        loop {
+            std::thread::sleep(LINGER);
+            let mut ran = false;
+            while let Ok(job) = queue.try_recv() {
+                run(sinks, job);
+                ran = true;
+            }
+            if !ran {
+                break;
+            }
         }
     }
 }

@@ -1008,9 +1008,10 @@ async fn record(
         outcome,
         Some(Outcome::Deny(DenyReason::WrongCode | DenyReason::Replayed))
     );
-    let after = event.clone();
+    // Only a wrong answer can begin a lockout; an allowed login copies nothing.
+    let after = wrong.then(|| event.clone());
     state.audit.record(event).await;
-    if wrong {
+    if let Some(after) = after {
         super::trail::lockout_if_it_began(state, &after).await;
     }
 }
